@@ -1,0 +1,104 @@
+"""The thin Click layer. `main()` is the ONE error boundary: it turns MigrateError, usage errors,
+Ctrl-C and SIGTERM into one line on stderr and the contract's exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from migrate import __version__
+from migrate.cli.common import AppContext
+from migrate.config import redact
+from migrate.errors import ExitCode, MigrateError
+from migrate.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="paas-migrate", message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr; -v also shows tracebacks.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, as_json: bool) -> None:
+    """Move a PaaS application's PostgreSQL database and S3 buckets into AWS, and prove it.
+
+    Every job has three steps: plan (read-only), copy, verify. Exit codes: 0 success, 1 failure,
+    2 usage or configuration error, 3 verification found differences, 130 interrupted.
+    """
+    ctx.obj = AppContext(verbose=verbose, json=as_json)
+    setup_logging(verbose)
+
+
+def _register() -> None:
+    from migrate.cli import db, demo, ecs, images, run, s3
+
+    for module in (db, s3, images, ecs, run, demo):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    # An ECS stop sends SIGTERM: treat it like Ctrl-C so every `finally` cleans up.
+    raise KeyboardInterrupt
+
+
+def _wants_traceback(argv: Sequence[str]) -> bool:
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg == "--verbose" or (arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) == {"v"}):
+            return True
+    return False
+
+
+def _err(line: str) -> None:
+    click.echo(redact(line), err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point. Returns the exit code (never raises, never prints a secret)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = _wants_traceback(args)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:  # not the main thread (e.g. called from a test thread)
+        previous = None
+    try:
+        result = cli.main(args=args, prog_name="paas-migrate", standalone_mode=False)
+        if isinstance(result, int):
+            return result
+        return ExitCode.SUCCESS
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors, bad parameters
+        _err(f"error: {exc.format_message()}")
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            _err(f"(see '{exc.ctx.command_path} --help')")
+        return ExitCode.USAGE if isinstance(exc, click.UsageError) else ExitCode.FAILURE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _err("interrupted: stopped before finishing; nothing unfinished was reported as done")
+        return ExitCode.INTERRUPTED
+    except MigrateError as exc:
+        if verbose:
+            _err(traceback.format_exc().rstrip())
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except Exception as exc:
+        if verbose:
+            _err(traceback.format_exc().rstrip())
+        _err(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)")
+        return ExitCode.FAILURE
+    finally:
+        if previous is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, previous)

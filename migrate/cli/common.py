@@ -1,0 +1,174 @@
+"""Shared pieces of the Click layer: the context object, common options, rendering."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from migrate.config import redact
+from migrate.errors import ConfigError
+from migrate.logs import setup_logging
+from migrate.model import Plan, Report
+from migrate.progress import Reporter, choose_reporter, human_bytes
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    verbose: int = 0
+    json: bool = False
+
+
+def app(ctx: click.Context) -> AppContext:
+    obj = ctx.find_object(AppContext)
+    if obj is None:
+        obj = ctx.ensure_object(AppContext)
+    return obj
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        app(ctx).json = True
+    return value
+
+
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    if value:
+        a = app(ctx)
+        a.verbose = max(a.verbose, value)
+        setup_logging(a.verbose)
+    return value
+
+
+def output_options(func: F) -> F:
+    """--json and -v also after the subcommand (`paas-migrate db plan --json`)."""
+    func = click.option(
+        "--json", "as_json", is_flag=True, expose_value=False, callback=_set_json,
+        help="Machine-readable JSON on stdout.",
+    )(func)
+    func = click.option(
+        "-v", "--verbose", count=True, expose_value=False, callback=_set_verbose,
+        help="More detail on stderr; tracebacks on errors.",
+    )(func)
+    return func
+
+
+def reporter_for(ctx: click.Context) -> Reporter:
+    return choose_reporter(quiet=os.environ.get("MIGRATE_NO_PROGRESS") == "1")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
+
+
+def write_report(report: Report, path: str | None) -> None:
+    if not path:
+        return
+    try:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(redact(json.dumps(report.to_dict(), indent=2, default=str)) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {path}: {exc.strerror}") from None
+    log.info("report written to %s", path)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+
+
+def render_plan(ctx: click.Context, plan: Plan) -> None:
+    if app(ctx).json:
+        echo_json(plan.to_dict())
+        return
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"[bold]{plan.kind} plan[/bold]: {redact(plan.source)} → {redact(plan.target)}")
+    for key, value in plan.facts.items():
+        if isinstance(value, list | dict):
+            continue
+        con.print(f"  {key}: {redact(value)}")
+    table = Table(title="phases", show_lines=False)
+    for col in ("#", "phase", "concurrency", "items", "size", "what"):
+        table.add_column(col)
+    for i, step in enumerate(plan.steps, 1):
+        table.add_row(
+            str(i),
+            step.name,
+            str(step.concurrency),
+            "" if step.items is None else f"{step.items:,}",
+            "" if step.bytes is None else human_bytes(step.bytes),
+            redact(step.description),
+        )
+    con.print(table)
+    for w in plan.warnings:
+        con.print(f"[yellow]warning[/yellow]: {redact(w)}")
+    for b in plan.blockers:
+        con.print(f"[red]blocker[/red]: {redact(b)}")
+
+
+def render_report(ctx: click.Context, report: Report, *, max_diffs: int = 50) -> None:
+    if app(ctx).json:
+        echo_json(report.to_dict())
+        return
+    from rich.table import Table
+
+    con = _console()
+    _render_report_rich(con, report, max_diffs=max_diffs, table_cls=Table)
+
+
+def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: Any) -> None:
+    if report.phases:
+        table = table_cls(title=f"{report.kind}: summary")
+        for col in ("phase", "seconds", "concurrency", "items", "rows", "bytes", "note"):
+            table.add_column(col)
+        for p in report.phases:
+            table.add_row(
+                p.name,
+                f"{p.seconds:.2f}",
+                str(p.concurrency),
+                "" if p.items is None else f"{p.items:,}",
+                "" if p.rows is None else f"{p.rows:,}",
+                "" if p.bytes is None else human_bytes(p.bytes),
+                redact(p.note),
+            )
+        con.print(table)
+    if report.diffs:
+        counts = report.outcome_counts()
+        con.print("verification: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        shown = report.differences()[:max_diffs]
+        if shown:
+            table = table_cls(title="differences")
+            for col in ("kind", "name", "outcome", "detail"):
+                table.add_column(col)
+            for d in shown:
+                table.add_row(d.kind, redact(d.name), d.outcome.value, redact(d.detail))
+            con.print(table)
+            hidden = len(report.differences()) - len(shown)
+            if hidden > 0:
+                con.print(f"… and {hidden} more (see --json or --report)")
+        info = [d for d in report.diffs if d.info_only]
+        for d in info[:10]:
+            con.print(f"[dim]info[/dim]: {d.kind} {redact(d.name)}: {redact(d.detail)}")
+    for c in report.children:
+        con.print(f"[bold]{c.kind}[/bold]: {c.status.value}")
+        _render_report_rich(con, c, max_diffs=max_diffs, table_cls=table_cls)
+    for w in report.warnings:
+        con.print(f"[yellow]warning[/yellow]: {redact(w)}")
+    for e in report.errors:
+        con.print(f"[red]error[/red]: {redact(e)}")
+    style = {"success": "green", "differs": "yellow"}.get(report.status.value, "red")
+    con.print(f"[bold {style}]{report.kind}: {report.status.value}[/bold {style}] in {report.seconds:.1f}s")

@@ -1,0 +1,1 @@
+"""Embedded throwaway services (PostgreSQL clusters, an S3 API server) for `demo`, tests and benchmarks."""

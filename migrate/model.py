@@ -1,0 +1,184 @@
+"""What every job plans, reports and compares: Plan, Step, Diff, PhaseResult, Report, Status.
+
+One vocabulary for differences (rclone check's words), used by the CLI table, JSON and logs alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from migrate.config import redact
+from migrate.errors import ExitCode
+
+
+class Status(StrEnum):
+    SUCCESS = "success"
+    PARTIAL = "partial"  # some items failed, the rest completed
+    FAILED = "failed"
+    DIFFERS = "differs"  # the work ran, verification found differences
+
+    def exit_code(self) -> ExitCode:
+        """The single place where a result's status becomes the process exit code."""
+        return {
+            Status.SUCCESS: ExitCode.SUCCESS,
+            Status.PARTIAL: ExitCode.FAILURE,
+            Status.FAILED: ExitCode.FAILURE,
+            Status.DIFFERS: ExitCode.DIFFERENCES,
+        }[self]
+
+
+class Outcome(StrEnum):
+    """Result of comparing one object on both sides."""
+
+    MATCH = "match"
+    DIFFER = "differ"
+    MISSING_ON_TARGET = "missing on target"
+    EXTRA_ON_TARGET = "extra on target"
+    ERROR = "error"
+
+
+@dataclass
+class Step:
+    """One phase of a plan: what it does, with which concurrency, over what."""
+
+    name: str
+    description: str
+    concurrency: int = 1
+    items: int | None = None
+    bytes: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Read-only inventory and intended work. `--dry-run` prints this and nothing else."""
+
+    kind: str  # "db", "s3", "run"
+    source: str  # already redacted for display
+    target: str
+    steps: list[Step] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    blockers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.blockers
+
+    def to_dict(self) -> dict[str, Any]:
+        return scrub(asdict(self))
+
+
+@dataclass
+class Diff:
+    """One compared object. `kind` is e.g. table, index, sequence, object; `name` identifies it."""
+
+    kind: str
+    name: str
+    outcome: Outcome
+    detail: str = ""
+    info_only: bool = False  # e.g. owner/ACL differences: shown, never a failure
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+
+@dataclass
+class PhaseResult:
+    """One row of the end-of-run summary table."""
+
+    name: str
+    seconds: float
+    concurrency: int = 1
+    items: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """What a job did. Its status decides the exit code (Status.exit_code)."""
+
+    kind: str
+    status: Status = Status.SUCCESS
+    source: str = ""
+    target: str = ""
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    phases: list[PhaseResult] = field(default_factory=list)
+    diffs: list[Diff] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+    children: list[Report] = field(default_factory=list)
+
+    def finish(self) -> Report:
+        self.finished_at = time.time()
+        return self
+
+    @property
+    def seconds(self) -> float:
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return end - self.started_at
+
+    def outcome_counts(self) -> dict[str, int]:
+        counts = Counter(d.outcome.value for d in self.diffs if not d.info_only)
+        return {o.value: counts.get(o.value, 0) for o in Outcome}
+
+    def differences(self) -> list[Diff]:
+        return [d for d in self.diffs if d.outcome is not Outcome.MATCH and not d.info_only]
+
+    def settle(self) -> Report:
+        """Derive the status from errors and differences (worst wins), including children's."""
+        worst = self.status
+        order = [Status.SUCCESS, Status.DIFFERS, Status.PARTIAL, Status.FAILED]
+        candidates = [worst] + [c.status for c in self.children]
+        if any(d.outcome is Outcome.ERROR for d in self.differences()):
+            candidates.append(Status.FAILED)
+        elif self.differences():
+            candidates.append(Status.DIFFERS)
+        if self.errors:
+            candidates.append(Status.FAILED)
+        self.status = max(candidates, key=order.index)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return scrub(
+            {
+                "kind": self.kind,
+                "status": self.status.value,
+                "exit_code": int(self.status.exit_code()),
+                "source": self.source,
+                "target": self.target,
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "seconds": round(self.seconds, 3),
+                "phases": [asdict(p) for p in self.phases],
+                "outcomes": self.outcome_counts(),
+                "diffs": [d.to_dict() for d in self.diffs],
+                "warnings": self.warnings,
+                "errors": self.errors,
+                "totals": self.totals,
+                "children": [c.to_dict() for c in self.children],
+            }
+        )
+
+
+def scrub(value: Any) -> Any:
+    """Redact every string inside a JSON-able structure (reports never carry secrets)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Enum):
+        return scrub(value.value)
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value

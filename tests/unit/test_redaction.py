@@ -1,0 +1,77 @@
+"""Secrets never reach output, logs, repr or errors."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from migrate.config import DatabaseURL, S3Side, Secret, redact
+from migrate.errors import ConfigError
+from migrate.logs import RedactingFilter
+from migrate.model import Report
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql://u:s3cretpw@host:5432/db",
+        "could not connect to postgres://admin:s3cretpw@db.example/x?sslmode=require",
+        "host=a user=b password=s3cretpw dbname=c",
+        "PGPASSWORD=s3cretpw pg_dump",
+        "https://user:s3cretpw@registry.example/v2/",
+    ],
+)
+def test_redact_patterns(text: str) -> None:
+    assert "s3cretpw" not in redact(text)
+
+
+def test_password_with_special_characters() -> None:
+    url = DatabaseURL.parse("postgresql://u:p%40ss%2Fw0rd@h/db")
+    assert url.password == "p@ss/w0rd"
+    for shown in (repr(url), str(url), url.display(), redact(f"failed: {url.url}"), redact("p@ss/w0rd")):
+        assert "p@ss/w0rd" not in shown and "p%40ss%2Fw0rd" not in shown
+
+
+def test_database_url_parts_and_without_password() -> None:
+    url = DatabaseURL.parse("postgresql://app:topsecret@db.internal:6543/service?sslmode=verify-full")
+    assert (url.user, url.host, url.port, url.dbname) == ("app", "db.internal", 6543, "service")
+    assert url.without_password() == "postgresql://app@db.internal:6543/service?sslmode=verify-full"
+    assert url.libpq_env() == {"PGPASSWORD": "topsecret"}
+    assert "topsecret" not in repr(url)
+
+
+@pytest.mark.parametrize("bad", ["", "mysql://u@h/db", "postgresql://u:pw@h:notaport/db", "postgresql:///db"])
+def test_malformed_urls_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DatabaseURL.parse(bad)
+    assert "pw" not in str(info.value) or "pw@" not in str(info.value)
+
+
+def test_secret_and_s3_side_repr() -> None:
+    side = S3Side.build(
+        "source",
+        "s3://bucket-a/prefix",
+        environ={
+            "MIGRATE_SOURCE_AWS_ACCESS_KEY_ID": "AKIDEXAMPLEVALUE",
+            "MIGRATE_SOURCE_AWS_SECRET_ACCESS_KEY": "very-secret-value-123",
+        },
+    )
+    assert "very-secret-value-123" not in repr(side)
+    assert side.secret_access_key is not None and side.secret_access_key.reveal() == "very-secret-value-123"
+    assert redact("leaked very-secret-value-123 here") == "leaked *** here"
+    assert repr(Secret("another-secret")) == "Secret(***)"
+
+
+def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test.redaction")
+    logger.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO):
+        logger.info("connecting to %s", "postgresql://u:logsecret@h/db")
+    assert "logsecret" not in caplog.text
+
+
+def test_report_json_is_redacted() -> None:
+    r = Report(kind="db", source="postgresql://u:reportsecret@h/db")
+    r.errors.append("failed at postgresql://u:reportsecret@h/db")
+    assert "reportsecret" not in str(r.to_dict())
