@@ -286,3 +286,18 @@ class DbJobConfig:
             target=DatabaseURL.parse(tgt, what="target database URL"),
             jobs=jobs or (os.cpu_count() or 2),
         )
+
+
+@dataclass(frozen=True)
+class DbCopyConfig:
+    """Options of `db copy` (and the db part of `run`)."""
+
+    db: DbJobConfig
+    mode: str = "parallel"  # parallel | stream
+    clean: bool = False  # drop the target's user objects first (needs confirmation)
+    verify: bool = True
+    split_threshold_bytes: int = 256 * 1024 * 1024  # tables above this are copied in ranges
+    sections: tuple[str, ...] = ("pre-data", "data", "post-data")
+
+
+# ---- S3 section: owned by the s3 work (S3CopyConfig and friends go below this line) ----

@@ -1,10 +1,123 @@
-"""`paas-migrate db ...`."""
+"""`paas-migrate db plan|copy|verify`."""
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
+
+from migrate.cli.common import output_options, render_plan, render_report, reporter_for, write_report
+from migrate.config import DatabaseURL, DbCopyConfig, DbJobConfig
+from migrate.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _warn_argv_password(value: str | None, env: str) -> None:
+    if value:
+        try:
+            if DatabaseURL.parse(value).password:
+                log.warning("a password on the command line is visible to other users of this machine; "
+                            "prefer %s", env)
+        except ConfigError:
+            pass
+
+
+def db_options(func):  # type: ignore[no-untyped-def]
+    func = click.option(
+        "--jobs", "-j", type=int, default=None, envvar="MIGRATE_DB_JOBS", show_envvar=True,
+        help="Parallel connections (default: CPU count).",
+    )(func)
+    func = click.option(
+        "--target", metavar="URL", help="Target database URL [env: MIGRATE_TARGET_DATABASE_URL]."
+    )(func)
+    func = click.option(
+        "--source", metavar="URL", help="Source database URL [env: MIGRATE_SOURCE_DATABASE_URL]."
+    )(func)
+    return output_options(func)
+
+
+def _job_config(source: str | None, target: str | None, jobs: int | None) -> DbJobConfig:
+    _warn_argv_password(source, "MIGRATE_SOURCE_DATABASE_URL")
+    _warn_argv_password(target, "MIGRATE_TARGET_DATABASE_URL")
+    return DbJobConfig.build(source, target, jobs=jobs)
 
 
 @click.group(name="db")
 def command() -> None:
     """Copy a PostgreSQL database into RDS on one consistent snapshot, and verify it."""
+
+
+@command.command(name="plan")
+@db_options
+@click.option("--mode", type=click.Choice(["parallel", "stream"]), default="parallel", envvar="MIGRATE_DB_MODE",
+              help="How `db copy` would copy.")
+@click.pass_context
+def plan_cmd(ctx: click.Context, source: str | None, target: str | None, jobs: int | None, mode: str) -> int:
+    """Inventory both databases and print what a copy would do. Read-only."""
+    from migrate.db.planner import plan_database
+
+    cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode)
+    plan = plan_database(cfg)
+    render_plan(ctx, plan)
+    return 0 if plan.ok else 1
+
+
+@command.command(name="copy")
+@db_options
+@click.option("--mode", type=click.Choice(["parallel", "stream"]), default="parallel", envvar="MIGRATE_DB_MODE",
+              show_envvar=True, help="parallel: snapshot + parallel COPY; stream: pg_dump | pg_restore.")
+@click.option("--clean", is_flag=True, envvar="MIGRATE_DB_CLEAN", help="Drop the target's existing user objects first.")
+@click.option("--yes", "-y", is_flag=True, envvar="MIGRATE_YES", help="Do not ask for confirmation (with --clean).")
+@click.option("--no-verify", is_flag=True, envvar="MIGRATE_DB_NO_VERIFY", help="Skip the verification at the end.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
+@click.option("--report", "report_path", metavar="PATH", envvar="MIGRATE_REPORT",
+              help="Write the report as JSON to PATH.")
+@click.pass_context
+def copy_cmd(
+    ctx: click.Context, source: str | None, target: str | None, jobs: int | None, mode: str, clean: bool,
+    yes: bool, no_verify: bool, dry_run: bool, report_path: str | None,
+) -> int:
+    """Copy schema, data, indexes, constraints, sequences and large objects into the target."""
+    from migrate.db.copier import copy_database
+    from migrate.db.planner import plan_database
+
+    cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode, clean=clean, verify=not no_verify)
+    plan = plan_database(cfg)
+    if dry_run:
+        render_plan(ctx, plan)
+        return 0 if plan.ok else 1
+    if clean and not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("--clean drops the target's existing objects", hint="add --yes to confirm")
+        click.confirm(f"Drop every user object in {cfg.db.target.display()} before copying?", abort=True, err=True)
+    reporter = reporter_for(ctx)
+    try:
+        report = copy_database(cfg, reporter, plan=plan)
+    finally:
+        reporter.close()
+    write_report(report, report_path)
+    render_report(ctx, report)
+    return int(report.status.exit_code())
+
+
+@command.command(name="verify")
+@db_options
+@click.option("--report", "report_path", metavar="PATH", help="Write the report as JSON to PATH.")
+@click.pass_context
+def verify_cmd(
+    ctx: click.Context, source: str | None, target: str | None, jobs: int | None, report_path: str | None
+) -> int:
+    """Compare schema, rows, sequences and large objects of both databases. Read-only."""
+    from migrate.db.verify import verify_databases
+
+    cfg = _job_config(source, target, jobs)
+    reporter = reporter_for(ctx)
+    try:
+        report = verify_databases(cfg, reporter)
+    finally:
+        reporter.close()
+    write_report(report, report_path)
+    render_report(ctx, report)
+    return int(report.status.exit_code())
