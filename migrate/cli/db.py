@@ -24,7 +24,7 @@ def _warn_argv_password(value: str | None, env: str) -> None:
             pass
 
 
-def db_options(func):  # noqa: ANN001
+def db_options(func):
     func = click.option(
         "--jobs", "-j", type=int, default=None, envvar="MIGRATE_DB_JOBS", show_envvar=True,
         help="Parallel connections (default: CPU count).",
