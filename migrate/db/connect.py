@@ -1,0 +1,122 @@
+"""Connections to the source and target databases: one place that turns libpq's failures into one
+clear line, pins session settings, and shares a snapshot between connections."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from psycopg import sql
+
+from migrate import __version__
+from migrate.config import DatabaseURL, redact
+from migrate.errors import ConnectionFailed
+
+log = logging.getLogger(__name__)
+
+# A row's text form depends on these; both sides of a comparison pin the same values.
+PINNED_SETTINGS: dict[str, str] = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "client_encoding": "UTF8",
+}
+
+ENV_FOR_ROLE = {"source": "MIGRATE_SOURCE_DATABASE_URL", "target": "MIGRATE_TARGET_DATABASE_URL"}
+
+
+def describe_connect_error(exc: BaseException, url: DatabaseURL, role: str) -> ConnectionFailed:
+    """Map a libpq connection failure to a one-line ConnectionFailed naming the side and the fix."""
+    text = str(exc)
+    where = f"{url.host}:{url.port}"
+    env = ENV_FOR_ROLE.get(role, "the database URL")
+    low = text.lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        return ConnectionFailed(
+            f"the {role} database at {where} rejected the password for user {url.user!r}",
+            hint=f"check the credentials in {env}",
+        )
+    if "does not exist" in low and "database" in low:
+        return ConnectionFailed(
+            f"the {role} database {url.dbname!r} does not exist on {where}", hint=f"check the database name in {env}"
+        )
+    if "could not translate host name" in low or "name or service not known" in low or "nodename" in low:
+        return ConnectionFailed(
+            f"cannot resolve the {role} database host {url.host!r}", hint=f"check the host in {env} and DNS"
+        )
+    if "timeout" in low or "timed out" in low:
+        return ConnectionFailed(
+            f"timed out connecting to the {role} database at {where}",
+            hint="check the network path (security groups, VPC routes) and that the server is up",
+        )
+    if "connection refused" in low:
+        return ConnectionFailed(
+            f"the {role} database at {where} refused the connection",
+            hint="check the host and port, and that the server is running",
+        )
+    if "ssl" in low or "certificate" in low:
+        return ConnectionFailed(
+            f"TLS failed connecting to the {role} database at {where}: {first_line(text)}",
+            hint="check sslmode/sslrootcert in the URL (RDS: sslmode=verify-full with the RDS CA bundle)",
+        )
+    return ConnectionFailed(f"cannot connect to the {role} database at {where}: {first_line(text)}")
+
+
+def first_line(text: str) -> str:
+    lines = [ln.strip() for ln in redact(text).splitlines() if ln.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def connect(
+    url: DatabaseURL,
+    role: str,
+    *,
+    autocommit: bool = False,
+    pin: bool = False,
+    connect_timeout: int = 15,
+) -> psycopg.Connection:
+    """Open a connection to one side ('source' or 'target'); failures raise ConnectionFailed."""
+    try:
+        conn = psycopg.connect(
+            url.url,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout,
+            application_name=f"paas-migrate {__version__} ({role})",
+        )
+    except psycopg.OperationalError as exc:
+        raise describe_connect_error(exc, url, role) from None
+    if pin:
+        pin_session(conn)
+    return conn
+
+
+def pin_session(conn: psycopg.Connection) -> None:
+    """Set the session settings a row's text form depends on (see PINNED_SETTINGS)."""
+    for name, value in PINNED_SETTINGS.items():
+        conn.execute(sql.SQL("SELECT set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value)))
+    if not conn.autocommit:
+        conn.commit()
+
+
+def begin_snapshot_reader(conn: psycopg.Connection, snapshot: str | None) -> None:
+    """Start a read-only REPEATABLE READ transaction, adopting `snapshot` when given.
+
+    Does not commit: the caller keeps the transaction open for as long as it reads.
+    """
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    if snapshot:
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+
+
+def server_version(conn: psycopg.Connection) -> int:
+    return int(conn.info.server_version)
+
+
+def quote_ident(name: str) -> str:
+    return sql.Identifier(name).as_string(None)
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
