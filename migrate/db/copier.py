@@ -1,0 +1,661 @@
+"""`db copy`: stream a PostgreSQL database into another (RDS) without a dump on disk.
+
+Parallel mode, in order (each phase's connection and concurrency as in pgcopydb's docs):
+
+1. snapshot   — one source connection opens REPEATABLE READ and exports its snapshot; it stays open
+                until the last reader has started, so every reader sees the same data.
+2. pre-data   — `pg_dump --schema-only --snapshot` (DDL only, a few KB-MB, kept in a private temp
+                dir), then `pg_restore --section=pre-data --no-owner --no-acl` as the target user.
+3. data       — N workers. Source side: `psql` runs COPY ... TO STDOUT (FORMAT binary) inside a
+                transaction that adopted the snapshot. We relay its pipe in ~128 KiB blocks into
+                COPY ... FROM STDIN on the target (psycopg), never decoding a row. Each table or
+                range commits on its own; a failure aborts that COPY, so nothing is half-counted.
+                Triggers and foreign keys do not exist yet (they are post-data), so no trigger
+                fires during the load and the target's rows equal the source's.
+4. large objects, 5. sequences (values read in the snapshot).
+6. post-data  — `pg_restore --section=post-data -j N`: indexes in parallel, then constraints,
+                triggers, materialized-view data.
+7. analyze    — ANALYZE every table in parallel (an unanalysed database is slow the next morning).
+8. verify     — `db verify` (unless --no-verify).
+
+Stream mode is `pg_dump -Fc | pg_restore` through a pipe (no file): the simple baseline.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from migrate.config import DbCopyConfig, redact
+from migrate.db import inventory as inv
+from migrate.db.connect import connect, qualified
+from migrate.db.pgtools import (
+    ChildProcesses,
+    libpq_target,
+    parse_restore_errors,
+    summarize,
+    tool_env,
+)
+from migrate.db.planner import DbPlanDetail, plan_with_detail
+from migrate.errors import CopyFailed, Interrupted, MigrateError, PreflightError, ToolError
+from migrate.model import PhaseResult, Plan, Report
+from migrate.progress import Reporter
+
+log = logging.getLogger(__name__)
+
+BLOCK = 128 * 1024
+PIPE_SIZE = 1024 * 1024
+LO_CHUNK = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+@dataclass
+class CopyUnit:
+    """One COPY: a whole table, or one range of a large one."""
+
+    table: inv.TableInfo
+    where: str | None = None  # SQL predicate for a range
+    part: int = 0
+    parts: int = 1
+
+    @property
+    def label(self) -> str:
+        name = f"{self.table.schema}.{self.table.name}"
+        return name if self.parts == 1 else f"{name} [{self.part + 1}/{self.parts}]"
+
+    def source_sql(self, fmt: str) -> str:
+        cols = ", ".join(sql.Identifier(c).as_string(None) for c in self.table.columns)
+        rel = qualified(self.table.schema, self.table.name)
+        if self.where is None:
+            return f"COPY {rel} ({cols}) TO STDOUT (FORMAT {fmt})"
+        return f"COPY (SELECT {cols} FROM ONLY {rel} WHERE {self.where}) TO STDOUT (FORMAT {fmt})"
+
+    def target_sql(self, fmt: str) -> str:
+        cols = ", ".join(sql.Identifier(c).as_string(None) for c in self.table.columns)
+        return f"COPY {qualified(self.table.schema, self.table.name)} ({cols}) FROM STDIN (FORMAT {fmt})"
+
+
+def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = None) -> Report:
+    """Copy the source database into the target as the plan describes, then verify (unless told not to).
+
+    Refuses (PreflightError, nothing written) when the plan has blockers, e.g. a non-empty target
+    without --clean. Interrupts end every child process and raise Interrupted.
+    """
+    fresh_plan, detail = plan_with_detail(cfg)
+    blockers = fresh_plan.blockers
+    if blockers:
+        raise PreflightError("; ".join(blockers))
+    report = Report(kind="db-copy", source=cfg.db.source.display(), target=cfg.db.target.display())
+    copier = _Copier(cfg, detail, reporter, report)
+    try:
+        copier.run()
+    except KeyboardInterrupt:
+        copier.abort()
+        done = ", ".join(p.name for p in report.phases) or "nothing"
+        raise Interrupted(
+            f"interrupted during {copier.phase}; completed phases: {done}",
+            hint="the target is incomplete: rerun with --clean --yes",
+        ) from None
+    except BaseException:
+        copier.abort()
+        raise
+    finally:
+        copier.cleanup()
+    report.totals = copier.totals()
+    report.finish()
+    return report.settle()
+
+
+class _Copier:
+    def __init__(self, cfg: DbCopyConfig, detail: DbPlanDetail, reporter: Reporter, report: Report) -> None:
+        self.cfg = cfg
+        self.detail = detail
+        self.reporter = reporter
+        self.report = report
+        self.children = ChildProcesses()
+        self.phase = "preflight"
+        self.tmp = Path(tempfile.mkdtemp(prefix="paas-migrate-db-"))
+        os.chmod(self.tmp, 0o700)
+        self._coordinator: psycopg.Connection | None = None
+        self._local = threading.local()
+        self._conns: list[psycopg.Connection] = []
+        self._conns_lock = threading.Lock()
+        self.rows = 0
+        self.bytes = 0
+        self._count_lock = threading.Lock()
+
+    # ---- orchestration -------------------------------------------------------------------
+    def run(self) -> None:
+        jobs = self.cfg.db.jobs
+        if self.cfg.clean:
+            self._phase("clean", 1, self.clean_target)
+        if self.cfg.mode == "stream":
+            self._phase("dump | restore", 1, self.stream_copy)
+        else:
+            self._phase("snapshot", 1, self.export_snapshot)
+            self._phase("pre-data", 1, self.schema_dump)
+            self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
+            self._phase("data", jobs, self.copy_data)
+            self._phase("large objects", 1, self.copy_large_objects)
+            self._phase("sequences", 1, self.copy_sequences)
+            self.release_snapshot()
+            self._phase("post-data", jobs, lambda: self.restore_section("post-data", jobs))
+        self._phase("analyze", jobs, self.analyze)
+        if self.cfg.verify:
+            from migrate.db.verify import verify_databases
+
+            self.phase = "verify"
+            self.reporter.note("verify: comparing source and target")
+            started = time.monotonic()
+            verification = verify_databases(self.cfg.db, self.reporter)
+            self.report.children.append(verification)
+            self.report.phases.append(
+                PhaseResult("verify", time.monotonic() - started, jobs, note=verification.status.value)
+            )
+
+    def _phase(self, name: str, concurrency: int, fn: Callable[[], object], merge: bool = False) -> None:
+        self.phase = name
+        if not merge:
+            self.reporter.note(f"{name}: starting")
+        started = time.monotonic()
+        result = fn()
+        seconds = time.monotonic() - started
+        if merge and self.report.phases and self.report.phases[-1].name == name:
+            self.report.phases[-1].seconds += seconds
+            return
+        phase = PhaseResult(name, seconds, concurrency)
+        if isinstance(result, PhaseResult):
+            phase = result
+            phase.seconds = seconds
+        self.report.phases.append(phase)
+
+    def totals(self) -> dict[str, object]:
+        return {
+            "tables": len(self.detail.source.tables),
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sequences": len(self.detail.source.sequences),
+            "large_objects": self.detail.source.large_objects,
+            "mode": self.cfg.mode,
+            "jobs": self.cfg.db.jobs,
+        }
+
+    def abort(self) -> None:
+        self.children.terminate_all()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.cancel()
+
+    def cleanup(self) -> None:
+        self.release_snapshot()
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), []
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- connections ---------------------------------------------------------------------
+    def _target(self) -> psycopg.Connection:
+        """This thread's target connection (one per worker)."""
+        conn = getattr(self._local, "target", None)
+        if conn is None or conn.closed:
+            conn = connect(self.cfg.db.target, "target")
+            # Durability of each commit does not matter mid-load: a failed load is redone with --clean.
+            conn.execute("SET synchronous_commit = off")
+            conn.commit()
+            self._local.target = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    # ---- phases --------------------------------------------------------------------------
+    def clean_target(self) -> None:
+        with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+            # Everything the target user owns; objects of other roles stay (and are reported).
+            row = conn.execute(
+                "SELECT obj_description(oid, 'pg_namespace'), has_schema_privilege('public', oid, 'USAGE')"
+                " FROM pg_namespace WHERE nspname = 'public'"
+            ).fetchone()
+            conn.execute("DROP OWNED BY CURRENT_USER CASCADE")
+            exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'public'").fetchone()
+            if row is not None and not exists:
+                # DROP OWNED took the public schema with it (the user owned it): put it back as it was.
+                conn.execute("CREATE SCHEMA public")
+                if row[0] is not None:
+                    conn.execute(sql.SQL("COMMENT ON SCHEMA public IS {}").format(sql.Literal(row[0])))
+                if row[1]:
+                    conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+            left = inv.user_relations(conn)
+        if left:
+            raise CopyFailed(
+                f"--clean could not drop {len(left)} relations owned by other roles ({', '.join(left[:5])})",
+                hint="drop them as their owner, or use a fresh target database",
+            )
+
+    def export_snapshot(self) -> None:
+        conn = connect(self.cfg.db.source, "source")
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self.snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        self._coordinator = conn
+        with self._conns_lock:
+            self._conns.append(conn)
+        log.info("exported source snapshot %s", self.snapshot)
+
+    def release_snapshot(self) -> None:
+        conn, self._coordinator = self._coordinator, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+
+    def _run_tool(self, argv: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess[bytes]:
+        proc = self.children.popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate()
+        finally:
+            self.children.forget(proc)
+        if self.children.cancelled.is_set():
+            raise KeyboardInterrupt
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    def _dump_args(self) -> list[str]:
+        return [
+            "--no-owner", "--no-acl", "--no-publications", "--no-subscriptions", "--no-security-labels",
+        ]
+
+    def schema_dump(self) -> None:
+        tool = self.detail.tools["pg_dump"]
+        src = self.cfg.db.source
+        argv = [tool.path, "--schema-only", "-Fc", *self._dump_args(), f"--snapshot={self.snapshot}",
+                "-f", str(self.tmp / "schema.dump"), "--dbname", libpq_target(src)]
+        res = self._run_tool(argv, tool_env(src), "pg_dump")
+        if res.returncode != 0:
+            raise ToolError(f"pg_dump of the schema failed: {_last_error(res.stderr)}")
+
+    def _toc(self, section: str) -> Path:
+        """pg_restore's table of contents for one section, minus what a non-superuser may not do."""
+        tool = self.detail.tools["pg_restore"]
+        res = self._run_tool([tool.path, "-l", f"--section={section}", str(self.tmp / "schema.dump")],
+                             dict(os.environ), "pg_restore -l")
+        if res.returncode != 0:
+            raise ToolError(f"pg_restore could not read the schema archive: {_last_error(res.stderr)}")
+        kept, skipped = [], []
+        for line in res.stdout.decode("utf-8", "replace").splitlines():
+            # COMMENT ON EXTENSION needs the extension's owner (on RDS: rdsadmin, never us).
+            if re.search(r"\bCOMMENT - EXTENSION\b", line):
+                skipped.append(line)
+                continue
+            kept.append(line)
+        for line in skipped:
+            self.report.warnings.append(f"skipped (needs the extension's owner): {line.split(';', 1)[-1].strip()}")
+        path = self.tmp / f"{section}.list"
+        path.write_text("\n".join(kept) + "\n")
+        return path
+
+    def restore_section(self, section: str, jobs: int) -> None:
+        tool = self.detail.tools["pg_restore"]
+        tgt = self.cfg.db.target
+        toc = self._toc(section)
+        argv = [tool.path, f"--section={section}", "--no-owner", "--no-acl", "-L", str(toc),
+                "--dbname", libpq_target(tgt)]
+        if jobs > 1:
+            argv += ["-j", str(jobs)]
+        argv.append(str(self.tmp / "schema.dump"))
+        res = self._run_tool(argv, tool_env(tgt), "pg_restore")
+        self._classify_restore(res, section)
+
+    def _classify_restore(self, res: subprocess.CompletedProcess[bytes], what: str) -> None:
+        text = res.stderr.decode("utf-8", "replace")
+        errors = parse_restore_errors(text)
+        fatal = [e for e in errors if not e.harmless]
+        for e in errors:
+            if e.harmless:
+                self.report.warnings.append(f"{what}: harmless restore error ({e.reason}): {summarize(e)}")
+        if fatal:
+            first = summarize(fatal[0])
+            more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
+            for e in fatal:
+                self.report.errors.append(f"{what}: {summarize(e)}")
+            raise CopyFailed(f"restoring the {what} schema failed: {first}{more}",
+                             hint="fix the cause, then rerun with --clean --yes")
+        if res.returncode != 0 and not errors:
+            raise ToolError(f"pg_restore ({what}) failed: {_last_error(res.stderr)}")
+
+    # ---- data ----------------------------------------------------------------------------
+    def plan_units(self) -> list[CopyUnit]:
+        units: list[CopyUnit] = []
+        threshold = self.cfg.split_threshold_bytes
+        jobs = self.cfg.db.jobs
+        coord = self._coordinator
+        assert coord is not None
+        for table in self.detail.source.tables:
+            if not table.columns:
+                continue  # a table with no columns has nothing COPY can carry (its row count is checked)
+            parts = 1
+            if table.bytes > threshold and jobs > 1:
+                parts = min(max(2, math.ceil(table.bytes / threshold)), 4 * jobs)
+            if parts > 1 and table.pk_int_column:
+                units += _pk_ranges(coord, table, parts)
+            elif parts > 1 and self.detail.source.server_version_num >= 140000:
+                units += _ctid_ranges(coord, table, parts)
+            else:
+                units.append(CopyUnit(table))
+        # Biggest first, so the longest COPY starts at once; ranges of one table interleave with others.
+        units.sort(key=lambda u: u.table.bytes / u.parts, reverse=True)
+        return units
+
+    def copy_data(self) -> PhaseResult:
+        units = self.plan_units()
+        jobs = self.cfg.db.jobs
+        self.reporter.on_start("data", total=len(units), unit="copies")
+        failures: list[str] = []
+        pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
+        try:
+            futures = {pool.submit(self.copy_unit, u): u for u in units}
+            for fut in cf.as_completed(futures):
+                unit = futures[fut]
+                exc = fut.exception()
+                if exc is not None:
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise exc
+                    message = exc.message if isinstance(exc, MigrateError) else redact(str(exc)).splitlines()[0]
+                    failures.append(f"{unit.label}: {message}")
+                    # Fail fast: the copy is unusable anyway, and the rest would only take time.
+                    self.children.cancelled.set()
+                    for f in futures:
+                        f.cancel()
+                    self.abort()
+                    break
+                self.reporter.on_progress("data", 1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.reporter.on_done("data", ok=not failures)
+        if failures:
+            self.report.errors.extend(failures)
+            raise CopyFailed(f"copying table {failures[0]}", hint="fix the cause, then rerun with --clean --yes")
+        return PhaseResult("data", 0.0, jobs, items=len(units), rows=self.rows, bytes=self.bytes)
+
+    def copy_unit(self, unit: CopyUnit) -> None:
+        try:
+            self._copy_unit(unit, "binary")
+        except _BinaryUnsupported:
+            log.info("%s: a column type has no binary form; copying as text", unit.label)
+            self._copy_unit(unit, "text")
+
+    def _copy_unit(self, unit: CopyUnit, fmt: str) -> None:
+        if self.children.cancelled.is_set():
+            raise KeyboardInterrupt
+        psql = self.detail.tools["psql"]
+        src = self.cfg.db.source
+        argv = [
+            psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", libpq_target(src),
+            "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            "-c", f"SET TRANSACTION SNAPSHOT '{self.snapshot}'",
+            "-c", unit.source_sql(fmt),
+            "-c", "COMMIT",
+        ]
+        task = f"copy {unit.label}"
+        self.reporter.on_start(task, unit="bytes")
+        conn = self._target()
+        proc = self.children.popen(argv, env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        moved = 0
+        ok = False
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            fd = proc.stdout.fileno()
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+            with conn.cursor() as cur:
+                try:
+                    with cur.copy(unit.target_sql(fmt)) as copy:
+                        for block in _blocks(fd):
+                            copy.write(block)
+                            moved += len(block)
+                            self.reporter.on_progress(task, len(block))
+                        rc = proc.wait()
+                        if rc != 0 or self.children.cancelled.is_set():
+                            # Raising inside the COPY block makes psycopg abort it: nothing is committed.
+                            raise _SourceFailed(proc.stderr.read().decode("utf-8", "replace"))
+                except _SourceFailed as exc:
+                    conn.rollback()
+                    if self.children.cancelled.is_set():
+                        raise KeyboardInterrupt from None
+                    if "binary" in exc.stderr and fmt == "binary" and "function" in exc.stderr:
+                        raise _BinaryUnsupported from None
+                    raise CopyFailed(f"reading from the source failed: {_last_error(exc.stderr.encode())}") from None
+                except psycopg.Error as exc:
+                    conn.rollback()
+                    if self.children.cancelled.is_set():
+                        raise KeyboardInterrupt from None
+                    raise CopyFailed(f"writing to the target failed: {_first_line(str(exc))}") from None
+                rows = max(cur.rowcount, 0)
+            conn.commit()
+            ok = True
+            with self._count_lock:
+                self.rows += rows
+                self.bytes += moved
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self.children.forget(proc)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+            self.reporter.on_done(task, ok=ok)
+
+    def copy_large_objects(self) -> PhaseResult:
+        coord = self._coordinator
+        assert coord is not None
+        oids = [r[0] for r in coord.execute("SELECT oid FROM pg_largeobject_metadata ORDER BY oid").fetchall()]
+        if not oids:
+            return PhaseResult("large objects", 0.0, 1, items=0)
+        total = 0
+        conn = self._target()
+        self.reporter.on_start("large objects", total=len(oids), unit="objects")
+        for oid in oids:
+            conn.execute("SELECT lo_create(%s)", (oid,))
+            offset = 0
+            while True:
+                chunk = coord.execute("SELECT lo_get(%s, %s, %s)", (oid, offset, LO_CHUNK)).fetchone()[0]  # type: ignore[index]
+                if not chunk:
+                    break
+                conn.execute("SELECT lo_put(%s, %s, %s)", (oid, offset, chunk))
+                offset += len(chunk)
+                if len(chunk) < LO_CHUNK:
+                    break
+            conn.commit()
+            total += offset
+            self.reporter.on_progress("large objects", 1)
+        self.reporter.on_done("large objects")
+        # Comments on large objects are data-section entries of pg_dump; copy them too.
+        comments = coord.execute(
+            "SELECT objoid, description FROM pg_description WHERE classoid = 'pg_largeobject'::regclass"
+        ).fetchall()
+        for oid, text in comments:
+            conn.execute(sql.SQL("COMMENT ON LARGE OBJECT {} IS {}").format(sql.Literal(oid), sql.Literal(text)))
+        conn.commit()
+        return PhaseResult("large objects", 0.0, 1, items=len(oids), bytes=total)
+
+    def copy_sequences(self) -> PhaseResult:
+        coord = self._coordinator
+        assert coord is not None
+        conn = self._target()
+        seqs = self.detail.source.sequences
+        for schema, name in seqs:
+            rel = qualified(schema, name)
+            last_value, is_called = coord.execute(f"SELECT last_value, is_called FROM {rel}").fetchone()  # type: ignore[misc]
+            conn.execute("SELECT pg_catalog.setval(%s::regclass, %s, %s)", (rel, last_value, is_called))
+        conn.commit()
+        return PhaseResult("sequences", 0.0, 1, items=len(seqs))
+
+    def analyze(self) -> PhaseResult:
+        with connect(self.cfg.db.target, "target") as conn:
+            tables = [
+                qualified(s, n)
+                for s, n in conn.execute(
+                    f"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    f" WHERE c.relkind IN ('r', 'p', 'm') AND {inv.USER_SCHEMA}"
+                ).fetchall()
+            ]
+
+        def one(rel: str) -> None:
+            conn = self._target()
+            conn.autocommit = True
+            try:
+                conn.execute(f"ANALYZE {rel}")
+            finally:
+                conn.autocommit = False
+
+        with cf.ThreadPoolExecutor(max_workers=self.cfg.db.jobs, thread_name_prefix="analyze") as pool:
+            for fut in [pool.submit(one, t) for t in tables]:
+                fut.result()
+        return PhaseResult("analyze", 0.0, self.cfg.db.jobs, items=len(tables))
+
+    # ---- stream mode ---------------------------------------------------------------------
+    def stream_copy(self) -> PhaseResult:
+        dump_tool, restore_tool = self.detail.tools["pg_dump"], self.detail.tools["pg_restore"]
+        src, tgt = self.cfg.db.source, self.cfg.db.target
+        dump = self.children.popen(
+            [dump_tool.path, "-Fc", *self._dump_args(), "--dbname", libpq_target(src)],
+            env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        restore = self.children.popen(
+            [restore_tool.path, "--no-owner", "--no-acl", "--dbname", libpq_target(tgt)],
+            env=tool_env(tgt), stdin=dump.stdout, stderr=subprocess.PIPE,
+        )
+        assert dump.stdout is not None
+        dump.stdout.close()  # the restore process holds the pipe now
+        dump_err = _collect(dump.stderr)
+        restore_err = _collect(restore.stderr)
+        try:
+            restore_rc = restore.wait()
+            dump_rc = dump.wait()
+        finally:
+            self.children.forget(dump)
+            self.children.forget(restore)
+        if self.children.cancelled.is_set():
+            raise KeyboardInterrupt
+        if dump_rc != 0:
+            raise ToolError(f"pg_dump failed: {_last_error(dump_err())}")
+        res = subprocess.CompletedProcess(["pg_restore"], restore_rc, b"", restore_err())
+        self._classify_restore(res, "dump | restore")
+        with connect(tgt, "target") as conn:
+            rows = conn.execute(
+                "SELECT coalesce(sum(n_live_tup), 0)::bigint FROM pg_stat_user_tables"
+            ).fetchone()[0]  # type: ignore[index]
+        return PhaseResult("dump | restore", 0.0, 1, items=len(self.detail.source.tables), rows=int(rows))
+
+
+class _SourceFailed(Exception):
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+
+
+class _BinaryUnsupported(Exception):
+    pass
+
+
+def _blocks(fd: int) -> Iterator[bytes]:
+    """Read a pipe in blocks of up to BLOCK bytes, joining small reads (never splitting semantics)."""
+    buf = bytearray()
+    while True:
+        chunk = os.read(fd, BLOCK)
+        if not chunk:
+            break
+        if not buf and len(chunk) >= BLOCK // 2:
+            yield chunk
+            continue
+        buf += chunk
+        if len(buf) >= BLOCK // 2:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+def _collect(stream) -> Callable[[], bytes]:
+    """Drain a pipe in a thread (so a chatty child never blocks); call the result for the bytes."""
+    chunks: list[bytes] = []
+
+    def reader() -> None:
+        if stream is None:
+            return
+        for line in iter(lambda: stream.read(65536), b""):
+            chunks.append(line)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+
+    def result() -> bytes:
+        t.join(timeout=30)
+        return b"".join(chunks)
+
+    return result
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in redact(text).splitlines() if ln.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def _last_error(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in redact(stderr.decode("utf-8", "replace")).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()]
+    return (errors or lines or ["no message"])[0]
+
+
+def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int) -> list[CopyUnit]:
+    col = sql.Identifier(table.pk_int_column or "").as_string(None)
+    rel = qualified(table.schema, table.name)
+    lo, hi = coord.execute(f"SELECT min({col}), max({col}) FROM ONLY {rel}").fetchone()  # type: ignore[misc]
+    if lo is None:
+        return [CopyUnit(table)]
+    step = max(1, math.ceil((hi - lo + 1) / parts))
+    bounds = [lo + i * step for i in range(1, parts) if lo + i * step <= hi]
+    preds: list[str] = []
+    prev: int | None = None
+    for b in bounds:
+        preds.append(f"{col} < {b}" if prev is None else f"{col} >= {prev} AND {col} < {b}")
+        prev = b
+    preds.append(f"{col} >= {prev}" if prev is not None else "true")
+    return [CopyUnit(table, p, i, len(preds)) for i, p in enumerate(preds)]
+
+
+def _ctid_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int) -> list[CopyUnit]:
+    rel = qualified(table.schema, table.name)
+    pages = coord.execute(
+        f"SELECT pg_relation_size('{rel}'::regclass) / current_setting('block_size')::int"
+    ).fetchone()[0]  # type: ignore[index]
+    if not pages:
+        return [CopyUnit(table)]
+    step = max(1, math.ceil(pages / parts))
+    bounds = [i * step for i in range(1, parts) if i * step < pages]
+    preds: list[str] = []
+    prev: int | None = None
+    for b in bounds:
+        lo = "" if prev is None else f"ctid >= '({prev},0)'::tid AND "
+        preds.append(f"{lo}ctid < '({b},0)'::tid")
+        prev = b
+    # The last range is open-ended: rows the snapshot sees may sit in pages added since.
+    preds.append(f"ctid >= '({prev},0)'::tid" if prev is not None else "true")
+    return [CopyUnit(table, p, i, len(preds)) for i, p in enumerate(preds)]

@@ -1,0 +1,180 @@
+"""Read-only catalog queries about one database: what there is to copy, and how big it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+# User schemas: not the system ones, not another session's temp schemas.
+USER_SCHEMA = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+    " AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'"
+)
+NOT_EXTENSION_MEMBER = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+    " AND d.objid = c.oid AND d.deptype = 'e')"
+)
+
+
+@dataclass
+class TableInfo:
+    schema: str
+    name: str
+    oid: int
+    bytes: int  # heap + toast, no indexes
+    rows_estimate: int
+    pages: int
+    columns: list[str] = field(default_factory=list)  # copyable: not dropped, not generated
+    pk_int_column: str | None = None  # a single-column integer primary key, for range splits
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass
+class Inventory:
+    server_version_num: int
+    server_version: str
+    database: str
+    database_bytes: int
+    tables: list[TableInfo]
+    extensions: dict[str, str]  # name -> version
+    sequences: list[tuple[str, str]]
+    large_objects: int
+    matviews: int
+    user: str
+    is_superuser: bool
+
+    @property
+    def total_table_bytes(self) -> int:
+        return sum(t.bytes for t in self.tables)
+
+    @property
+    def user_table_count(self) -> int:
+        return len(self.tables)
+
+
+def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
+    """Every plain table holding rows of its own: ordinary tables, leaf partitions and inheritance
+    children (copied with FROM ONLY / COPY of that table alone); not partitioned parents, views,
+    foreign tables or extension members. Biggest first."""
+    rows = conn.execute(
+        f"""
+        SELECT n.nspname, c.relname, c.oid::bigint,
+               pg_table_size(c.oid), greatest(c.reltuples, 0)::bigint, c.relpages::bigint
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}
+        ORDER BY pg_table_size(c.oid) DESC, n.nspname, c.relname
+        """
+    ).fetchall()
+    tables = [TableInfo(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    if not tables:
+        return tables
+    cols = conn.execute(
+        """
+        SELECT a.attrelid::bigint, a.attname
+        FROM pg_attribute a
+        WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+        ORDER BY a.attrelid, a.attnum
+        """,
+        ([t.oid for t in tables],),
+    ).fetchall()
+    by_oid = {t.oid: t for t in tables}
+    for oid, name in cols:
+        by_oid[oid].columns.append(name)
+    pks = conn.execute(
+        """
+        SELECT i.indrelid::bigint, a.attname
+        FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indisprimary AND i.indnatts = 1 AND i.indrelid = ANY(%s)
+          AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+        """,
+        ([t.oid for t in tables],),
+    ).fetchall()
+    for oid, col in pks:
+        by_oid[oid].pk_int_column = col
+    return tables
+
+
+def take_inventory(conn: psycopg.Connection) -> Inventory:
+    """Read-only: versions, sizes, tables, extensions, sequences, large objects."""
+    version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+    version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    db, size, user, su = conn.execute(
+        "SELECT current_database(), pg_database_size(current_database()), current_user,"
+        " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+    ).fetchone()  # type: ignore[misc]
+    exts: dict[str, str] = dict(
+        conn.execute("SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1").fetchall()
+    )
+    seqs = conn.execute(
+        f"""
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'S' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} ORDER BY 1, 2
+        """
+    ).fetchall()
+    los = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]  # type: ignore[index]
+    mvs = conn.execute(
+        f"SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE c.relkind = 'm' AND {USER_SCHEMA}"
+    ).fetchone()[0]  # type: ignore[index]
+    return Inventory(
+        server_version_num=version_num,
+        server_version=version,
+        database=db,
+        database_bytes=int(size),
+        tables=list_tables(conn),
+        extensions=exts,
+        sequences=[(s, n) for s, n in seqs],
+        large_objects=int(los),
+        matviews=int(mvs),
+        user=user,
+        is_superuser=bool(su),
+    )
+
+
+def user_relations(conn: psycopg.Connection) -> list[str]:
+    """Tables, views, sequences... that a user created (what makes a target 'not empty')."""
+    rows = conn.execute(
+        f"""
+        SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}
+        ORDER BY 1
+        """
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def extension_availability(conn: psycopg.Connection, names: list[str]) -> dict[str, dict[str, object]]:
+    """For each extension: available on this server? installed? may the current user create it?"""
+    if not names:
+        return {}
+    su = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]  # type: ignore[index]
+    rds_su = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'rds_superuser'"
+        " AND pg_has_role(current_user, r.oid, 'member'))"
+    ).fetchone()[0]  # type: ignore[index]
+    rows = conn.execute(
+        """
+        SELECT a.name, a.default_version, a.installed_version,
+               coalesce((SELECT bool_or(v.trusted) FROM pg_available_extension_versions v WHERE v.name = a.name), false)
+        FROM pg_available_extensions a WHERE a.name = ANY(%s)
+        """,
+        (names,),
+    ).fetchall()
+    found = {r[0]: r for r in rows}
+    out: dict[str, dict[str, object]] = {}
+    for name in names:
+        r = found.get(name)
+        if r is None:
+            out[name] = {"available": False, "installed": None, "creatable": False}
+        else:
+            out[name] = {
+                "available": True,
+                "installed": r[2],
+                "creatable": bool(r[2]) or bool(su) or bool(rds_su) or bool(r[3]),
+            }
+    return out

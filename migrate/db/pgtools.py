@@ -1,0 +1,205 @@
+"""The PostgreSQL client programs we drive (pg_dump, pg_restore, psql): finding them, running them
+with the password in the environment (never argv), killing them on interrupt, and classifying
+pg_restore's errors as harmless or fatal."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from migrate.config import DatabaseURL, redact
+from migrate.errors import ToolError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PgTool:
+    name: str
+    path: str
+    version: str  # e.g. "16.4"
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+def _version_of(path: str) -> str | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(\d+)(?:\.(\d+))?", out)
+    return f"{m.group(1)}.{m.group(2) or 0}" if m else None
+
+
+def find_tool(name: str, *, min_major: int = 0) -> PgTool:
+    """The newest `name` among $MIGRATE_PG_BINDIR, /usr/lib/postgresql/*/bin and PATH.
+
+    Raises ToolError when none exists, or when the newest is older than `min_major`
+    (pg_dump must not be older than the source server)."""
+    candidates: list[str] = []
+    if os.environ.get("MIGRATE_PG_BINDIR"):
+        candidates.append(os.path.join(os.environ["MIGRATE_PG_BINDIR"], name))
+    candidates += glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+    candidates += glob.glob(f"/usr/pgsql-*/bin/{name}")
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(on_path)
+    found: list[PgTool] = []
+    for c in dict.fromkeys(candidates):
+        if os.access(c, os.X_OK):
+            v = _version_of(c)
+            if v:
+                found.append(PgTool(name, c, v))
+    if not found:
+        raise ToolError(
+            f"{name} not found",
+            hint="install the PostgreSQL client tools (apt-get install postgresql-client) or set MIGRATE_PG_BINDIR",
+        )
+    best = max(found, key=lambda t: tuple(int(x) for x in t.version.split(".")))
+    if best.major < min_major:
+        raise ToolError(
+            f"{name} {best.version} is older than the source server ({min_major})",
+            hint=f"install postgresql-client-{min_major} or newer, or set MIGRATE_PG_BINDIR to its bin directory",
+        )
+    return best
+
+
+def libpq_target(url: DatabaseURL) -> str:
+    """The connection string to hand a libpq program: the URL without any password in it."""
+    clean = url.without_password()
+    parts = urlsplit(clean)
+    if parts.query:
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"]
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    return clean
+
+
+def tool_env(url: DatabaseURL) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATE_") and k != "PGPASSWORD"}
+    env.update(url.libpq_env())
+    if url.password is None:
+        # A password in the URL's query (?password=) must still reach libpq, by the environment.
+        for k, v in parse_qsl(urlsplit(url.url).query):
+            if k.lower() == "password":
+                env["PGPASSWORD"] = v
+    env.setdefault("PGCONNECT_TIMEOUT", "15")
+    return env
+
+
+class ChildProcesses:
+    """Every client program we start, so that an interrupt can end them all (no orphans)."""
+
+    def __init__(self) -> None:
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        self.cancelled = threading.Event()
+
+    def popen(self, argv: list[str], *, env: dict[str, str], **kw) -> subprocess.Popen[bytes]:
+        if self.cancelled.is_set():
+            raise KeyboardInterrupt
+        log.debug("running %s", redact(" ".join(argv)))
+        # Own session: a terminal's Ctrl-C reaches us, and we decide how children end.
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, **kw)
+        with self._lock:
+            self._procs.add(proc)
+        return proc
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def terminate_all(self, grace: float = 5.0) -> None:
+        self.cancelled.set()
+        with self._lock:
+            procs = list(self._procs)
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        with self._lock:
+            self._procs.clear()
+
+
+# Errors a non-superuser restore on RDS produces that do not affect the copied data or schema.
+HARMLESS_PATTERNS: list[tuple[str, str]] = [
+    (r"must be owner of extension", "extension comments/ownership need the extension's owner (RDS: rdsadmin)"),
+    (r"COMMENT ON EXTENSION", "comment on an extension: needs the extension's owner"),
+    (r'schema "public" already exists', "the target already has the public schema"),
+    (r"extension \"plpgsql\" already exists", "plpgsql is installed in every database"),
+    (r"must be owner of schema public", "the public schema belongs to another role on the target"),
+    (r"permission denied to (?:set parameter|change default privileges)", "a setting reserved to superusers"),
+]
+
+
+@dataclass
+class RestoreError:
+    message: str
+    command: str
+    harmless: bool
+    reason: str = ""
+
+
+def parse_restore_errors(stderr: str) -> list[RestoreError]:
+    """Split pg_restore's stderr into errors (each with the SQL that failed) and classify them."""
+    errors: list[RestoreError] = []
+    current: RestoreError | None = None
+    for raw in stderr.splitlines():
+        line = raw.rstrip()
+        m = re.match(r"pg_restore: error: (.*)", line)
+        if m and "errors ignored on restore" not in line:
+            if current:
+                errors.append(current)
+            current = RestoreError(message=m.group(1), command="", harmless=False)
+            continue
+        if current is None:
+            continue
+        cm = re.match(r"Command was: (.*)", line)
+        if cm:
+            current.command = cm.group(1)
+        elif line.startswith("pg_restore:"):
+            errors.append(current)
+            current = None
+        elif current.command:
+            current.command += "\n" + line
+        else:
+            current.message += " " + line.strip()
+    if current:
+        errors.append(current)
+    for err in errors:
+        text = f"{err.message}\n{err.command}"
+        for pattern, reason in HARMLESS_PATTERNS:
+            if re.search(pattern, text):
+                err.harmless, err.reason = True, reason
+                break
+    return errors
+
+
+def summarize(err: RestoreError) -> str:
+    msg = re.sub(r"^could not execute query: ", "", err.message)
+    cmd = err.command.splitlines()[0] if err.command else ""
+    return redact(f"{msg.strip()}" + (f" [{cmd[:120]}]" if cmd else ""))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

@@ -1,0 +1,146 @@
+"""`db plan`: inventory both sides, check every precondition, and describe the copy. Read-only."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.config import DbCopyConfig
+from migrate.db import inventory as inv
+from migrate.db.connect import connect
+from migrate.db.pgtools import PgTool, find_tool
+from migrate.errors import ToolError
+from migrate.model import Plan, Step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DbPlanDetail:
+    """What the copier needs from the preflight, beyond the printable Plan."""
+
+    source: inv.Inventory
+    target_relations: list[str]
+    tools: dict[str, PgTool] = field(default_factory=dict)
+
+
+def plan_database(cfg: DbCopyConfig) -> Plan:
+    """Connect to both sides, inventory them and return a Plan; blockers say what stops a copy.
+
+    Read-only: opens read-only transactions, writes nothing anywhere. Connection failures raise
+    ConnectionFailed (they are not blockers: nothing else can be checked without a connection).
+    """
+    plan, _ = plan_with_detail(cfg)
+    return plan
+
+
+def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
+    db = cfg.db
+    with connect(db.source, "source") as src:
+        src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        source = inv.take_inventory(src)
+        src.rollback()
+    with connect(db.target, "target") as tgt:
+        tgt.execute("BEGIN READ ONLY")
+        target_version = str(tgt.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        target_version_num = int(tgt.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        target_relations = inv.user_relations(tgt)
+        extensions = inv.extension_availability(tgt, sorted(source.extensions))
+        target_user, target_su = tgt.execute(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()  # type: ignore[misc]
+        tgt.rollback()
+
+    plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
+    detail = DbPlanDetail(source=source, target_relations=target_relations)
+    source_major = source.server_version_num // 10000
+    tools_needed = ["pg_dump", "pg_restore"] + (["psql"] if cfg.mode == "parallel" else [])
+    for name in tools_needed:
+        try:
+            detail.tools[name] = find_tool(name, min_major=source_major if name == "pg_dump" else 0)
+        except ToolError as exc:
+            plan.blockers.append(str(exc))
+
+    facts: dict[str, Any] = {
+        "source server": f"PostgreSQL {source.server_version}",
+        "target server": f"PostgreSQL {target_version}",
+        "source database size": _mb(source.database_bytes),
+        "tables": len(source.tables),
+        "table data": _mb(source.total_table_bytes),
+        "rows (estimate)": sum(t.rows_estimate for t in source.tables),
+        "sequences": len(source.sequences),
+        "large objects": source.large_objects,
+        "materialized views": source.matviews,
+        "target user": f"{target_user}{' (superuser)' if target_su else ' (not superuser: RDS-style restore)'}",
+        "mode": cfg.mode,
+        "jobs": db.jobs,
+    }
+    for name, tool in detail.tools.items():
+        facts[name] = f"{tool.version} ({tool.path})"
+    facts["extensions"] = {
+        name: {"source version": source.extensions[name], **extensions.get(name, {})} for name in source.extensions
+    }
+    facts["table list"] = [
+        {"table": t.qualified, "bytes": t.bytes, "rows (estimate)": t.rows_estimate,
+         "split": t.bytes > cfg.split_threshold_bytes and cfg.mode == "parallel"}
+        for t in source.tables
+    ]
+    plan.facts = facts
+
+    if target_version_num // 10000 < source_major:
+        plan.warnings.append(
+            f"the target server ({target_version}) is older than the source ({source.server_version}):"
+            " the schema may not restore"
+        )
+    for name, info in extensions.items():
+        if not info.get("available"):
+            plan.blockers.append(f"extension {name} is not available on the target server")
+        elif not info.get("creatable"):
+            plan.blockers.append(
+                f"extension {name} is available on the target but {target_user} may not create it"
+                " (create it first as a privileged user, or grant rds_superuser)"
+            )
+    if target_relations:
+        shown = ", ".join(target_relations[:5]) + (" …" if len(target_relations) > 5 else "")
+        if cfg.clean:
+            plan.warnings.append(f"--clean: {len(target_relations)} existing relations will be dropped ({shown})")
+        else:
+            plan.blockers.append(
+                f"the target database already holds {len(target_relations)} user relations ({shown});"
+                " nothing was written — use --clean --yes to replace them"
+            )
+    plan.steps = _steps(cfg, source)
+    return plan, detail
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def _steps(cfg: DbCopyConfig, source: inv.Inventory) -> list[Step]:
+    jobs = cfg.db.jobs
+    tables = len(source.tables)
+    data_bytes = source.total_table_bytes
+    verify = [Step("verify", "compare schema, per-table counts and hashes, sequences, large objects", jobs, tables)]
+    pre = [Step("clean", "drop the target's existing user objects", 1)] if cfg.clean else []
+    if cfg.mode == "stream":
+        steps = pre + [
+            Step("dump | restore", "pg_dump -Fc piped into pg_restore (no file), --no-owner --no-acl", 1, tables,
+                 data_bytes),
+            Step("analyze", "ANALYZE every copied table", jobs, tables),
+        ]
+        return steps + (verify if cfg.verify else [])
+    steps = pre + [
+        Step("snapshot", "export one REPEATABLE READ snapshot on the source; every reader adopts it", 1),
+        Step("pre-data", "pg_dump --section=pre-data --no-owner --no-acl into pg_restore (types, tables, functions)",
+             1),
+        Step("data", "COPY ... TO STDOUT (binary) into COPY ... FROM STDIN, biggest tables first, large ones in ranges",
+             jobs, tables, data_bytes),
+        Step("large objects", "copy large objects in chunks", 1, source.large_objects),
+        Step("sequences", "set sequences to their values in the snapshot", 1, len(source.sequences)),
+        Step("post-data", "indexes in parallel, then constraints, triggers, materialized view data (pg_restore -j)",
+             jobs),
+        Step("analyze", "ANALYZE every copied table", jobs, tables),
+    ]
+    return steps + (verify if cfg.verify else [])

@@ -1,0 +1,240 @@
+"""db plan / db copy against real clusters; the oracle is pg_dump's view of both sides."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import pgdump
+from tests.support.cli import interrupt, run_cli, start_cli
+
+HARD_SCHEMA = (Path(__file__).parents[1] / "fixtures" / "hard_schema.sql").read_text()
+
+
+def env_for(dbs) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {"MIGRATE_SOURCE_DATABASE_URL": dbs.source_url, "MIGRATE_TARGET_DATABASE_URL": dbs.target_url}
+
+
+def target_relations(dbs) -> list[str]:  # type: ignore[no-untyped-def]
+    from migrate.db.inventory import user_relations
+
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        return user_relations(conn)
+
+
+def assert_same_database(dbs) -> None:  # type: ignore[no-untyped-def]
+    assert pgdump.schema(dbs.target_admin_url) == pgdump.schema(dbs.source_url)
+    assert pgdump.sorted_data(dbs.target_admin_url) == pgdump.sorted_data(dbs.source_url)
+
+
+@pytest.mark.parametrize("mode", ["parallel", "stream"])
+def test_copy_of_hard_schema_equals_source(dbs, mode: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dbs.source_sql(HARD_SCHEMA)
+    report = tmp_path / "report.json"
+    res = run_cli("db", "copy", "--mode", mode, "--jobs", "2", "--no-verify", "--report", str(report),
+                  env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert_same_database(dbs)
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        # The trigger exists on the target, and did not fire during the load.
+        assert conn.execute("SELECT count(*) FROM organisations WHERE updated_by_trigger").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'organisations_touch'").fetchone() == (1,)
+        # ANALYZE ran: the planner knows the tables' sizes.
+        analyzed = conn.execute(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'users' AND last_analyze IS NOT NULL"
+            " OR relname = 'users' AND last_autoanalyze IS NOT NULL"
+        ).fetchone()
+        assert analyzed == (1,)
+    data = json.loads(report.read_text())
+    assert data["status"] == "success"
+    assert data["totals"]["mode"] == mode
+    assert dbs.source_cluster.password not in report.read_text()
+
+
+def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-untyped-def]
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db.copier import copy_database
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql(
+        "CREATE TABLE big_pk (id bigint PRIMARY KEY, v text);"
+        "INSERT INTO big_pk SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g;"
+        "CREATE TABLE big_nopk (v text); INSERT INTO big_nopk SELECT 'r' || g FROM generate_series(1, 20000) g;"
+    )
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False,
+                       split_threshold_bytes=200_000)
+    rec = RecordingReporter()
+    report = copy_database(cfg, rec)
+    assert report.status.value == "success"
+    copies = [t for k, t, _ in rec.events if k == "start" and t.startswith("copy ")]
+    assert any("big_pk [" in t for t in copies) and any("big_nopk [" in t for t in copies), copies
+    assert report.totals["rows"] == 40000
+    assert_same_database(dbs)
+
+
+def test_dry_run_and_plan_write_nothing(dbs) -> None:  # type: ignore[no-untyped-def]
+    dbs.source_sql(HARD_SCHEMA)
+    res = run_cli("db", "copy", "--dry-run", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert "pre-data" in res.out and "post-data" in res.out
+    res = run_cli("db", "plan", "--json", env=env_for(dbs))
+    assert res.code == 0, res.output
+    plan = json.loads(res.out)
+    assert plan["blockers"] == []
+    assert set(plan["facts"]["extensions"]) == {"citext", "uuid-ossp", "pgcrypto"}
+    assert plan["facts"]["extensions"]["citext"]["creatable"] is True
+    assert any(t["table"] == "public.organisations" for t in plan["facts"]["table list"])
+    assert target_relations(dbs) == []
+
+
+def test_non_empty_target_is_refused_then_clean_replaces_it(dbs) -> None:  # type: ignore[no-untyped-def]
+    dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+    dbs.target_sql("SET ROLE rds_master; CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42);")
+    res = run_cli("db", "copy", env=env_for(dbs))
+    assert res.code == 1
+    assert "already holds" in res.err and "--clean" in res.err
+    assert len(res.err.strip().splitlines()) == 1, res.err
+    assert target_relations(dbs) == ["public.keep_me"]
+    res = run_cli("db", "copy", "--clean", env=env_for(dbs))  # no TTY, no --yes: refused
+    assert res.code == 2 and "--yes" in res.err
+    assert target_relations(dbs) == ["public.keep_me"]
+    res = run_cli("db", "copy", "--clean", "--yes", "--no-verify", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert target_relations(dbs) == ["public.t"]
+    assert_same_database(dbs)
+
+
+def test_bad_connections_give_one_line_and_no_secret(dbs) -> None:  # type: ignore[no-untyped-def]
+    wrong = dbs.target_url.replace("rds-master-password", "wrong-pass-s3cret")
+    cases = [
+        ({"MIGRATE_SOURCE_DATABASE_URL": dbs.source_url, "MIGRATE_TARGET_DATABASE_URL": wrong}, 1, "rejected the password"),
+        ({"MIGRATE_SOURCE_DATABASE_URL": "postgresql://u:s3cret@nowhere.invalid/db",
+          "MIGRATE_TARGET_DATABASE_URL": dbs.target_url}, 1, "cannot resolve"),
+        ({"MIGRATE_SOURCE_DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/db",
+          "MIGRATE_TARGET_DATABASE_URL": dbs.target_url}, 1, "refused"),
+        ({"MIGRATE_SOURCE_DATABASE_URL": "mysql://u:s3cret@h/db", "MIGRATE_TARGET_DATABASE_URL": dbs.target_url},
+         2, "not a PostgreSQL URL"),
+    ]
+    for command in (["db", "plan"], ["db", "copy"], ["db", "verify"]):
+        for env, code, text in cases:
+            res = run_cli(*command, env=env)
+            assert res.code == code, (command, res.output)
+            assert text in res.err, (command, res.err)
+            assert len(res.err.strip().splitlines()) == 1, res.err
+            assert "s3cret" not in res.output and "Traceback" not in res.output
+
+
+def test_password_on_argv_is_redacted_and_warned(dbs) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("db", "plan", "--source", dbs.source_url, "--target",
+                  dbs.target_url.replace("rds-master-password", "wrong-pass-s3cret"))
+    assert res.code == 1
+    assert "wrong-pass-s3cret" not in res.output and dbs.source_cluster.password not in res.output
+    assert "MIGRATE_SOURCE_DATABASE_URL" in res.err
+
+
+def _wait_for_copy(dbs, timeout: float = 60) -> int:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY %'"
+                " AND state = 'active'"
+            ).fetchone()
+            if row:
+                return int(row[0])
+            time.sleep(0.01)
+    raise AssertionError("the copy never started a COPY on the source")
+
+
+def _seed_slow_table(dbs) -> None:  # type: ignore[no-untyped-def]
+    dbs.source_sql(
+        "CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small VALUES (1);"
+        "CREATE TABLE slow_big (id int PRIMARY KEY, v text);"
+        "INSERT INTO slow_big SELECT g, md5(g::text) || md5((g+1)::text) FROM generate_series(1, 1500000) g;"
+    )
+
+
+def test_source_killed_mid_copy_fails_naming_table_then_rerun_succeeds(dbs) -> None:  # type: ignore[no-untyped-def]
+    _seed_slow_table(dbs)
+    proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", env=env_for(dbs))
+    pid = _wait_for_copy(dbs)
+    with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "slow_big" in err and len(err.strip().splitlines()) == 1, err
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        # The failed COPY committed nothing.
+        assert conn.execute("SELECT count(*) FROM slow_big").fetchone() == (0,)
+    res = run_cli("db", "copy", "--clean", "--yes", "--no-verify", env=env_for(dbs))
+    assert res.code == 0, res.output
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM slow_big").fetchone() == (1500000,)
+
+
+def _children_alive(parent_pid: int) -> list[str]:
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if ("pg_dump" in cmd or "psql" in cmd or "pg_restore" in cmd) and "paas-migrate" not in cmd:
+            alive.append(cmd)
+    return alive
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_exits_130_and_leaves_no_client_processes(dbs, sig: int) -> None:  # type: ignore[no-untyped-def]
+    _seed_slow_table(dbs)
+    before = set(_children_alive(os.getpid()))
+    proc = start_cli("db", "copy", "--jobs", "2", "--no-verify", env=env_for(dbs))
+    _wait_for_copy(dbs)
+    res = interrupt(proc, sig)
+    assert res.code == 130, res.output
+    assert "interrupted" in res.err and "Traceback" not in res.err
+    time.sleep(0.5)
+    leftover = [c for c in _children_alive(os.getpid()) if c not in before and str(dbs.source_cluster.port) in c]
+    assert leftover == []
+    with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY %'"
+            " AND state = 'active'"
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "a COPY kept running on the source after the interrupt"
+            time.sleep(0.1)
+
+
+def test_tool_version_check() -> None:
+    from migrate.db.pgtools import find_tool
+    from migrate.errors import ToolError
+
+    tool = find_tool("pg_dump")
+    assert tool.major >= 10
+    with pytest.raises(ToolError) as info:
+        find_tool("pg_dump", min_major=tool.major + 1)
+    assert "older than the source server" in str(info.value)
+
+
+def test_restore_error_classification() -> None:
+    from migrate.db.pgtools import parse_restore_errors
+
+    stderr = (
+        "pg_restore: error: could not execute query: ERROR:  must be owner of extension citext\n"
+        "Command was: COMMENT ON EXTENSION citext IS 'x';\n"
+        "pg_restore: error: could not execute query: ERROR:  type \"nope\" does not exist\n"
+        "Command was: CREATE TABLE public.t (a nope);\n"
+        "pg_restore: warning: errors ignored on restore: 2\n"
+    )
+    errors = parse_restore_errors(stderr)
+    assert [e.harmless for e in errors] == [True, False]
+    assert "CREATE TABLE" in errors[1].command
