@@ -113,7 +113,8 @@ def test_non_empty_target_is_refused_then_clean_replaces_it(dbs) -> None:  # typ
 def test_bad_connections_give_one_line_and_no_secret(dbs) -> None:  # type: ignore[no-untyped-def]
     wrong = dbs.target_url.replace("rds-master-password", "wrong-pass-s3cret")
     cases = [
-        ({"MIGRATE_SOURCE_DATABASE_URL": dbs.source_url, "MIGRATE_TARGET_DATABASE_URL": wrong}, 1, "rejected the password"),
+        ({"MIGRATE_SOURCE_DATABASE_URL": dbs.source_url, "MIGRATE_TARGET_DATABASE_URL": wrong}, 1,
+         "rejected the password"),
         ({"MIGRATE_SOURCE_DATABASE_URL": "postgresql://u:s3cret@nowhere.invalid/db",
           "MIGRATE_TARGET_DATABASE_URL": dbs.target_url}, 1, "cannot resolve"),
         ({"MIGRATE_SOURCE_DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/db",
@@ -166,7 +167,7 @@ def test_source_killed_mid_copy_fails_naming_table_then_rerun_succeeds(dbs) -> N
     pid = _wait_for_copy(dbs)
     with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert "slow_big" in err and len(err.strip().splitlines()) == 1, err
     with psycopg.connect(dbs.target_admin_url) as conn:
