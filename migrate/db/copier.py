@@ -138,6 +138,7 @@ class _Copier:
         self._conns_lock = threading.Lock()
         self.rows = 0
         self.bytes = 0
+        self.early_built: set[tuple[int, int]] = set()
         self._count_lock = threading.Lock()
 
     # ---- orchestration -------------------------------------------------------------------
@@ -303,6 +304,9 @@ class _Copier:
             if re.search(r"\bCOMMENT - EXTENSION\b", line):
                 skipped.append(line)
                 continue
+            m = re.match(r"\s*\d+;\s+(\d+)\s+(\d+)\s", line)
+            if m and (int(m.group(1)), int(m.group(2))) in self.early_built:
+                continue  # built as soon as its table's data landed
             kept.append(line)
         for line in skipped:
             self.report.warnings.append(f"skipped (needs the extension's owner): {line.split(';', 1)[-1].strip()}")
@@ -363,35 +367,90 @@ class _Copier:
         return units
 
     def copy_data(self) -> PhaseResult:
+        """COPY every unit over `jobs` workers; as soon as all of a table's units have landed, build
+        its indexes and keys on `jobs` more workers (like pgcopydb), so index builds overlap the
+        remaining copies instead of waiting for all of them."""
         units = self.plan_units()
         jobs = self.cfg.db.jobs
+        coord = self._coordinator
+        assert coord is not None
+        # Fully qualified DDL (search_path is empty while it is generated and run), as pg_dump does.
+        coord.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+        early = inv.early_indexes(coord, self.detail.source.tables)
+        self.early_built = {(e.catalog, e.object_oid) for e in early}
+        by_table: dict[int, list[inv.EarlyIndex]] = {}
+        for e in early:
+            by_table.setdefault(e.table_oid, []).append(e)
+        remaining: dict[int, int] = {}
+        for u in units:
+            remaining[u.table.oid] = remaining.get(u.table.oid, 0) + 1
         self.reporter.on_start("data", total=len(units), unit="copies")
         failures: list[str] = []
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
+        index_pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="index")
+        futures: dict[cf.Future[None], str] = {}
         try:
-            futures = {pool.submit(self.copy_unit, u): u for u in units}
-            for fut in cf.as_completed(futures):
-                unit = futures[fut]
-                exc = fut.exception()
-                if exc is not None:
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise exc
-                    message = exc.message if isinstance(exc, MigrateError) else redact(str(exc)).splitlines()[0]
-                    failures.append(f"{unit.label}: {message}")
+            for u in units:
+                futures[pool.submit(self.copy_unit, u)] = u.label
+            pending = set(futures)
+            unit_of = {f: u for f, u in zip(list(futures), units, strict=True)}
+            while pending:
+                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    exc = fut.exception()
+                    if exc is not None:
+                        if isinstance(exc, KeyboardInterrupt):
+                            raise exc
+                        message = exc.message if isinstance(exc, MigrateError) else _first_line(str(exc))
+                        failures.append(f"{futures[fut]}: {message}")
+                        continue
+                    unit = unit_of.get(fut)
+                    if unit is None:
+                        continue  # an index build finished
+                    self.reporter.on_progress("data", 1)
+                    remaining[unit.table.oid] -= 1
+                    if remaining[unit.table.oid] == 0:
+                        for e in by_table.get(unit.table.oid, []):
+                            f = index_pool.submit(self.build_index, e)
+                            futures[f] = f"index {e.name}"
+                            pending.add(f)
+                if failures:
                     # Fail fast: the copy is unusable anyway, and the rest would only take time.
                     self.children.cancelled.set()
-                    for f in futures:
+                    for f in pending:
                         f.cancel()
                     self.abort()
                     break
-                self.reporter.on_progress("data", 1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            index_pool.shutdown(wait=True, cancel_futures=True)
             self.reporter.on_done("data", ok=not failures)
         if failures:
             self.report.errors.extend(failures)
             raise CopyFailed(f"copying table {failures[0]}", hint="fix the cause, then rerun with --clean --yes")
-        return PhaseResult("data", 0.0, jobs, items=len(units), rows=self.rows, bytes=self.bytes)
+        return PhaseResult("data", 0.0, jobs, items=len(units), rows=self.rows, bytes=self.bytes,
+                           note=f"{len(early)} indexes/keys built as tables landed")
+
+    def build_index(self, item: inv.EarlyIndex) -> None:
+        if self.children.cancelled.is_set():
+            raise KeyboardInterrupt
+        task = f"index {item.name}"
+        self.reporter.on_start(task)
+        conn = self._target()
+        ok = False
+        try:
+            conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+            for stmt in item.statement.split("; "):
+                conn.execute(stmt.encode())
+            conn.commit()
+            ok = True
+        except psycopg.Error as exc:
+            conn.rollback()
+            if self.children.cancelled.is_set():
+                raise KeyboardInterrupt from None
+            raise CopyFailed(f"building {item.name} failed: {_first_line(str(exc))}") from None
+        finally:
+            self.reporter.on_done(task, ok=ok)
 
     def copy_unit(self, unit: CopyUnit) -> None:
         try:

@@ -178,3 +178,61 @@ def extension_availability(conn: psycopg.Connection, names: list[str]) -> dict[s
                 "creatable": bool(r[2]) or bool(su) or bool(rds_su) or bool(r[3]),
             }
     return out
+
+
+@dataclass
+class EarlyIndex:
+    """An index (or the constraint it backs) we build as soon as its table's data has landed."""
+
+    table_oid: int
+    catalog: int  # 1259 pg_class (index) or 2606 pg_constraint, as in pg_restore's TOC
+    object_oid: int
+    name: str
+    statement: str
+
+
+def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[EarlyIndex]:
+    """Valid indexes and PK/UNIQUE/EXCLUDE constraints of plain, unpartitioned tables, as DDL.
+
+    Partitions and partitioned parents are left to pg_restore (their indexes are attached to the
+    parent's). Read-only."""
+    if not tables:
+        return []
+    rows = conn.execute(
+        """
+        SELECT i.indrelid::bigint, ic.oid::bigint, ic.relname, pg_get_indexdef(i.indexrelid),
+               con.oid::bigint, con.conname, pg_get_constraintdef(con.oid), i.indisclustered, i.indisreplident
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class t ON t.oid = i.indrelid
+        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+                                   AND con.contype IN ('p', 'u', 'x')
+        WHERE i.indrelid = ANY(%s) AND i.indisvalid AND i.indislive
+          AND NOT t.relispartition AND t.relkind = 'r'
+          AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+          -- per-column statistics targets travel inside pg_dump's index entry: leave those to pg_restore
+          AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indexrelid AND a.attstattarget > 0)
+        ORDER BY i.indrelid, (con.oid IS NULL), ic.relname
+        """,
+        ([t.oid for t in tables],),
+    ).fetchall()
+    by_oid = {t.oid: t for t in tables}
+    out: list[EarlyIndex] = []
+    from psycopg import sql as _sql
+
+    for table_oid, index_oid, index_name, indexdef, con_oid, con_name, condef, clustered, replident in rows:
+        t = by_oid[table_oid]
+        rel = f"{_sql.Identifier(t.schema).as_string(None)}.{_sql.Identifier(t.name).as_string(None)}"
+        idx = _sql.Identifier(index_name).as_string(None)
+        if con_oid is not None:
+            stmt = f"ALTER TABLE ONLY {rel} ADD CONSTRAINT {_sql.Identifier(con_name).as_string(None)} {condef}"
+            item = EarlyIndex(table_oid, 2606, con_oid, f"{t.schema}.{con_name}", stmt)
+        else:
+            item = EarlyIndex(table_oid, 1259, index_oid, f"{t.schema}.{index_name}", indexdef)
+        # pg_dump emits these inside the index's own entry, which pg_restore will now skip.
+        if clustered:
+            item.statement += f"; ALTER TABLE {rel} CLUSTER ON {idx}"
+        if replident:
+            item.statement += f"; ALTER TABLE ONLY {rel} REPLICA IDENTITY USING INDEX {idx}"
+        out.append(item)
+    return out
