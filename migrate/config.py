@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from migrate.errors import ConfigError
@@ -301,3 +302,34 @@ class DbCopyConfig:
 
 
 # ---- S3 section: owned by the s3 work (S3CopyConfig and friends go below this line) ----
+
+
+@dataclass(frozen=True)
+class S3CopyConfig:
+    """Options of `s3 plan|copy|verify` (and the s3 part of `run`)."""
+
+    source: S3Side
+    target: S3Side
+    workers: int = 32
+    mode: str = "auto"  # auto | server-side | stream
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("MIGRATE_STATE_DIR") or ".migrate-state"))
+    sse: str | None = None  # AES256 | aws:kms
+    sse_kms_key_id: str | None = None
+    shard: tuple[int, int] | None = None  # (I, N), 1-based
+
+    MODES = ("auto", "server-side", "stream")
+    SSE_VALUES = ("AES256", "aws:kms")
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if self.mode not in self.MODES:
+            raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(self.MODES)}")
+        if self.sse is not None and self.sse not in self.SSE_VALUES:
+            raise ConfigError(f"--sse {self.sse!r} is not one of {', '.join(self.SSE_VALUES)}")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise ConfigError("--sse-kms-key-id needs --sse aws:kms")
+        if self.shard is not None:
+            i, n = self.shard
+            if n < 1 or not 1 <= i <= n:
+                raise ConfigError(f"--shard {i}/{n} is out of range", hint="I must be between 1 and N")

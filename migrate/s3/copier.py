@@ -1,0 +1,624 @@
+"""`s3 copy`: list, reconcile with the manifest, copy what is not yet verified, check every object.
+
+Modes: server-side (CopyObject / UploadPartCopy with the target credential), stream (GET with the
+source credential, PUT / multipart upload with the target credential, bounded memory, no temp files),
+auto (server-side when both sides share an endpoint and the target credential can read the source).
+Every upload carries Content-MD5 and an S3 additional checksum (SHA-256) computed from the bytes we
+read, so S3 rejects bytes damaged on the way; what we read is checked against the source's own
+evidence (checksums.Evidence) before an object can be marked verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from migrate.config import S3CopyConfig, redact
+from migrate.errors import CopyFailed
+from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
+from migrate.progress import Reporter, human_bytes
+from migrate.s3 import clients
+from migrate.s3.checksums import (
+    MD5_ETAG,
+    MULTIPART_ETAG,
+    SIZE_ONLY,
+    VERIFIED,
+    Evidence,
+    b64,
+    full_object_checksum,
+    multipart_count,
+)
+from migrate.s3.inventory import batched, list_objects
+from migrate.s3.manifest import FAILED, Manifest, Row, manifest_path
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+SINGLE_PUT_MAX = 8 * MiB  # single-part sources up to this size are one GET + one PUT
+PART_SIZE = 8 * MiB  # target part size when we choose the boundaries
+KEEP_PART_MAX = 16 * MiB  # source parts up to this size keep their boundaries (so the target ETag equals the source's)
+MAX_PARTS = 10_000
+COPY_OBJECT_MAX = 5 * 1024 * MiB  # CopyObject limit; above it UploadPartCopy
+COPY_PART_SIZE = 512 * MiB
+MEMORY_BUDGET = 64 * MiB  # bytes of object data held in memory at once, across all workers
+STALL_SECONDS = 60.0
+FLUSH_SECONDS = 1.0
+
+META_FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
+KEEP_STORAGE_CLASSES = {"STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY", "GLACIER_IR"}
+COPY_ALGORITHMS = {"SHA256", "SHA1", "CRC32", "CRC32C"}
+
+
+class _Stopped(Exception):
+    """The run is being interrupted: leave this object pending."""
+
+
+class _Mismatch(Exception):
+    """Bytes do not match their evidence: the object must not be marked verified."""
+
+
+@dataclass(slots=True)
+class Result:
+    key: str
+    status: str  # verified | size-only | failed
+    evidence: str | None = None
+    target_etag: str | None = None
+    detail: str | None = None
+    size: int = 0
+
+    def row(self) -> tuple[str, str, str | None, str | None, str | None]:
+        return (self.key, self.status, self.evidence, self.target_etag, self.detail)
+
+
+class ByteBudget:
+    """At most `limit` bytes of object data in memory; a single request larger than the limit waits
+    until it is alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cv = threading.Condition()
+
+    def acquire(self, n: int, stop: threading.Event) -> int:
+        n = min(n, self.limit)
+        with self._cv:
+            while self.used and self.used + n > self.limit:
+                if stop.is_set():
+                    raise _Stopped
+                self._cv.wait(0.5)
+            self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        with self._cv:
+            self.used -= n
+            self._cv.notify_all()
+
+
+def _read_exact(body: Any, n: int) -> bytes:
+    data = body.read(n) if n else b""
+    if len(data) != n:
+        raise _Mismatch(f"short read: got {len(data)} of {n} bytes")
+    return data
+
+
+def _quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def _even_split(total: int, max_chunk: int) -> list[int]:
+    """Split `total` into near-equal chunks of at most max_chunk (all but the last >= 5 MiB when total
+    is larger than max_chunk >= 5 MiB)."""
+    if total <= max_chunk:
+        return [total]
+    k = -(-total // max_chunk)
+    base = -(-total // k)
+    sizes = [base] * (k - 1)
+    sizes.append(total - base * (k - 1))
+    return sizes
+
+
+class BucketCopier:
+    """Copies one bucket (prefix) to another. Owns the worker pools; the manifest stays on the caller's
+    thread (workers return Results)."""
+
+    def __init__(self, cfg: S3CopyConfig, reporter: Reporter, src: Any, dst: Any, mode: str) -> None:
+        self.cfg = cfg
+        self.reporter = reporter
+        self.src = src
+        self.dst = dst
+        self.mode = mode
+        self.stop = threading.Event()
+        self.budget = ByteBudget(MEMORY_BUDGET)
+        self.part_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="s3-part")
+        self.kms = cfg.sse == "aws:kms"
+        self.last_progress = time.monotonic()
+        self._lock = threading.Lock()
+        self.bytes_done = 0
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    def skey(self, key: str) -> str:
+        return self.cfg.source.location.prefix + key
+
+    def tkey(self, key: str) -> str:
+        return self.cfg.target.location.prefix + key
+
+    def _sse(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.cfg.sse:
+            out["ServerSideEncryption"] = self.cfg.sse
+        if self.cfg.sse_kms_key_id:
+            out["SSEKMSKeyId"] = self.cfg.sse_kms_key_id
+        return out
+
+    def _advance(self, n: int) -> None:
+        if n:
+            self.reporter.on_progress("copy bytes", n)
+        with self._lock:
+            self.bytes_done += n
+            self.last_progress = time.monotonic()
+
+    def _object_args(self, row: Row, headers: dict[str, Any]) -> dict[str, Any]:
+        """Metadata, tags, storage class and encryption for the target object, from the source's answer."""
+        args: dict[str, Any] = {f: headers[f] for f in META_FIELDS if headers.get(f)}
+        args["Metadata"] = dict(headers.get("Metadata") or {})
+        if headers.get("TagCount"):
+            try:
+                tags = self.src.get_object_tagging(Bucket=self.cfg.source.location.bucket, Key=self.skey(row.key))
+                args["Tagging"] = urlencode([(t["Key"], t["Value"]) for t in tags.get("TagSet", [])])
+            except Exception as exc:  # tags are kept "when readable"
+                log.warning("tags of %s not readable (%s); copied without them", row.key, clients.error_code(exc))
+        if row.storage_class in KEEP_STORAGE_CLASSES:
+            args["StorageClass"] = row.storage_class
+        args.update(self._sse())
+        return args
+
+    def _check_target_md5(self, etag: str, md5_hex: str) -> None:
+        # With SSE-KMS the target ETag is not an MD5; the SHA-256 header is then S3's only check.
+        if not self.kms and etag != md5_hex:
+            raise _Mismatch(f"target stored ETag {etag}, expected MD5 {md5_hex}")
+
+    # ---- one object -------------------------------------------------------------------------------------
+    def copy_one(self, row: Row) -> Result | None:
+        """Copy one object; never raises (a failure is a Result), None when interrupted."""
+        if self.stop.is_set():
+            return None
+        try:
+            if self.mode == "server-side":
+                res = self._server_side(row)
+            elif row.size <= SINGLE_PUT_MAX and not multipart_count(row.etag):
+                res = self._stream_small(row)
+            else:
+                res = self._stream_large(row)
+        except _Stopped:
+            return None
+        except _Mismatch as exc:
+            res = Result(row.key, FAILED, detail=str(exc), size=row.size)
+        except Exception as exc:
+            code = clients.error_code(exc)
+            if code in ("PreconditionFailed", "412"):
+                detail = "the source object changed since it was listed; rerun to copy the new version"
+            else:
+                detail = f"{code}: {redact(exc)}"
+            res = Result(row.key, FAILED, detail=detail, size=row.size)
+        if res.status == FAILED:
+            log.warning("failed: %s: %s", row.key, res.detail)
+        self.reporter.on_progress("copy objects", 1)
+        with self._lock:
+            self.last_progress = time.monotonic()
+        return res
+
+    def _server_side(self, row: Row) -> Result:
+        if row.size > COPY_OBJECT_MAX or multipart_count(row.etag):
+            return self._server_side_multipart(row)
+        algo = row.algo if row.algo in COPY_ALGORITHMS else "SHA256"
+        sb, tb = self.cfg.source.location.bucket, self.cfg.target.location.bucket
+        kwargs: dict[str, Any] = {
+            "Bucket": tb, "Key": self.tkey(row.key), "CopySource": {"Bucket": sb, "Key": self.skey(row.key)},
+            "CopySourceIfMatch": _quoted(row.etag), "MetadataDirective": "COPY", "TaggingDirective": "COPY",
+            "ChecksumAlgorithm": algo, **self._sse(),
+        }
+        if row.storage_class in KEEP_STORAGE_CLASSES:
+            kwargs["StorageClass"] = row.storage_class
+        resp = self.dst.copy_object(**kwargs)
+        result = resp.get("CopyObjectResult", {})
+        tetag = result.get("ETag", "").strip('"').lower()
+        self._advance(row.size)
+        # S3 computed the target's ETag from the bytes it wrote: equal to the listed source ETag (an MD5 or
+        # a multipart MD5-of-MD5s) means equal content, with no extra request.
+        if tetag == row.etag and (MD5_ETAG.match(tetag) or MULTIPART_ETAG.match(tetag)):
+            return Result(row.key, VERIFIED, "etag", tetag, size=row.size)
+        copied = result.get(f"Checksum{algo}")
+        if row.algo == algo and copied and "-" not in copied and not multipart_count(row.etag):
+            head = self.src.head_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag),
+                                        ChecksumMode="ENABLED")
+            found = full_object_checksum(head)
+            if found and found[0] == algo:
+                if found[1] != copied:
+                    raise _Mismatch(f"target {algo} {copied} differs from the source's {found[1]}")
+                return Result(row.key, VERIFIED, algo.lower(), tetag, size=row.size)
+        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "no comparable checksum on both sides", size=row.size)
+
+    def _source_part_sizes(self, row: Row, n: int) -> tuple[dict[str, Any], list[int]]:
+        """The source object's HEAD (metadata) and its part boundaries from HeadObject PartNumber=1..n."""
+        args: dict[str, Any] = {"Bucket": self.cfg.source.location.bucket, "Key": self.skey(row.key),
+                                "ChecksumMode": "ENABLED"}
+        # No IfMatch on part HEADs (some S3 implementations compare it with the part's ETag); the reads or
+        # copies that follow carry it, so a source that changes mid-copy still fails the object.
+        # The object's own HEAD for its metadata: not every implementation returns it with PartNumber.
+        head = self.src.head_object(**args, IfMatch=_quoted(row.etag))
+        sizes = []
+        for i in range(1, n + 1):
+            sizes.append(int(self.src.head_object(**args, PartNumber=i)["ContentLength"]))
+        if sum(sizes) != row.size:
+            raise _Mismatch(f"source parts add up to {sum(sizes)} bytes, listed size is {row.size}")
+        return head, sizes
+
+    def _server_side_multipart(self, row: Row) -> Result:
+        """UploadPartCopy. A multipart source keeps its part boundaries, so S3 computes the same
+        MD5-of-MD5s ETag on the target when the bytes are the same: verified without reading them."""
+        sb, tb = self.cfg.source.location.bucket, self.cfg.target.location.bucket
+        n = multipart_count(row.etag)
+        if n:
+            head, sizes = self._source_part_sizes(row, n)
+        else:
+            head = self.src.head_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag))
+            sizes = _even_split(row.size, COPY_PART_SIZE)
+        args = self._object_args(row, head)
+        up = self.dst.create_multipart_upload(Bucket=tb, Key=self.tkey(row.key), ChecksumAlgorithm="SHA256", **args)
+        upload_id = up["UploadId"]
+        try:
+            futures = []
+            offset = 0
+            for number, size in enumerate(sizes, 1):
+                rng = f"bytes={offset}-{offset + size - 1}"
+                futures.append(self.part_pool.submit(self._copy_part, row, upload_id, number, rng, size))
+                offset += size
+            parts = [f.result() for f in futures]
+            done = self.dst.complete_multipart_upload(Bucket=tb, Key=self.tkey(row.key), UploadId=upload_id,
+                                                      MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort(upload_id, row)
+            raise
+        tetag = done["ETag"].strip('"').lower()
+        if n and tetag == row.etag and not self.kms and not (
+                head.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse") or head.get("SSECustomerAlgorithm")):
+            return Result(row.key, VERIFIED, "md5-of-parts", tetag, size=row.size)
+        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "server-side multipart copy: no comparable checksum",
+                      size=row.size)
+
+    def _copy_part(self, row: Row, upload_id: str, number: int, rng: str, size: int) -> dict[str, Any]:
+        if self.stop.is_set():
+            raise _Stopped
+        r = self.dst.upload_part_copy(
+            Bucket=self.cfg.target.location.bucket, Key=self.tkey(row.key), UploadId=upload_id, PartNumber=number,
+            CopySource={"Bucket": self.cfg.source.location.bucket, "Key": self.skey(row.key)},
+            CopySourceRange=rng, CopySourceIfMatch=_quoted(row.etag),
+        )
+        self._advance(size)
+        part = r.get("CopyPartResult", {})
+        out = {"PartNumber": number, "ETag": part["ETag"]}
+        if part.get("ChecksumSHA256"):
+            out["ChecksumSHA256"] = part["ChecksumSHA256"]
+        return out
+
+    def _abort(self, upload_id: str, row: Row) -> None:
+        try:
+            self.dst.abort_multipart_upload(Bucket=self.cfg.target.location.bucket, Key=self.tkey(row.key),
+                                            UploadId=upload_id)
+        except Exception as exc:  # the upload expires with the bucket's lifecycle rule; never mask the cause
+            log.warning("could not abort the multipart upload of %s: %s", row.key, clients.error_code(exc))
+
+    def _stream_small(self, row: Row) -> Result:
+        sb, tb = self.cfg.source.location.bucket, self.cfg.target.location.bucket
+        held = self.budget.acquire(max(row.size, 1), self.stop)
+        try:
+            resp = self.src.get_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag),
+                                       ChecksumMode="ENABLED")
+            data = _read_exact(resp["Body"], row.size)
+            md5 = hashlib.md5(data)
+            evidence = Evidence.for_object(row.etag, resp)
+            evidence.update(data)
+            problem = evidence.check(md5_hex=md5.hexdigest())
+            if problem:
+                raise _Mismatch(problem)  # nothing was written to the target
+            args = self._object_args(row, resp)
+            put = self.dst.put_object(
+                Bucket=tb, Key=self.tkey(row.key), Body=data, ContentMD5=b64(md5.digest()),
+                ChecksumSHA256=b64(hashlib.sha256(data).digest()), **args,
+            )
+        finally:
+            self.budget.release(held)
+        tetag = put["ETag"].strip('"').lower()
+        self._check_target_md5(tetag, md5.hexdigest())
+        self._advance(row.size)
+        if evidence.usable:
+            return Result(row.key, VERIFIED, evidence.kind, tetag, size=row.size)
+        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size)
+
+    def _upload_part(self, row: Row, upload_id: str, number: int, data: bytes, held: int) -> dict[str, Any]:
+        try:
+            if self.stop.is_set():
+                raise _Stopped
+            md5 = hashlib.md5(data)
+            sha = b64(hashlib.sha256(data).digest())
+            r = self.dst.upload_part(
+                Bucket=self.cfg.target.location.bucket, Key=self.tkey(row.key), UploadId=upload_id,
+                PartNumber=number, Body=data, ContentMD5=b64(md5.digest()), ChecksumSHA256=sha,
+            )
+            self._check_target_md5(r["ETag"].strip('"').lower(), md5.hexdigest())
+        finally:
+            self.budget.release(held)
+        self._advance(len(data))
+        return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": sha}
+
+    def _source_part(self, row: Row, upload_id: str, offset: int, length: int, first: int) -> tuple[bytes, list]:
+        """GET one source part by range, upload it as one or more target parts; returns its MD5."""
+        if self.stop.is_set():
+            raise _Stopped
+        resp = self.src.get_object(Bucket=self.cfg.source.location.bucket, Key=self.skey(row.key),
+                                   Range=f"bytes={offset}-{offset + length - 1}", IfMatch=_quoted(row.etag))
+        body = resp["Body"]
+        part_md5 = hashlib.md5()
+        parts = []
+        try:
+            for j, size in enumerate(_even_split(length, KEEP_PART_MAX if length > KEEP_PART_MAX else length)):
+                held = self.budget.acquire(size, self.stop)
+                try:
+                    data = _read_exact(body, size)
+                except BaseException:
+                    self.budget.release(held)
+                    raise
+                part_md5.update(data)
+                parts.append(self._upload_part(row, upload_id, first + j, data, held))
+        finally:
+            body.close()
+        return part_md5.digest(), parts
+
+    def _stream_large(self, row: Row) -> Result:
+        sb, tb = self.cfg.source.location.bucket, self.cfg.target.location.bucket
+        n = multipart_count(row.etag)
+        if n:
+            # The source's part boundaries (HeadObject PartNumber) let us recompute its MD5-of-MD5s ETag.
+            head, sizes = self._source_part_sizes(row, n)
+            sse = head.get("ServerSideEncryption")
+            kms = sse in ("aws:kms", "aws:kms:dsse") or bool(head.get("SSECustomerAlgorithm"))
+            evidence = Evidence(SIZE_ONLY, "") if kms else Evidence("md5-of-parts", row.etag)
+        else:
+            head = self.src.head_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag),
+                                        ChecksumMode="ENABLED")
+            part = max(PART_SIZE, -(-row.size // MAX_PARTS))
+            sizes = [min(part, row.size - off) for off in range(0, row.size, part)]
+            evidence = Evidence.for_object(row.etag, head)
+        args = self._object_args(row, head)
+        for drop in ("ContentLength",):
+            args.pop(drop, None)
+        up = self.dst.create_multipart_upload(Bucket=tb, Key=self.tkey(row.key), ChecksumAlgorithm="SHA256", **args)
+        upload_id = up["UploadId"]
+        try:
+            if n:
+                futures: list[Future[tuple[bytes, list]]] = []
+                offset, number = 0, 1
+                for size in sizes:
+                    futures.append(self.part_pool.submit(self._source_part, row, upload_id, offset, size, number))
+                    offset += size
+                    number += len(_even_split(size, KEEP_PART_MAX if size > KEEP_PART_MAX else size))
+                if number - 1 > MAX_PARTS:
+                    raise _Mismatch(f"would need {number - 1} target parts (S3 allows {MAX_PARTS})")
+                outs = [f.result() for f in futures]
+                problem = evidence.check(part_md5s=[md5 for md5, _ in outs])
+                parts = [p for _, ps in outs for p in ps]
+            else:
+                whole = hashlib.md5()
+                resp = self.src.get_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag))
+                body = resp["Body"]
+                pfutures: list[Future[dict[str, Any]]] = []
+                try:
+                    for number, size in enumerate(sizes, 1):
+                        if self.stop.is_set():
+                            raise _Stopped
+                        held = self.budget.acquire(size, self.stop)
+                        try:
+                            data = _read_exact(body, size)
+                        except BaseException:
+                            self.budget.release(held)
+                            raise
+                        whole.update(data)
+                        evidence.update(data)
+                        pfutures.append(self.part_pool.submit(self._upload_part, row, upload_id, number, data, held))
+                finally:
+                    body.close()
+                parts = [f.result() for f in pfutures]
+                problem = evidence.check(md5_hex=whole.hexdigest())
+            if problem:
+                # Never complete an upload whose bytes disagree with the source: nothing lands on the target.
+                self._advance(-sum(sizes))
+                raise _Mismatch(problem)
+            done = self.dst.complete_multipart_upload(Bucket=tb, Key=self.tkey(row.key), UploadId=upload_id,
+                                                      MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort(upload_id, row)
+            raise
+        tetag = done["ETag"].strip('"').lower()
+        if evidence.usable:
+            return Result(row.key, VERIFIED, evidence.kind, tetag, size=row.size)
+        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size)
+
+    # ---- the run ----------------------------------------------------------------------------------------
+    def run(self, manifest: Manifest, record: Callable[[Result], None]) -> None:
+        """Copy every pending/failed object of the manifest with a bounded queue of 2×workers."""
+        pool = ThreadPoolExecutor(max_workers=self.cfg.workers, thread_name_prefix="s3-copy")
+        inflight: set[Future[Result | None]] = set()
+        buffer: list[Result] = []
+        last_flush = time.monotonic()
+        stall = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(stall,), name="s3-stall", daemon=True)
+        watcher.start()
+
+        def collect(done: set[Future[Result | None]]) -> None:
+            nonlocal last_flush
+            for f in done:
+                if f.cancelled():
+                    continue
+                res = f.result()
+                if res is not None:
+                    buffer.append(res)
+                    record(res)
+            if buffer and (len(buffer) >= 1000 or time.monotonic() - last_flush >= FLUSH_SECONDS):
+                manifest.record([r.row() for r in buffer])
+                buffer.clear()
+                last_flush = time.monotonic()
+
+        try:
+            for row in manifest.todo():
+                while len(inflight) >= self.cfg.workers * 2:
+                    done, inflight = wait(inflight, timeout=0.5, return_when=FIRST_COMPLETED)
+                    collect(done)
+                inflight.add(pool.submit(self.copy_one, row))
+            while inflight:
+                done, inflight = wait(inflight, timeout=0.5, return_when=FIRST_COMPLETED)
+                collect(done)
+        except BaseException:
+            # Ctrl-C / SIGTERM: stop at the next part boundary, keep every result that did complete.
+            self.stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            collect({f for f in inflight if f.done()})
+            raise
+        finally:
+            stall.set()
+            manifest.record([r.row() for r in buffer])
+            buffer.clear()
+            pool.shutdown(wait=True)
+            self.part_pool.shutdown(wait=True, cancel_futures=True)
+
+    def _watch(self, stop: threading.Event) -> None:
+        warned = False
+        while not stop.wait(5.0):
+            idle = time.monotonic() - self.last_progress
+            if idle >= STALL_SECONDS and not warned:
+                self.reporter.note(f"warning: nothing completed in the last {idle:.0f}s (slow server or throttling?)")
+                warned = True
+            elif idle < STALL_SECONDS:
+                warned = False
+
+
+def resolve_mode(cfg: S3CopyConfig, src: Any, dst_probe: Any, first_key: str | None) -> tuple[str, str]:
+    """(mode, why). auto picks server-side only when one endpoint serves both buckets and the target
+    credential can read a source object. Read-only."""
+    if cfg.mode != "auto":
+        return cfg.mode, "chosen with --mode"
+    if (cfg.source.endpoint_url or "") != (cfg.target.endpoint_url or ""):
+        return "stream", "the buckets are on different endpoints"
+    if first_key is None:
+        return "server-side", "nothing to copy"
+    try:
+        dst_probe.head_object(Bucket=cfg.source.location.bucket, Key=cfg.source.location.prefix + first_key)
+    except Exception as exc:
+        return "stream", f"the target credential cannot read the source ({clients.error_code(exc)})"
+    return "server-side", "the target credential can read the source"
+
+
+def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None) -> Report:
+    """List both sides, reconcile with the manifest, copy what is not yet verified, check each object.
+
+    Writes only missing/different objects to the target and never deletes anything there. `plan` is
+    accepted for the command contract; the listing is always taken fresh (a plan may be stale).
+    """
+    report = Report(kind="s3", source=str(cfg.source.location), target=str(cfg.target.location))
+    clients.preflight("source", cfg.source)
+    clients.preflight("target", cfg.target)
+    src = clients.make_client(cfg.source, workers=cfg.workers)
+    dst = clients.make_client(cfg.target, workers=cfg.workers)
+    manifest = Manifest(manifest_path(cfg))
+    try:
+        manifest.bind(cfg)
+        t0 = time.monotonic()
+        reporter.note(f"listing {cfg.source.location} and {cfg.target.location}")
+        try:
+            n_src, b_src = manifest.load_listing("src", batched(list_objects(src, cfg.source.location,
+                                                                              shard=cfg.shard)))
+        except Exception as exc:
+            raise clients.translate(exc, "source", cfg.source) from None
+        try:
+            n_dst, b_dst = manifest.load_listing("dst", batched(list_objects(dst, cfg.target.location,
+                                                                              shard=cfg.shard)))
+        except Exception as exc:
+            raise clients.translate(exc, "target", cfg.target) from None
+        report.phases.append(PhaseResult("list", time.monotonic() - t0, 2, items=n_src + n_dst, bytes=b_src + b_dst,
+                                         note=f"source {n_src:,} objects, target {n_dst:,}"))
+        t1 = time.monotonic()
+        manifest.reconcile()
+        cats = manifest.categories()
+        todo_n, todo_b = manifest.todo_totals()
+        first = next(iter(manifest.todo(page=1)), None)
+        mode, why = resolve_mode(cfg, src, clients.make_client(cfg.target, workers=1, probe=True),
+                                 first.key if first else None)
+        report.phases.append(PhaseResult(
+            "plan", time.monotonic() - t1, 1, items=todo_n, bytes=todo_b,
+            note=f"{cats['missing on target'][0]:,} missing, {cats['differ'][0]:,} differ, "
+                 f"{cats['match'][0]:,} match; mode {mode} ({why})"))
+        reporter.note(f"copying {todo_n:,} objects ({human_bytes(todo_b)}) in {mode} mode; "
+                      f"{cats['match'][0]:,} already done")
+
+        t2 = time.monotonic()
+        copier = BucketCopier(cfg, reporter, src, dst, mode)
+        counts = {"copied": 0, "copied_bytes": 0, "failed": 0}
+
+        def record(res: Result) -> None:
+            if res.status == FAILED:
+                counts["failed"] += 1
+            else:
+                counts["copied"] += 1
+                counts["copied_bytes"] += res.size
+
+        reporter.on_start("copy objects", total=todo_n, unit="objects")
+        reporter.on_start("copy bytes", total=todo_b, unit="bytes")
+        ok = False
+        try:
+            copier.run(manifest, record)
+            ok = True
+        finally:
+            reporter.on_done("copy objects", ok=ok and not counts["failed"])
+            reporter.on_done("copy bytes", ok=ok and not counts["failed"])
+        report.phases.append(PhaseResult("copy", time.monotonic() - t2, cfg.workers, items=counts["copied"],
+                                         bytes=counts["copied_bytes"], note=f"{mode}; {counts['failed']} failed"))
+
+        t3 = time.monotonic()
+        status = manifest.status_counts()
+        report.phases.append(PhaseResult(
+            "verify", time.monotonic() - t3, 1, items=status["verified"][0] + status["size-only"][0],
+            note=f"{status['verified'][0]:,} verified by checksum, {status['size-only'][0]:,} size-only "
+                 "(each object checked as it was copied)"))
+        extra_n, _ = manifest.extra_on_target()
+        report.totals = {
+            "objects": n_src, "bytes": b_src, "copied": counts["copied"], "copied_bytes": counts["copied_bytes"],
+            "skipped": n_src - todo_n, "failed": status["failed"][0], "verified": status["verified"][0],
+            "size_only": status["size-only"][0], "pending": status["pending"][0], "extra_on_target": extra_n,
+            "mode": mode, "manifest": str(manifest.path),
+        }
+        if status["size-only"][0]:
+            report.warnings.append(f"{status['size-only'][0]:,} objects are size-only: the source offers no checksum "
+                                   "to compare with (e.g. SSE-KMS single-part objects)")
+        if extra_n:
+            report.warnings.append(f"{extra_n:,} objects exist only on the target (left alone)")
+        failures = manifest.failures()
+        for key, detail in failures:
+            report.diffs.append(Diff("object", key, Outcome.ERROR, detail))
+        if status["failed"][0]:
+            more = status["failed"][0] - len(failures)
+            report.errors.append(f"{status['failed'][0]:,} objects failed" + (f" ({more:,} not listed)" if more else "")
+                                 + "; rerun to retry only those")
+            report.status = Status.PARTIAL if counts["copied"] or n_src > status["failed"][0] else Status.FAILED
+        if status["pending"][0]:
+            raise CopyFailed(f"{status['pending'][0]} objects are still pending after the copy")
+    finally:
+        manifest.close()
+    report.finish()
+    return report.settle()

@@ -1,0 +1,230 @@
+"""The on-disk manifest of a bucket copy (SQLite in --state-dir): one row per source object with its
+listed size and ETag, its status (pending, verified, size-only, failed), the evidence used and the
+target ETag it was verified against. A rerun reconciles it with fresh listings and resumes from it.
+
+Only the thread that owns a Manifest touches its connection (workers hand results back to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrate.config import S3CopyConfig
+from migrate.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PENDING, VERIFIED, SIZE_ONLY, FAILED = "pending", "verified", "size-only", "failed"
+DONE = (VERIFIED, SIZE_ONLY)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT PRIMARY KEY, size INTEGER NOT NULL, etag TEXT NOT NULL, algo TEXT, storage_class TEXT,
+    status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT, detail TEXT, updated REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT)
+    WITHOUT ROWID;
+"""
+
+
+@dataclass(slots=True)
+class Row:
+    key: str
+    size: int
+    etag: str
+    algo: str | None
+    storage_class: str | None
+    status: str
+
+
+def manifest_path(cfg: S3CopyConfig) -> Path:
+    """One file per (source, target, shard): shards of one copy never share a manifest."""
+    ident = f"{cfg.source.location}|{cfg.target.location}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    name = f"s3-{cfg.source.location.bucket}-{digest}"
+    if cfg.shard:
+        name += f"-shard{cfg.shard[0]}of{cfg.shard[1]}"
+    return Path(cfg.state_dir) / f"{name}.sqlite"
+
+
+class Manifest:
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the state directory {self.path.parent}: {exc.strerror}") from None
+        try:
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a committed batch survives kill -9 of this process (only power loss could cost the last ones).
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the manifest {self.path}: {exc}", hint="check --state-dir") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def bind(self, cfg: S3CopyConfig) -> None:
+        ident = json.dumps({"source": str(cfg.source.location), "target": str(cfg.target.location),
+                            "shard": list(cfg.shard) if cfg.shard else None})
+        row = self.db.execute("SELECT value FROM meta WHERE name='job'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('job', ?)", (ident,))
+        elif row[0] != ident:
+            raise ConfigError(f"the manifest {self.path} belongs to another copy ({row[0]})")
+
+    # ---- listings -------------------------------------------------------------------------------------
+    def load_listing(self, table: str, batches: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:
+        assert table in ("src", "dst")
+        count = total = 0
+        self._begin()
+        try:
+            self.db.execute(f"DELETE FROM {table}")
+            for batch in batches:
+                self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?)", batch)
+                count += len(batch)
+                total += sum(r[1] for r in batch)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return count, total
+
+    def _begin(self) -> None:
+        # A signal can interrupt us between BEGIN and COMMIT: never nest, roll the half-done batch back.
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self.db.execute("BEGIN")
+
+    def reconcile(self) -> None:
+        """Bring `objects` in line with fresh listings: new or changed source objects become pending, done
+        objects whose target copy changed or vanished become pending, and pending ones whose target
+        already has the same size and ETag are done ("etag-match": equal ETags mean equal content)."""
+        now = time.time()
+        db = self.db
+        self._begin()
+        db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
+        db.execute(
+            """INSERT INTO objects (key, size, etag, algo, storage_class, status, updated)
+               SELECT key, size, etag, algo, storage_class, 'pending', ? FROM src WHERE true
+               ON CONFLICT(key) DO UPDATE SET
+                 status = CASE WHEN objects.size = excluded.size AND objects.etag = excluded.etag
+                               THEN objects.status ELSE 'pending' END,
+                 size = excluded.size, etag = excluded.etag, algo = excluded.algo,
+                 storage_class = excluded.storage_class""",
+            (now,),
+        )
+        db.execute(
+            """UPDATE objects SET status = 'pending', detail = 'target changed or missing since it was verified'
+               WHERE status IN ('verified', 'size-only') AND NOT EXISTS (
+                 SELECT 1 FROM dst WHERE dst.key = objects.key AND dst.etag = objects.target_etag
+                   AND dst.size = objects.size)"""
+        )
+        db.execute(
+            """UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = NULL,
+                 updated = ?
+               WHERE status IN ('pending', 'failed') AND EXISTS (
+                 SELECT 1 FROM dst
+                 WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)""",
+            (now,),
+        )
+        db.execute("COMMIT")
+
+    def categories(self) -> dict[str, tuple[int, int]]:
+        """(count, bytes) per plan category after reconcile(): match, missing on target, differ."""
+        out = {"match": (0, 0), "missing on target": (0, 0), "differ": (0, 0)}
+        for cat, n, b in self.db.execute(
+            """SELECT CASE WHEN o.status IN ('verified', 'size-only') THEN 'match'
+                           WHEN d.key IS NULL THEN 'missing on target' ELSE 'differ' END AS cat,
+                      count(*), coalesce(sum(o.size), 0)
+               FROM objects o LEFT JOIN dst d ON d.key = o.key GROUP BY cat"""
+        ):
+            out[cat] = (n, b)
+        return out
+
+    def extra_on_target(self) -> tuple[int, int]:
+        n, b = self.db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM dst WHERE key NOT IN (SELECT key FROM src)"
+        ).fetchone()
+        return int(n), int(b)
+
+    # ---- work -----------------------------------------------------------------------------------------
+    def todo(self, page: int = 1000) -> Iterator[Row]:
+        """Pending and failed objects in key order, fetched a page at a time (keyset pagination, so
+        writes between pages are safe and memory stays flat)."""
+        last = None
+        while True:
+            if last is None:
+                cur = self.db.execute(
+                    "SELECT key, size, etag, algo, storage_class, status FROM objects "
+                    "WHERE status IN ('pending', 'failed') ORDER BY key LIMIT ?", (page,))
+            else:
+                cur = self.db.execute(
+                    "SELECT key, size, etag, algo, storage_class, status FROM objects "
+                    "WHERE status IN ('pending', 'failed') AND key > ? ORDER BY key LIMIT ?", (last, page))
+            rows = [Row(*r) for r in cur.fetchall()]
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].key
+
+    def todo_totals(self) -> tuple[int, int]:
+        n, b = self.db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE status IN ('pending', 'failed')"
+        ).fetchone()
+        return int(n), int(b)
+
+    def record(self, results: list[tuple[str, str, str | None, str | None, str | None]]) -> None:
+        """Write (key, status, evidence, target_etag, detail) results in one transaction."""
+        if not results:
+            return
+        now = time.time()
+        self._begin()
+        self.db.executemany(
+            "UPDATE objects SET status = ?, evidence = ?, target_etag = ?, detail = ?, updated = ? WHERE key = ?",
+            [(s, e, t, d, now, k) for k, s, e, t, d in results],
+        )
+        self.db.execute("COMMIT")
+
+    def status_counts(self) -> dict[str, tuple[int, int]]:
+        out = {s: (0, 0) for s in (PENDING, VERIFIED, SIZE_ONLY, FAILED)}
+        for s, n, b in self.db.execute("SELECT status, count(*), coalesce(sum(size), 0) FROM objects GROUP BY status"):
+            out[s] = (int(n), int(b))
+        return out
+
+    def failures(self, limit: int = 1000) -> list[tuple[str, str]]:
+        return [(k, d or "") for k, d in self.db.execute(
+            "SELECT key, detail FROM objects WHERE status = 'failed' ORDER BY key LIMIT ?", (limit,))]
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Every object's final state, for the per-key report."""
+        cur = self.db.execute("SELECT key, size, etag, status, evidence, target_etag, detail FROM objects ORDER BY key")
+        for key, size, etag, status, evidence, target_etag, detail in cur:
+            yield {"key": key, "size": size, "etag": etag, "status": status, "evidence": evidence,
+                   "target_etag": target_etag, "detail": detail}
+
+
+def snapshot(src: Path, dst: Path) -> Manifest:
+    """A private copy of a manifest (SQLite backup API: consistent even while WAL is in use)."""
+    out = Manifest(dst)
+    if src.exists():
+        source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        try:
+            source.backup(out.db)
+        finally:
+            source.close()
+    return out

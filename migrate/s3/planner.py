@@ -1,0 +1,83 @@
+"""`s3 plan` / `s3 copy --dry-run`: what a copy would do, from fresh listings. Read-only.
+
+The listings go into a private snapshot of the manifest (a temporary file), reconciled with the same
+code the copy uses, so the plan counts exactly what `s3 copy` would copy. Nothing is written to the
+target, and the manifest in --state-dir is only read.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from migrate.config import S3CopyConfig
+from migrate.model import Plan, Step
+from migrate.progress import human_bytes
+from migrate.s3 import clients
+from migrate.s3.copier import resolve_mode
+from migrate.s3.inventory import batched, list_objects
+from migrate.s3.manifest import manifest_path, snapshot
+
+
+def plan_copy(cfg: S3CopyConfig) -> Plan:
+    """Inventory both sides and classify every source object: missing on target, differ, match. Read-only."""
+    clients.preflight("source", cfg.source)
+    clients.preflight("target", cfg.target)
+    src = clients.make_client(cfg.source, workers=cfg.workers)
+    dst = clients.make_client(cfg.target, workers=cfg.workers)
+    with tempfile.TemporaryDirectory(prefix="paas-migrate-plan-") as tmp:
+        manifest = snapshot(manifest_path(cfg), Path(tmp) / "plan.sqlite")
+        try:
+            t0 = time.monotonic()
+            try:
+                n_src, b_src = manifest.load_listing("src", batched(list_objects(src, cfg.source.location,
+                                                                                  shard=cfg.shard)))
+            except Exception as exc:
+                raise clients.translate(exc, "source", cfg.source) from None
+            try:
+                n_dst, _ = manifest.load_listing("dst", batched(list_objects(dst, cfg.target.location,
+                                                                                  shard=cfg.shard)))
+            except Exception as exc:
+                raise clients.translate(exc, "target", cfg.target) from None
+            list_seconds = time.monotonic() - t0
+            plan = plan_from_manifest(cfg, manifest, n_src, b_src, n_dst)
+            first = next(iter(manifest.todo(page=1)), None)
+        finally:
+            manifest.close()
+    mode, why = resolve_mode(cfg, src, clients.make_client(cfg.target, workers=1, probe=True),
+                             first.key if first else None)
+    plan.facts["mode"] = f"{mode} ({why})"
+    plan.facts["listing seconds"] = round(list_seconds, 2)
+    return plan
+
+
+def plan_from_manifest(cfg: S3CopyConfig, manifest, n_src: int, b_src: int, n_dst: int) -> Plan:
+    """Reconcile loaded listings and turn the categories into a Plan (used by plan_copy and the bench)."""
+    manifest.reconcile()
+    cats = manifest.categories()
+    extra_n, extra_b = manifest.extra_on_target()
+    todo_n = cats["missing on target"][0] + cats["differ"][0]
+    todo_b = cats["missing on target"][1] + cats["differ"][1]
+    plan = Plan(kind="s3", source=str(cfg.source.location), target=str(cfg.target.location))
+    plan.facts.update({
+        "source objects": n_src, "source bytes": b_src, "target objects": n_dst,
+        "missing on target": cats["missing on target"][0], "missing on target bytes": cats["missing on target"][1],
+        "differ": cats["differ"][0], "differ bytes": cats["differ"][1],
+        "match": cats["match"][0], "match bytes": cats["match"][1],
+        "extra on target": extra_n, "extra on target bytes": extra_b,
+        "workers": cfg.workers, "manifest": str(manifest_path(cfg)),
+    })
+    if cfg.shard:
+        plan.facts["shard"] = f"{cfg.shard[0]}/{cfg.shard[1]}"
+    plan.steps = [
+        Step("list", "list both buckets into the manifest", 2, items=n_src + n_dst),
+        Step("plan", "reconcile listings with the manifest: missing on target, differ, match", 1, items=n_src),
+        Step("copy", f"copy {todo_n:,} objects ({human_bytes(todo_b)}); skip {cats['match'][0]:,} that match",
+             cfg.workers, items=todo_n, bytes=todo_b),
+        Step("verify", "check each copied object against the source's checksum evidence", cfg.workers,
+             items=todo_n),
+    ]
+    if extra_n:
+        plan.warnings.append(f"{extra_n:,} objects exist only on the target; copy leaves them alone")
+    return plan

@@ -1,0 +1,353 @@
+"""s3 plan / copy / verify against a real S3 API over HTTP (moto server), two credential sets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.config import S3CopyConfig, S3Side
+from migrate.model import Outcome, Status
+from migrate.progress import RecordingReporter
+from migrate.s3 import clients
+from migrate.s3.copier import copy_bucket
+from migrate.s3.manifest import Manifest, manifest_path
+from migrate.s3.planner import plan_copy
+from migrate.s3.verify import verify_buckets
+from tests.conftest import BucketPair
+from tests.support.cli import interrupt, run_cli, start_cli
+from tests.support.s3faults import CorruptingClient
+
+pytestmark = pytest.mark.s3
+
+MiB = 1024 * 1024
+
+AWKWARD_KEYS = [
+    "plain.txt",
+    "with space/and more spaces.csv",
+    "unicode/café/日本語/ファイル.txt",
+    "symbols/a+b%20c?d#e&f=g.bin",
+    "double//slash///key",
+    "folder/",
+    "empty-file",
+    "deep/" + "k" * 900,
+]
+
+
+def _cfg(b: BucketPair, tmp: Path, **kw: Any) -> S3CopyConfig:
+    env = b.env()
+    src = S3Side.build("source", f"s3://{b.source_bucket}", endpoint_url=b.endpoint_url, environ=env)
+    tgt = S3Side.build("target", f"s3://{b.target_bucket}", endpoint_url=b.endpoint_url, environ=env)
+    kw.setdefault("workers", 8)
+    return S3CopyConfig(source=src, target=tgt, state_dir=tmp / "state", **kw)
+
+
+def _cli_args(b: BucketPair, tmp: Path, *extra: str) -> list[str]:
+    return ["--source", f"s3://{b.source_bucket}", "--target", f"s3://{b.target_bucket}",
+            "--source-endpoint-url", b.endpoint_url, "--target-endpoint-url", b.endpoint_url,
+            "--state-dir", str(tmp / "state"), *extra]
+
+
+def _put_awkward(b: BucketPair) -> dict[str, bytes]:
+    bodies = {}
+    for i, key in enumerate(AWKWARD_KEYS):
+        body = b"" if key.endswith("/") or key == "empty-file" else f"{key}:{i}".encode() * (i + 1)
+        b.source.put_object(Bucket=b.source_bucket, Key=key, Body=body)
+        bodies[key] = body
+    return bodies
+
+
+def _put_multipart(client: Any, bucket: str, key: str, sizes: list[int], **extra: Any) -> bytes:
+    up = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
+    parts, whole = [], b""
+    for i, size in enumerate(sizes, 1):
+        body = hashlib.sha256(f"{key}{i}".encode()).digest() * (size // 32) + b"x" * (size % 32)
+        whole += body
+        r = client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=i, Body=body)
+        parts.append({"PartNumber": i, "ETag": r["ETag"]})
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"],
+                                     MultipartUpload={"Parts": parts})
+    return whole
+
+
+def _no_checksum_client(b: BucketPair) -> Any:
+    """A source client that sends no additional checksum (like older SDKs): only the ETag is evidence."""
+    import boto3
+    from botocore.config import Config
+
+    from migrate.local.s3server import REGION, SOURCE_KEYS
+
+    return boto3.client("s3", endpoint_url=b.endpoint_url, region_name=REGION,
+                        aws_access_key_id=SOURCE_KEYS["access_key_id"],
+                        aws_secret_access_key=SOURCE_KEYS["secret_access_key"],
+                        config=Config(request_checksum_calculation="when_required"))
+
+
+def _target_keys(b: BucketPair) -> set[str]:
+    pages = b.target.get_paginator("list_objects_v2").paginate(Bucket=b.target_bucket)
+    return {o["Key"] for p in pages for o in p.get("Contents", [])}
+
+
+def _body(client: Any, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_stream_copy_of_awkward_keys_via_cli_then_rerun_copies_nothing(buckets: BucketPair, tmp_path: Path) -> None:
+    bodies = _put_awkward(buckets)
+    buckets.source.put_object(
+        Bucket=buckets.source_bucket, Key="meta.html", Body=b"<p>hi</p>", ContentType="text/html",
+        CacheControl="max-age=60", ContentDisposition="attachment; filename=x.html", ContentEncoding="identity",
+        ContentLanguage="en-GB", Expires="Thu, 01 Dec 2033 16:00:00 GMT", Metadata={"owner": "team-a"},
+        Tagging="class=public&year=2024", ChecksumAlgorithm="SHA256",
+    )
+    report_path = tmp_path / "keys.jsonl"
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--mode", "stream", "--report", str(report_path),
+                                            "--workers", "4"), env=buckets.env())
+    assert res.code == 0, res.output
+    assert _target_keys(buckets) == set(AWKWARD_KEYS) | {"meta.html"}
+    for key, body in bodies.items():
+        assert _body(buckets.target, buckets.target_bucket, key) == body, key
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key="meta.html")
+    assert head["ContentType"] == "text/html"
+    assert head["CacheControl"] == "max-age=60"
+    assert head["ContentDisposition"] == "attachment; filename=x.html"
+    assert head["ContentEncoding"] == "identity"
+    assert head["ContentLanguage"] == "en-GB"
+    assert head["Expires"].year == 2033
+    assert head["Metadata"] == {"owner": "team-a"}
+    tags = buckets.target.get_object_tagging(Bucket=buckets.target_bucket, Key="meta.html")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"class": "public", "year": "2024"}
+
+    lines = [json.loads(line) for line in report_path.read_text().splitlines()]
+    per_key = {d["key"]: d for d in lines if "key" in d}
+    assert set(per_key) == set(bodies) | {"meta.html"}
+    assert per_key["meta.html"]["evidence"] == "sha256"
+    # the test's boto3 adds a CRC32 to every PutObject by default: that is the best evidence then
+    assert per_key["plain.txt"]["evidence"] == "crc32"
+    assert all(d["status"] == "verified" for d in per_key.values())
+    totals = lines[-1]["report"]["totals"]
+    assert totals["copied"] == len(per_key) and totals["failed"] == 0 and totals["verified"] == len(per_key)
+
+    again = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
+    assert again.code == 0, again.output
+    totals = json.loads(again.out)["totals"]
+    assert totals["copied"] == 0 and totals["skipped"] == len(per_key)
+
+    check = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert check.code == 0, check.output
+    assert json.loads(check.out)["totals"]["match"] == len(per_key)
+
+
+def test_multipart_source_is_verified_and_keeps_its_etag(buckets: BucketPair, tmp_path: Path) -> None:
+    whole = _put_multipart(buckets.source, buckets.source_bucket, "big/multi.bin", [5 * MiB, 5 * MiB, 123])
+    single = os.urandom(9 * MiB + 7)  # single-part source above the single-PUT size: uploaded in parts
+    _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="big/single.bin", Body=single)
+    _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="small.txt", Body=b"tiny")
+    rec = RecordingReporter()
+    report = copy_bucket(_cfg(buckets, tmp_path, mode="stream"), rec)
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert report.totals["verified"] == 3 and report.totals["size_only"] == 0
+    assert _body(buckets.target, buckets.target_bucket, "big/multi.bin") == whole
+    assert _body(buckets.target, buckets.target_bucket, "big/single.bin") == single
+    src_etag = buckets.source.head_object(Bucket=buckets.source_bucket, Key="big/multi.bin")["ETag"]
+    assert src_etag.endswith('-3"')
+    assert buckets.target.head_object(Bucket=buckets.target_bucket, Key="big/multi.bin")["ETag"] == src_etag
+    m = Manifest(manifest_path(_cfg(buckets, tmp_path)))
+    evidence = dict(m.db.execute("SELECT key, evidence FROM objects"))
+    m.close()
+    assert evidence == {"big/multi.bin": "md5-of-parts", "big/single.bin": "md5", "small.txt": "md5"}
+    # progress: bytes add up to what was copied
+    done = sum(v for k, t, v in rec.events if k == "progress" and t == "copy bytes")
+    assert done == len(whole) + len(single) + 4
+
+
+def test_server_side_and_auto_modes(buckets: BucketPair, tmp_path: Path) -> None:
+    _put_awkward(buckets)
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="typed.json", Body=b"{}",
+                              ContentType="application/json", Metadata={"a": "1"})
+    whole = _put_multipart(buckets.source, buckets.source_bucket, "multi.bin", [5 * MiB, 777],
+                           ContentType="application/pdf", Metadata={"m": "2"})
+    n = len(AWKWARD_KEYS) + 2
+    report = copy_bucket(_cfg(buckets, tmp_path, mode="auto"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert report.totals["mode"] == "server-side"
+    assert report.totals["copied"] == n
+    assert report.totals["verified"] == n and report.totals["size_only"] == 0
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key="typed.json")
+    assert head["ContentType"] == "application/json" and head["Metadata"] == {"a": "1"}
+    # a multipart source keeps its part boundaries (UploadPartCopy), so its ETag is reproduced exactly
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key="multi.bin")
+    assert head["ETag"] == buckets.source.head_object(Bucket=buckets.source_bucket, Key="multi.bin")["ETag"]
+    assert head["ContentType"] == "application/pdf" and head["Metadata"] == {"m": "2"}
+    assert _body(buckets.target, buckets.target_bucket, "multi.bin") == whole
+    assert [p.name for p in report.phases] == ["list", "plan", "copy", "verify"]
+    v = verify_buckets(_cfg(buckets, tmp_path), RecordingReporter())
+    assert v.status is Status.SUCCESS and v.totals["match"] == n
+
+
+def test_dry_run_and_plan_write_nothing(buckets: BucketPair, tmp_path: Path) -> None:
+    _put_awkward(buckets)
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="plain.txt", Body=b"other")
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="only-on-target", Body=b"x")
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--dry-run", "--json"), env=buckets.env())
+    assert res.code == 0, res.output
+    facts = json.loads(res.out)["facts"]
+    assert facts["missing on target"] == len(AWKWARD_KEYS) - 1
+    assert facts["differ"] == 1 and facts["match"] == 0 and facts["extra on target"] == 1
+    assert _target_keys(buckets) == {"plain.txt", "only-on-target"}
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+    plan = plan_copy(_cfg(buckets, tmp_path))
+    assert plan.kind == "s3" and plan.facts["differ"] == 1
+
+
+def test_corrupted_byte_in_stream_is_caught_and_not_verified(
+    buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="ok.txt", Body=b"fine")
+    _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="bad-small.txt",
+                                            Body=b"0123456789" * 100)
+    _put_multipart(buckets.source, buckets.source_bucket, "bad-multi.bin", [5 * MiB, 1000])
+    real = clients.make_client
+    wrappers: list[CorruptingClient] = []
+
+    def faulty(side: Any, **kw: Any) -> Any:
+        client = real(side, **kw)
+        if side.location.bucket == buckets.source_bucket and not kw.get("probe"):
+            wrappers.append(CorruptingClient(client, marker="bad-", at=77))
+            return wrappers[-1]
+        return client
+
+    monkeypatch.setattr(clients, "make_client", faulty)
+    cfg = _cfg(buckets, tmp_path, mode="stream")
+    report = copy_bucket(cfg, RecordingReporter())
+    assert wrappers and wrappers[0].corrupted >= 2
+    assert report.status.exit_code() == 1
+    assert report.totals["failed"] == 2 and report.totals["verified"] == 1
+    failed = {d.name: d.detail for d in report.diffs if d.outcome is Outcome.ERROR}
+    assert set(failed) == {"bad-small.txt", "bad-multi.bin"}
+    assert all("checksum mismatch" in v for v in failed.values())
+    # nothing corrupted landed on the target, and nothing corrupted is marked verified
+    assert _target_keys(buckets) == {"ok.txt"}
+    m = Manifest(manifest_path(cfg))
+    statuses = dict(m.db.execute("SELECT key, status FROM objects"))
+    m.close()
+    assert statuses == {"ok.txt": "verified", "bad-small.txt": "failed", "bad-multi.bin": "failed"}
+    # without the fault, a rerun copies exactly the two failed objects
+    monkeypatch.setattr(clients, "make_client", real)
+    again = copy_bucket(cfg, RecordingReporter())
+    assert again.status is Status.SUCCESS and again.totals["copied"] == 2 and again.totals["skipped"] == 1
+
+
+def test_interrupted_copy_resumes_without_double_counting(buckets: BucketPair, tmp_path: Path) -> None:
+    n = 150
+    for i in range(n):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"obj/{i:04d}", Body=os.urandom(2000))
+    args = _cli_args(buckets, tmp_path, "--mode", "stream", "--workers", "2")
+    proc = start_cli("s3", "copy", *args, env=buckets.env())
+    state = tmp_path / "state"
+    done = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        dbs = list(state.glob("*.sqlite")) if state.exists() else []
+        if dbs:
+            try:
+                with sqlite3.connect(dbs[0]) as db:
+                    done = db.execute("SELECT count(*) FROM objects WHERE status = 'verified'").fetchone()[0]
+            except sqlite3.Error:
+                done = 0
+            if done >= 10:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the copy finished before it could be interrupted (make it bigger)"
+    res = interrupt(proc, signal.SIGTERM)
+    assert res.code == 130, res.output
+    assert "interrupted" in res.err and "Traceback" not in res.err
+    with sqlite3.connect(next(state.glob("*.sqlite"))) as db:
+        verified_before = db.execute("SELECT count(*) FROM objects WHERE status = 'verified'").fetchone()[0]
+    assert 10 <= verified_before < n
+    again = run_cli("s3", "copy", *args, "--json", env=buckets.env())
+    assert again.code == 0, again.output
+    totals = json.loads(again.out)["totals"]
+    assert totals["skipped"] >= verified_before
+    assert totals["copied"] + totals["skipped"] == n
+    assert totals["verified"] == n
+    assert len(_target_keys(buckets)) == n
+
+
+def test_verify_catches_changed_missing_extra_and_metadata(buckets: BucketPair, tmp_path: Path) -> None:
+    for key in ("same", "changed", "missing", "meta"):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=f"body of {key}".encode(),
+                                  ContentType="text/plain")
+    assert copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter()).status is Status.SUCCESS
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="changed", Body=b"body of chang3d",
+                              ContentType="text/plain")
+    buckets.target.delete_object(Bucket=buckets.target_bucket, Key="missing")
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="extra", Body=b"x")
+    buckets.target.copy_object(Bucket=buckets.target_bucket, Key="meta", MetadataDirective="REPLACE",
+                               CopySource={"Bucket": buckets.target_bucket, "Key": "meta"},
+                               ContentType="application/octet-stream")
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert res.code == 3, res.output
+    out = json.loads(res.out)
+    got = {d["name"]: d["outcome"] for d in out["diffs"]}
+    assert got == {"same": "match", "changed": "differ", "missing": "missing on target",
+                   "extra": "extra on target", "meta": "differ"}
+    meta = next(d for d in out["diffs"] if d["name"] == "meta")
+    assert "ContentType" in meta["detail"]
+    # and a rerun of copy repairs what it owns: the changed and the missing object
+    again = copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter())
+    assert again.totals["copied"] == 2
+
+
+def test_shards_cover_the_bucket_and_keep_separate_manifests(buckets: BucketPair, tmp_path: Path) -> None:
+    for i in range(40):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"s/{i}", Body=str(i).encode())
+    copied = 0
+    for i in (1, 2, 3):
+        res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--json"),
+                      env={**buckets.env(), "MIGRATE_S3_SHARD": f"{i}/3"})
+        assert res.code == 0, res.output
+        copied += json.loads(res.out)["totals"]["copied"]
+    assert copied == 40
+    assert len(list((tmp_path / "state").glob("*shard*of3.sqlite"))) == 3
+    v = verify_buckets(_cfg(buckets, tmp_path), RecordingReporter())
+    assert v.status is Status.SUCCESS and v.totals["match"] == 40
+
+
+def test_configured_only_by_environment(buckets: BucketPair, tmp_path: Path) -> None:
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="k", Body=b"v")
+    env = {**buckets.env(), "MIGRATE_SOURCE_S3_URL": f"s3://{buckets.source_bucket}",
+           "MIGRATE_TARGET_S3_URL": f"s3://{buckets.target_bucket}",
+           "MIGRATE_SOURCE_S3_ENDPOINT_URL": buckets.endpoint_url,
+           "MIGRATE_TARGET_S3_ENDPOINT_URL": buckets.endpoint_url,
+           "MIGRATE_STATE_DIR": str(tmp_path / "envstate"), "MIGRATE_S3_WORKERS": "3", "MIGRATE_S3_MODE": "stream",
+           "MIGRATE_S3_SSE": "AES256", "MIGRATE_REPORT": str(tmp_path / "r.jsonl")}
+    res = run_cli("s3", "copy", env=env)
+    assert res.code == 0, res.output
+    assert buckets.target.head_object(Bucket=buckets.target_bucket, Key="k")["ServerSideEncryption"] == "AES256"
+    assert list((tmp_path / "envstate").glob("*.sqlite"))
+    assert (tmp_path / "r.jsonl").read_text().count("\n") == 2
+
+
+def test_missing_bucket_and_unreachable_endpoint_are_one_clear_line(buckets: BucketPair, tmp_path: Path) -> None:
+    args = _cli_args(buckets, tmp_path)
+    args[1] = "s3://no-such-bucket-here"
+    res = run_cli("s3", "copy", *args, env=buckets.env())
+    assert res.code == 1
+    assert res.err.strip().splitlines()[-1].startswith("error: source bucket no-such-bucket-here does not exist")
+    assert "Traceback" not in res.err
+
+    args = _cli_args(buckets, tmp_path)
+    args[7] = "http://127.0.0.1:9"  # --target-endpoint-url: nothing listens on the discard port
+    res = run_cli("s3", "plan", *args, env=buckets.env())
+    assert res.code == 1
+    assert "target S3 endpoint http://127.0.0.1:9 is unreachable" in res.err
+    assert len(res.err.strip().splitlines()) == 1 and "Traceback" not in res.err
+    assert "target-secret-key" not in res.output
