@@ -2,15 +2,114 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
+from migrate.cli.common import app, echo_json, output_options, render_plan, render_report, reporter_for, write_report
+from migrate.config import redact
 from migrate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from migrate.model import Report
+    from migrate.orchestrate import EnvConfig
+
+log = logging.getLogger(__name__)
+
+
+def write_markdown(report: Report, path: str | None, *, title: str) -> None:
+    """Write the change-ticket Markdown (redacted) to `path`, if given."""
+    if not path:
+        return
+    from migrate.reportmd import render_markdown
+
+    try:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(render_markdown(report, title=title))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the Markdown report to {path}: {exc.strerror}") from None
+    log.info("Markdown report written to %s", path)
+
+
+def print_dry_run(ctx: click.Context, env: EnvConfig) -> int:
+    """Preflight every job and print the plans. Read-only: writes nothing on either side."""
+    from migrate.orchestrate import preflight
+
+    pre = preflight(env)
+    if app(ctx).json:
+        echo_json(pre.plan.to_dict())
+    else:
+        for _label, child in pre.children():
+            render_plan(ctx, child)
+            click.echo("")
+        n = len(pre.plan.blockers)
+        click.echo(redact(f"run plan for environment {env.name}: {len(pre.children())} job(s) planned, "
+                          f"{n} blocker{'s' if n != 1 else ''}; dry run, nothing was written"))
+        for b in pre.plan.blockers:
+            click.echo(redact(f"blocker: {b}"))
+    return 0 if pre.plan.ok else 1
+
+
+def execute(
+    ctx: click.Context,
+    env: EnvConfig,
+    *,
+    dry_run: bool = False,
+    report_path: str | None = None,
+    markdown_path: str | None = None,
+    title: str | None = None,
+) -> int:
+    """The `run` code path after the plan file is resolved (shared with `demo`): dry run, or
+    preflight + copy + verify with live progress, then the reports. Returns the exit code."""
+    from migrate.orchestrate import run_migration
+
+    if dry_run:
+        return print_dry_run(ctx, env)
+    reporter = reporter_for(ctx)
+    try:
+        report = run_migration(env, reporter)
+    finally:
+        reporter.close()
+    write_report(report, report_path)
+    write_markdown(report, markdown_path, title=title or f"paas-migrate run: {env.name}")
+    render_report(ctx, report)
+    return int(report.status.exit_code())
 
 
 @click.command(name="run")
-@click.option("--plan", "plan_file", required=True, type=click.Path(dir_okay=False), help="Plan file (TOML).")
-@click.option("--env", "env_name", required=True, help="Environment in the plan file, e.g. production.")
-@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
-def command(plan_file: str, env_name: str, dry_run: bool) -> int:
-    """Run the database and bucket migrations of one environment, then verify everything."""
-    raise ConfigError("`run` is not implemented yet")
+@click.option("--plan", "plan_file", required=True, type=click.Path(dir_okay=False), envvar="MIGRATE_PLAN",
+              help="Plan file (TOML; see examples/plan.toml).")
+@click.option("--env", "env_name", required=True, envvar="MIGRATE_ENV",
+              help="Environment in the plan file, e.g. production.")
+@click.option("--dry-run", is_flag=True, help="Preflight and print the combined plan; write nothing.")
+@click.option("--only", type=click.Choice(["db", "s3"]), default=None,
+              help="Migrate only the database (db) or only the buckets (s3).")
+@click.option("--report", "report_path", metavar="PATH", envvar="MIGRATE_REPORT",
+              help="Write the final report as JSON to PATH.")
+@click.option("--markdown", "markdown_path", metavar="PATH",
+              help="Write the final report as Markdown (for a change ticket) to PATH.")
+@click.option("--state-dir", metavar="DIR", envvar="MIGRATE_STATE_DIR",
+              help="Where bucket copies keep their resumable manifests (default .migrate-state).")
+@output_options
+@click.pass_context
+def command(
+    ctx: click.Context, plan_file: str, env_name: str, dry_run: bool, only: str | None,
+    report_path: str | None, markdown_path: str | None, state_dir: str | None,
+) -> int:
+    """Run the database and bucket migrations of one environment, then verify everything.
+
+    Preflights every job first (connectivity, credentials, versions, extensions, target
+    emptiness, bucket access) and stops before writing anything if one has a blocker. Secret
+    references in the plan file (env:, secretsmanager:, ssm:, vcap:) are resolved now and
+    never printed.
+    """
+    from migrate.planfile import load_environment
+
+    environ: dict[str, Any] = dict(os.environ)
+    env = load_environment(plan_file, env_name, environ=environ, state_dir=state_dir, only=only)
+    return execute(ctx, env, dry_run=dry_run, report_path=report_path, markdown_path=markdown_path,
+                   title=f"paas-migrate run: {env_name}")
