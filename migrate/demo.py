@@ -485,8 +485,11 @@ target_endpoint_url = "{endpoint}"
 target_region = "{REGION}"
 target_credentials = {{ access_key_id = "env:DEMO_TARGET_AWS_ACCESS_KEY_ID", \
 secret_access_key = "env:DEMO_TARGET_AWS_SECRET_ACCESS_KEY" }}
+mode = "{mode}"
 """
-            for label, service in (("csv", CSV_SERVICE), ("export", EXPORT_SERVICE))
+            # The PaaS bucket lives in another account: its key reads it, the task role writes the target
+            # (stream). The export bucket shows `auto`, which picks server-side when the target may read.
+            for label, service, mode in (("csv", CSV_SERVICE, "stream"), ("export", EXPORT_SERVICE, "auto"))
         )
         plan = f"""# Written by `paas-migrate demo`. No secret in here: only references to where they are.
 [defaults]

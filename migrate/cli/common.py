@@ -127,10 +127,10 @@ def render_report(ctx: click.Context, report: Report, *, max_diffs: int = 50) ->
     from rich.table import Table
 
     con = _console()
-    _render_report_rich(con, report, max_diffs=max_diffs, table_cls=Table)
+    _render_report_rich(con, report, max_diffs=max_diffs, table_cls=Table, verbose=app(ctx).verbose > 0)
 
 
-def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: Any) -> None:
+def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: Any, verbose: bool = False) -> None:
     if report.phases:
         table = table_cls(title=f"{report.kind}: summary")
         for col in ("phase", "seconds", "concurrency", "items", "rows", "bytes", "note"):
@@ -161,11 +161,15 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
             if hidden > 0:
                 con.print(f"… and {hidden} more (see --json or --report)")
         info = [d for d in report.diffs if d.info_only]
-        for d in info[:10]:
-            con.print(f"[dim]info[/dim]: {d.kind} {redact(d.name)}: {redact(d.detail)}")
+        if info and verbose:
+            for d in info:
+                con.print(f"[dim]info[/dim]: {d.kind} {redact(d.name)}: {redact(d.detail)}")
+        elif info:
+            con.print(f"[dim]info: {len(info)} owner/privilege differences, expected on RDS (listed with -v or"
+                      " in --json)[/dim]")
     for c in report.children:
         con.print(f"[bold]{c.kind}[/bold]: {c.status.value}")
-        _render_report_rich(con, c, max_diffs=max_diffs, table_cls=table_cls)
+        _render_report_rich(con, c, max_diffs=max_diffs, table_cls=table_cls, verbose=verbose)
     for w in report.warnings:
         con.print(f"[yellow]warning[/yellow]: {redact(w)}")
     for e in report.errors:

@@ -513,7 +513,7 @@ def resolve_mode(cfg: S3CopyConfig, src: Any, dst_probe: Any, first_key: str | N
     """(mode, why). auto picks server-side only when one endpoint serves both buckets and the target
     credential can read a source object. Read-only."""
     if cfg.mode != "auto":
-        return cfg.mode, "chosen with --mode"
+        return cfg.mode, "chosen explicitly"
     if (cfg.source.endpoint_url or "") != (cfg.target.endpoint_url or ""):
         return "stream", "the buckets are on different endpoints"
     if first_key is None:
