@@ -1,0 +1,253 @@
+"""Server-side, order-independent hashes of table contents, over whole tables or primary-key ranges.
+
+A row's fingerprint is two 64-bit hashes of its text form (`ROW(col, ...)::text`, columns by name
+in the source's order): hashtextextended with seeds 0 and 1 when both servers compute it alike,
+else the two halves of its md5. A range's fingerprint is (count, sum of the first hashes, sum of
+the second): sums do not depend on row order and, unlike XOR, a duplicated row changes them.
+Everything is aggregated by the server; Python only ever receives three numbers per range, or
+(for a range the caller has bounded to a small size) keys and row md5s.
+
+Read-only. The caller pins the session settings the text form depends on (connect.pin_session)
+and `search_path = pg_catalog`, on both sides, before calling anything here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import psycopg
+
+from migrate.db.connect import qualified, quote_ident
+
+log = logging.getLogger(__name__)
+
+# float4/float8: hashed through their binary form, because their text form changed in PostgreSQL 12
+# (shortest exact output) and the source (PaaS) and target (RDS) may straddle that version.
+# NaN is compared as a value: its bit pattern is not preserved by a dump and restore.
+_FLOAT_TYPES = {700, 701}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type_oid: int
+    type_sql: str  # format_type(), for casting key literals back
+    collatable: bool
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A relation whose rows are compared: a leaf table/partition or a populated materialized view."""
+
+    schema: str
+    name: str
+    relkind: str  # r or m
+    columns: tuple[Column, ...]
+    key: tuple[Column, ...]  # primary key columns, () without one
+    estimated_rows: int
+    has_children: bool  # an inheritance parent: its own rows only (FROM ONLY)
+    populated: bool = True
+    display: str = ""  # quote_ident()ed by the server, as the schema diffs name it
+
+    @property
+    def qualified(self) -> str:
+        return qualified(self.schema, self.name)
+
+    @property
+    def kind(self) -> str:
+        return "materialized view data" if self.relkind == "m" else "table data"
+
+
+_TABLES_SQL = """
+SELECT n.nspname, c.relname, c.relkind::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       (SELECT coalesce(json_agg(json_build_array(a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod),
+                                                  a.attcollation <> 0) ORDER BY a.attnum), '[]')
+        FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]')
+        FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = c.oid AND i.indisprimary),
+       CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
+            ELSE (pg_relation_size(c.oid) / 100)::bigint END,
+       EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid),
+       c.relispopulated
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def list_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
+    """Leaf tables (partitions included, partitioned parents excluded) and materialized views. Read-only."""
+    out: dict[tuple[str, str], TableInfo] = {}
+    for schema, name, relkind, display, cols, key, est, has_children, populated in conn.execute(_TABLES_SQL):
+        columns = tuple(Column(c[0], int(c[1]), c[2], bool(c[3])) for c in cols)
+        by_name = {c.name: c for c in columns}
+        out[(schema, name)] = TableInfo(
+            schema,
+            name,
+            relkind,
+            columns,
+            tuple(by_name[k] for k in key),
+            int(est or 0),
+            bool(has_children),
+            bool(populated),
+            display,
+        )
+    return out
+
+
+def _value_expr(col: Column) -> str:
+    ref = f"t.{quote_ident(col.name)}"
+    if col.type_oid in _FLOAT_TYPES:
+        return f"CASE WHEN {ref} = 'NaN' THEN 'NaN' ELSE encode(float8send({ref}::float8), 'hex') END"
+    return ref
+
+
+def _key_expr(col: Column) -> str:
+    # Collatable keys compare byte-wise: the two servers may use different collations, and a range
+    # must hold the same rows on both sides.
+    ref = f"t.{quote_ident(col.name)}"
+    return f'{ref} COLLATE "C"' if col.collatable else ref
+
+
+def row_text_expr(columns: tuple[Column, ...]) -> str:
+    return "ROW(" + ", ".join(_value_expr(c) for c in columns) + ")::text"
+
+
+HASH_MD5 = "md5"
+HASH_BUILTIN = "hashtextextended"
+_PROBE = """SELECT hashtextextended('paas-migrate probe: ✓ 0.30000000000000004' COLLATE "C", 0)::text"""
+
+
+def builtin_hash_usable(source: psycopg.Connection, target: psycopg.Connection) -> bool:
+    """Whether both servers have hashtextextended (PostgreSQL 11+) and it hashes alike on both.
+
+    It costs about half of md5 plus the hex-to-integer conversions per row, so it is preferred;
+    the probe guards against any platform or version where the two servers would disagree.
+    """
+    results = []
+    for conn in (source, target):
+        try:
+            with conn.transaction():
+                row = conn.execute(_PROBE).fetchone()
+        except psycopg.Error:
+            return False
+        results.append(row[0] if row else None)
+    return results[0] is not None and results[0] == results[1]
+
+
+# A bound is the key's text form per column; None on either end means unbounded.
+Bound = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    lo: Bound | None = None  # inclusive
+    hi: Bound | None = None  # exclusive
+
+    @property
+    def bounded(self) -> bool:
+        return self.lo is not None or self.hi is not None
+
+    def describe(self, key: tuple[Column, ...]) -> str:
+        names = ", ".join(c.name for c in key)
+        lo = "start" if self.lo is None else ", ".join(self.lo)
+        hi = "end" if self.hi is None else ", ".join(self.hi)
+        return f"({names}) from {lo} to {hi}" + ("" if self.hi is None else " (exclusive)")
+
+
+@dataclass
+class Fingerprint:
+    count: int
+    sum_hi: int
+    sum_lo: int
+
+    def same(self, other: Fingerprint) -> bool:
+        return (self.count, self.sum_hi, self.sum_lo) == (other.count, other.sum_hi, other.sum_lo)
+
+
+@dataclass
+class Hasher:
+    """Builds the SQL for one table, given the columns compared and the key used for ranges."""
+
+    table: TableInfo
+    columns: tuple[Column, ...]
+    key: tuple[Column, ...] = field(default_factory=tuple)
+    algorithm: str = HASH_MD5
+
+    @property
+    def source(self) -> str:
+        only = "ONLY " if self.table.relkind == "r" else ""
+        return f"{only}{self.table.qualified} t"
+
+    def _key_row(self) -> str:
+        return "(" + ", ".join(_key_expr(c) for c in self.key) + ")"
+
+    def _literal_row(self, bound: Bound) -> str:
+        parts = []
+        for col, value in zip(self.key, bound, strict=True):
+            lit = psycopg.sql.Literal(value).as_string(None)
+            expr = f"{lit}::{col.type_sql}"
+            parts.append(f'{expr} COLLATE "C"' if col.collatable else expr)
+        return "(" + ", ".join(parts) + ")"
+
+    def where(self, rng: KeyRange) -> str:
+        conds = []
+        if rng.lo is not None:
+            conds.append(f"{self._key_row()} >= {self._literal_row(rng.lo)}")
+        if rng.hi is not None:
+            conds.append(f"{self._key_row()} < {self._literal_row(rng.hi)}")
+        return (" WHERE " + " AND ".join(conds)) if conds else ""
+
+    def fingerprint_sql(self, rng: KeyRange) -> str:
+        # OFFSET 0 keeps the subquery from being flattened, which would compute each row's text
+        # (or md5) once per sum instead of once.
+        if self.algorithm == HASH_BUILTIN:
+            # Two independently seeded 64-bit hashes of the row text, each summed exactly.
+            return (
+                'SELECT count(*), coalesce(sum(hashtextextended(r COLLATE "C", 0)), 0),'
+                ' coalesce(sum(hashtextextended(r COLLATE "C", 1)), 0)'
+                f" FROM (SELECT {row_text_expr(self.columns)} AS r FROM {self.source}{self.where(rng)} OFFSET 0) q"
+            )
+        return (
+            # sum(bigint) is exact (it accumulates in 128 bits and returns numeric) and twice as fast
+            # as summing numerics.
+            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
+            " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
+            f" FROM (SELECT md5({row_text_expr(self.columns)}) AS h FROM {self.source}{self.where(rng)} OFFSET 0) q"
+        )
+
+    def fingerprint(self, conn: psycopg.Connection, rng: KeyRange) -> Fingerprint:
+        row = conn.execute(self.fingerprint_sql(rng)).fetchone()
+        assert row is not None
+        return Fingerprint(int(row[0]), int(row[1]), int(row[2]))
+
+    def boundaries(self, conn: psycopg.Connection, rng: KeyRange, every: int) -> list[Bound]:
+        """Keys that start every `every`-th row of `rng` (in key order), first row excluded.
+
+        One pass over the key (an index scan for an ordinary primary key); returns only the bounds.
+        """
+        keys = ", ".join(f"{_key_expr(c)} AS k{i}" for i, c in enumerate(self.key))
+        texts = ", ".join(f"k{i}::text" for i in range(len(self.key)))
+        query = (
+            f"SELECT {texts} FROM (SELECT {keys}, row_number() OVER (ORDER BY {self._key_row()}) AS rn"
+            f" FROM {self.source}{self.where(rng)}) s WHERE rn % {int(every)} = 1 AND rn > 1 ORDER BY s.rn"
+        )
+        return [tuple(r) for r in conn.execute(query).fetchall()]
+
+    def split(self, conn: psycopg.Connection, rng: KeyRange, every: int) -> list[KeyRange]:
+        bounds = self.boundaries(conn, rng, every)
+        edges: list[Bound | None] = [rng.lo, *bounds, rng.hi]
+        return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+
+    def row_hashes(self, conn: psycopg.Connection, rng: KeyRange) -> dict[Bound, str]:
+        """Key → row fingerprint for a small range (the caller bounds its size first)."""
+        texts = ", ".join(f"t.{quote_ident(c.name)}::text" for c in self.key)
+        query = f"SELECT {texts}, md5({row_text_expr(self.columns)}) FROM {self.source}{self.where(rng)}"
+        return {tuple(r[:-1]): r[-1] for r in conn.execute(query).fetchall()}

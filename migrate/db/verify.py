@@ -1,0 +1,566 @@
+"""`db verify`: prove the target database equals the source — schema, rows, sequences, large objects.
+
+Phases (connections, concurrency):
+  schema          one connection per side: catalog inventories compared (migrate.db.catalog)
+  data            `jobs` workers, each with its own source and target connection: per table (or
+                  primary-key range of a large table) a server-side count + order-independent hash
+                  on both sides at once (migrate.db.rowhash); a mismatch is narrowed to a range and,
+                  for ranges of at most KEY_LIST_MAX rows, to the differing keys
+  sequences       one connection per side: last_value/is_called, and owned sequences ahead of their column
+  large objects   one connection per side: count and md5 per object, merged in oid order
+
+The source is read on one snapshot (exported by the coordinating connection and adopted by every
+worker); the target likewise, so a verify sees each side at one instant. Read-only on both sides.
+Memory is bounded: aggregates come back as three numbers, key lists only for small ranges, large
+object lists are streamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import psycopg
+
+from migrate.config import DatabaseURL, DbJobConfig, redact
+from migrate.db import catalog
+from migrate.db.connect import begin_snapshot_reader, connect, first_line, quote_ident
+from migrate.db.rowhash import (
+    HASH_BUILTIN,
+    HASH_MD5,
+    Fingerprint,
+    Hasher,
+    KeyRange,
+    TableInfo,
+    builtin_hash_usable,
+    list_tables,
+)
+from migrate.model import Diff, Outcome, PhaseResult, Report
+from migrate.progress import Reporter
+
+log = logging.getLogger(__name__)
+
+SPLIT_ROWS = 1_000_000  # tables estimated above this are hashed in primary-key ranges...
+CHUNK_ROWS = 250_000  # ...of about this many rows
+KEY_LIST_MAX = 1000  # a mismatched range this small is listed key by key
+KEYS_REPORTED = 20  # differing keys named per table
+RANGES_REPORTED = 10  # mismatched ranges named per table
+FANOUT = 16  # a mismatched large range is re-split into this many parts
+MAX_DEPTH = 8
+LARGE_OBJECTS_REPORTED = 100
+
+
+@dataclass
+class _Side:
+    url: DatabaseURL
+    role: str
+    snapshot: str | None = None
+
+
+def _prepare(conn: psycopg.Connection) -> None:
+    """Session settings beyond connect's pinned ones, the same on both sides.
+
+    search_path = pg_catalog makes every catalog rendering (view bodies, regclass text) schema-
+    qualified identically; no timeout of the target's role may cut a long hash or the idle
+    snapshot-holding transaction.
+    """
+    for name, value in (
+        ("search_path", "pg_catalog"),
+        ("statement_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("lock_timeout", "0"),
+    ):
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+class _Sessions:
+    """The coordinating connections (holding each side's exported snapshot) and one connection pair
+    per worker thread, adopting those snapshots."""
+
+    def __init__(self, cfg: DbJobConfig) -> None:
+        self.source = _Side(cfg.source, "source")
+        self.target = _Side(cfg.target, "target")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[psycopg.Connection] = []
+        try:
+            self.src = self._open(self.source)
+            self.tgt = self._open(self.target)
+            for side, conn in ((self.source, self.src), (self.target, self.tgt)):
+                begin_snapshot_reader(conn, None)
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                side.snapshot = row[0] if row else None
+        except BaseException:
+            self.close()  # the source stays open when only the target refuses us
+            raise
+
+    def _open(self, side: _Side) -> psycopg.Connection:
+        conn = connect(side.url, side.role, autocommit=True, pin=True)
+        with self._lock:
+            self._opened.append(conn)
+        _prepare(conn)
+        return conn
+
+    def worker(self) -> tuple[psycopg.Connection, psycopg.Connection]:
+        """This thread's (source, target) pair, opened on first use or after a broken connection."""
+        pair = getattr(self._local, "pair", None)
+        if pair is None or pair[0].broken or pair[1].broken:
+            pair = (self._open(self.source), self._open(self.target))
+            begin_snapshot_reader(pair[0], self.source.snapshot)
+            begin_snapshot_reader(pair[1], self.target.snapshot)
+            self._local.pair = pair
+        return pair
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._opened = self._opened, []
+        for conn in conns:
+            # A query still running in a worker (after Ctrl-C) is cancelled, not waited for.
+            with suppress(Exception):
+                conn.cancel_safe(timeout=5)
+            with suppress(Exception):
+                conn.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return first_line(str(exc)) if str(exc) else type(exc).__name__
+
+
+@dataclass
+class _RangeResult:
+    source_rows: int = 0
+    target_rows: int = 0
+    match: bool = True
+    ranges: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the first KEYS_REPORTED of them
+    key_count: int = 0
+    error: str = ""
+
+
+@dataclass
+class _TableJob:
+    info: TableInfo
+    hasher: Hasher
+    note: str = ""
+    pending: int = 0
+    result: _RangeResult = field(default_factory=_RangeResult)
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Verifier:
+    def __init__(
+        self,
+        cfg: DbJobConfig,
+        reporter: Reporter,
+        sessions: _Sessions,
+        *,
+        split_rows: int,
+        chunk_rows: int,
+        key_list_max: int,
+    ) -> None:
+        self.cfg = cfg
+        self.reporter = reporter
+        self.s = sessions
+        self.split_rows = split_rows
+        self.chunk_rows = max(1, chunk_rows)
+        self.key_list_max = key_list_max
+        self.jobs = max(1, cfg.jobs)
+        self.algorithm = HASH_MD5
+        # Runs each range's target-side query while the worker runs the source side: the two are
+        # different servers, so a range costs the slower of the two, not their sum.
+        self._side_pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="verify-target")
+
+    def close(self) -> None:
+        self._side_pool.shutdown(wait=True, cancel_futures=True)
+
+    # ---- data -------------------------------------------------------------------------------
+
+    def _both(self, hasher: Hasher, rng: KeyRange) -> tuple[Fingerprint, Fingerprint]:
+        src, tgt = self.s.worker()
+        fut = self._side_pool.submit(_guarded_fingerprint, hasher, tgt, rng)
+        try:
+            fs = _guarded_fingerprint(hasher, src, rng)
+        finally:
+            ft = fut.result()
+        return fs, ft
+
+    def check_range(self, hasher: Hasher, rng: KeyRange) -> _RangeResult:
+        """Hash one range on both sides; on a mismatch, narrow it down. Errors become a result."""
+        try:
+            fs, ft = self._both(hasher, rng)
+            res = _RangeResult(fs.count, ft.count)
+            if not fs.same(ft):
+                res.match = False
+                self._narrow(hasher, rng, fs, ft, res, depth=0)
+            return res
+        except Exception as exc:  # one table's failure must not stop the others
+            log.debug("hashing %s failed", hasher.table.display, exc_info=True)
+            return _RangeResult(match=False, error=_one_line(exc))
+
+    def _narrow(
+        self, hasher: Hasher, rng: KeyRange, fs: Fingerprint, ft: Fingerprint, res: _RangeResult, depth: int
+    ) -> None:
+        if not hasher.key:
+            return
+        if max(fs.count, ft.count) <= self.key_list_max:
+            src, tgt = self.s.worker()
+            with src.transaction():
+                a = hasher.row_hashes(src, rng)
+            with tgt.transaction():
+                b = hasher.row_hashes(tgt, rng)
+            names = [c.name for c in hasher.key]
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) == b.get(key):
+                    continue
+                if key not in b:
+                    what = Outcome.MISSING_ON_TARGET.value
+                elif key not in a:
+                    what = Outcome.EXTRA_ON_TARGET.value
+                else:
+                    what = Outcome.DIFFER.value
+                res.key_count += 1
+                if len(res.keys) < KEYS_REPORTED:
+                    ident = ", ".join(f"{n}={v}" for n, v in zip(names, key, strict=True))
+                    res.keys.append(f"{ident} ({what})")
+            if len(res.ranges) < RANGES_REPORTED and rng.bounded:
+                res.ranges.append(rng.describe(hasher.key))
+            return
+        subs: list[KeyRange] = []
+        if depth < MAX_DEPTH and fs.count > 0:
+            src, _ = self.s.worker()
+            with src.transaction():
+                subs = hasher.split(src, rng, math.ceil(fs.count / FANOUT))
+        if len(subs) <= 1:
+            if rng.bounded:
+                res.ranges.append(rng.describe(hasher.key))
+            return
+        for sub in subs:
+            if len(res.ranges) >= RANGES_REPORTED and res.key_count >= KEYS_REPORTED:
+                break
+            s2, t2 = self._both(hasher, sub)
+            if not s2.same(t2):
+                self._narrow(hasher, sub, s2, t2, res, depth + 1)
+
+    def initial_ranges(self, job: _TableJob) -> list[KeyRange]:
+        info = job.info
+        if not job.hasher.key or info.estimated_rows <= self.split_rows:
+            return [KeyRange()]
+        src, _ = self.s.worker()
+        with src.transaction():
+            return job.hasher.split(src, KeyRange(), self.chunk_rows)
+
+    def run_data(self, report: Report) -> None:
+        t0 = time.monotonic()
+        with self.s.src.transaction():
+            src_tables = list_tables(self.s.src)
+        with self.s.tgt.transaction():
+            tgt_tables = list_tables(self.s.tgt)
+        self.algorithm = HASH_BUILTIN if builtin_hash_usable(self.s.src, self.s.tgt) else HASH_MD5
+        jobs: list[_TableJob] = []
+        for key, info in src_tables.items():
+            if info.relkind == "m" and not info.populated:
+                continue  # nothing to compare: REFRESH on the target would produce its contents
+            other = tgt_tables.get(key)
+            if other is None:
+                report.diffs.append(Diff(info.kind, info.display, Outcome.MISSING_ON_TARGET, "no such relation"))
+                continue
+            if other.relkind == "m" and not other.populated:
+                report.diffs.append(Diff(info.kind, info.display, Outcome.DIFFER, "not populated on target"))
+                continue
+            target_cols = {c.name for c in other.columns}
+            columns = tuple(c for c in info.columns if c.name in target_cols)
+            note = ""
+            if len(columns) != len(info.columns) or len(target_cols) != len(columns):
+                note = f"compared the {len(columns)} columns both sides have"
+            same_key = [c.name for c in info.key] == [c.name for c in other.key]
+            pk = info.key if same_key and all(c in columns for c in info.key) else ()
+            jobs.append(_TableJob(info, Hasher(info, columns, pk, self.algorithm), note))
+        self.reporter.note(f"data: hashing {len(jobs)} tables on both sides with {self.jobs} workers")
+        source_rows = 0
+        pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="verify")
+        try:
+            planned: dict[Future[list[KeyRange]], _TableJob] = {}
+            for job in sorted(jobs, key=lambda j: -j.info.estimated_rows):  # biggest first: shortest wall time
+                self.reporter.on_start(job.info.display, total=job.info.estimated_rows or None, unit="rows")
+                planned[pool.submit(self.initial_ranges, job)] = job
+            hashing: dict[Future[_RangeResult], _TableJob] = {}
+            for fut in as_completed(planned):
+                job = planned[fut]
+                try:
+                    ranges = fut.result()
+                except Exception as exc:
+                    ranges = []
+                    job.result = _RangeResult(match=False, error=_one_line(exc))
+                    self._finish(report, job)
+                    continue
+                job.pending = len(ranges)
+                for rng in ranges:
+                    hashing[pool.submit(self.check_range, job.hasher, rng)] = job
+            for hfut in as_completed(hashing):
+                job = hashing[hfut]
+                part = hfut.result()
+                r = job.result
+                r.source_rows += part.source_rows
+                r.target_rows += part.target_rows
+                r.match = r.match and part.match
+                r.ranges.extend(part.ranges)
+                r.keys.extend(part.keys[: max(0, KEYS_REPORTED - len(r.keys))])
+                r.key_count += part.key_count
+                r.error = r.error or part.error
+                self.reporter.on_progress(job.info.display, part.source_rows)
+                job.pending -= 1
+                if job.pending == 0:
+                    source_rows += r.source_rows
+                    self._finish(report, job)
+        except BaseException:
+            # Ctrl-C/SIGTERM: drop queued work; the caller cancels running queries by closing the sessions.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        report.phases.append(
+            PhaseResult(
+                "data",
+                time.monotonic() - t0,
+                self.jobs,
+                items=len(jobs),
+                rows=source_rows,
+                note=f"count + {self.algorithm} sums per table/range, server-side",
+            )
+        )
+        report.totals["tables"] = len(jobs)
+        report.totals["rows"] = source_rows
+
+    def _finish(self, report: Report, job: _TableJob) -> None:
+        r, info = job.result, job.info
+        parts: list[str] = []
+        if r.error:
+            outcome = Outcome.ERROR
+            parts.append(r.error)
+        elif r.match:
+            outcome = Outcome.MATCH
+            parts.append(f"{r.source_rows} rows")
+        else:
+            outcome = Outcome.DIFFER
+            parts.append(f"rows {r.source_rows} on source, {r.target_rows} on target")
+            if r.keys:
+                shown = r.keys[:KEYS_REPORTED]
+                more = f" and {r.key_count - len(shown)} more" if r.key_count > len(shown) else ""
+                parts.append("differing keys: " + "; ".join(shown) + more)
+            if r.ranges:
+                parts.append("differing ranges: " + "; ".join(r.ranges[:RANGES_REPORTED]))
+            if not job.hasher.key:
+                parts.append("contents differ (no primary key to narrow by)")
+        if job.note:
+            parts.append(job.note)
+        detail = "; ".join(parts)
+        report.diffs.append(Diff(info.kind, info.display, outcome, detail))
+        self.reporter.on_done(info.display, ok=outcome is Outcome.MATCH, message="" if r.match else detail)
+        log.info("%s %s: %s — %s", info.kind, info.display, outcome.value, detail)
+
+    # ---- sequences --------------------------------------------------------------------------
+
+    def run_sequences(self, report: Report) -> None:
+        t0 = time.monotonic()
+        with self.s.src.transaction():
+            src = dict(_sequences(self.s.src))
+        with self.s.tgt.transaction():
+            tgt = dict(_sequences(self.s.tgt))
+        self.reporter.note(f"sequences: comparing {len(src)} sequence values")
+        for name, meta in sorted(src.items()):
+            if name not in tgt:
+                report.diffs.append(Diff("sequence value", name, Outcome.MISSING_ON_TARGET))
+                continue
+            try:
+                report.diffs.append(self._compare_sequence(name, meta, tgt[name]))
+            except Exception as exc:
+                report.diffs.append(Diff("sequence value", name, Outcome.ERROR, _one_line(exc)))
+        for name in sorted(set(tgt) - set(src)):
+            report.diffs.append(Diff("sequence value", name, Outcome.EXTRA_ON_TARGET))
+        report.phases.append(PhaseResult("sequences", time.monotonic() - t0, 1, items=len(src)))
+        report.totals["sequences"] = len(src)
+
+    def _compare_sequence(self, name: str, smeta: _SeqMeta, tmeta: _SeqMeta) -> Diff:
+        with self.s.src.transaction():
+            s_last, s_called = _seq_state(self.s.src, smeta.relation)
+        with self.s.tgt.transaction():
+            t_last, t_called = _seq_state(self.s.tgt, tmeta.relation)
+        if (s_last, s_called) != (t_last, t_called):
+            return Diff(
+                "sequence value",
+                name,
+                Outcome.DIFFER,
+                f"last_value {s_last} (is_called {s_called}) on source, {t_last} (is_called {t_called}) on target",
+            )
+        if tmeta.owner_table and tmeta.owner_column:
+            ascending = tmeta.increment > 0
+            agg = "max" if ascending else "min"
+            with self.s.tgt.transaction():
+                row = self.s.tgt.execute(
+                    f"SELECT {agg}({quote_ident(tmeta.owner_column)}) FROM {tmeta.owner_table}"
+                ).fetchone()
+            extreme = row[0] if row else None
+            current = t_last if t_called else t_last - tmeta.increment
+            if extreme is not None and ((ascending and current < extreme) or (not ascending and current > extreme)):
+                return Diff(
+                    "sequence value",
+                    name,
+                    Outcome.DIFFER,
+                    f"at {current} on target, behind {agg}({tmeta.owner_column}) = {extreme}",
+                )
+        return Diff("sequence value", name, Outcome.MATCH, f"last_value {s_last}")
+
+    # ---- large objects ----------------------------------------------------------------------
+
+    def run_large_objects(self, report: Report) -> None:
+        t0 = time.monotonic()
+        self.reporter.note("large objects: comparing count and md5 per object")
+        count = 0
+        bad: list[Diff] = []
+        total_bad = 0
+        try:
+            with self.s.src.transaction(), self.s.tgt.transaction():
+                for oid, s_hash, t_hash in _merge(_lo_hashes(self.s.src, "src"), _lo_hashes(self.s.tgt, "tgt")):
+                    count += s_hash is not None
+                    if s_hash == t_hash:
+                        continue
+                    total_bad += 1
+                    if len(bad) >= LARGE_OBJECTS_REPORTED:
+                        continue
+                    if t_hash is None:
+                        bad.append(Diff("large object", str(oid), Outcome.MISSING_ON_TARGET))
+                    elif s_hash is None:
+                        bad.append(Diff("large object", str(oid), Outcome.EXTRA_ON_TARGET))
+                    else:
+                        bad.append(Diff("large object", str(oid), Outcome.DIFFER, "md5 differs"))
+        except Exception as exc:
+            report.diffs.append(Diff("large objects", "all", Outcome.ERROR, _one_line(exc)))
+        else:
+            report.diffs.extend(bad)
+            if total_bad > len(bad):
+                report.diffs.append(
+                    Diff("large objects", "more", Outcome.DIFFER, f"{total_bad - len(bad)} more large objects differ")
+                )
+            if count or total_bad:
+                outcome = Outcome.MATCH if not total_bad else Outcome.DIFFER
+                report.diffs.append(
+                    Diff("large objects", "all", outcome, f"{count} on source, {total_bad} not identical on target")
+                )
+        report.phases.append(PhaseResult("large objects", time.monotonic() - t0, 1, items=count))
+        report.totals["large_objects"] = count
+
+
+@dataclass(frozen=True)
+class _SeqMeta:
+    relation: str
+    increment: int
+    owner_table: str | None
+    owner_column: str | None
+
+
+_SEQUENCES_SQL = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqincrement,
+       (SELECT d.refobjid::regclass::text FROM pg_depend d
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
+          AND d.deptype IN ('a', 'i') LIMIT 1),
+       (SELECT a.attname FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
+          AND d.deptype IN ('a', 'i') LIMIT 1)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
+WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid
+                  AND e.deptype = 'e')
+"""
+
+
+def _sequences(conn: psycopg.Connection) -> Iterator[tuple[str, _SeqMeta]]:
+    for name, inc, table, column in conn.execute(_SEQUENCES_SQL).fetchall():
+        yield name, _SeqMeta(name, int(inc), table, column)
+
+
+def _seq_state(conn: psycopg.Connection, relation: str) -> tuple[int, bool]:
+    row = conn.execute(f"SELECT last_value, is_called FROM {relation}").fetchone()
+    assert row is not None
+    return int(row[0]), bool(row[1])
+
+
+def _lo_hashes(conn: psycopg.Connection, name: str) -> Iterator[tuple[int, str]]:
+    """(oid, md5) of every large object in oid order, streamed through a server-side cursor."""
+    with conn.cursor(name=f"verify_lo_{name}") as cur:
+        cur.itersize = 2000
+        cur.execute("SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY oid")
+        for oid, digest in cur:
+            yield int(oid), str(digest)
+
+
+def _merge(a: Iterator[tuple[int, str]], b: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str | None, str | None]]:
+    """Full outer join of two oid-ordered streams."""
+    x, y = next(a, None), next(b, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x[0] < y[0]):
+            assert x is not None
+            yield x[0], x[1], None
+            x = next(a, None)
+        elif x is None or y[0] < x[0]:
+            yield y[0], None, y[1]
+            y = next(b, None)
+        else:
+            yield x[0], x[1], y[1]
+            x, y = next(a, None), next(b, None)
+
+
+def _guarded_fingerprint(hasher: Hasher, conn: psycopg.Connection, rng: KeyRange) -> Fingerprint:
+    # A savepoint: a failed query must not abort the snapshot-holding transaction.
+    with conn.transaction():
+        return hasher.fingerprint(conn, rng)
+
+
+def verify_databases(
+    cfg: DbJobConfig,
+    reporter: Reporter,
+    *,
+    split_rows: int = SPLIT_ROWS,
+    chunk_rows: int = CHUNK_ROWS,
+    key_list_max: int = KEY_LIST_MAX,
+) -> Report:
+    """Compare schema, table contents, sequences and large objects of cfg.source and cfg.target.
+
+    Read-only on both sides. Raises ConnectionFailed when either side cannot be reached; any
+    other failure on one object becomes an Outcome.ERROR diff and the rest is still compared.
+    """
+    report = Report(kind="db-verify", source=cfg.source.display(), target=cfg.target.display())
+    sessions = _Sessions(cfg)
+    verifier = _Verifier(
+        cfg, reporter, sessions, split_rows=split_rows, chunk_rows=chunk_rows, key_list_max=key_list_max
+    )
+    try:
+        t0 = time.monotonic()
+        reporter.note("schema: comparing catalog inventories")
+        try:
+            with sessions.src.transaction():
+                src_items = catalog.inventory(sessions.src)
+            with sessions.tgt.transaction():
+                tgt_items = catalog.inventory(sessions.tgt)
+            schema_diffs = catalog.compare(src_items, tgt_items)
+        except psycopg.Error as exc:
+            schema_diffs = [Diff("schema", "inventory", Outcome.ERROR, _one_line(exc))]
+            src_items = {}
+        report.diffs.extend(schema_diffs)
+        report.phases.append(PhaseResult("schema", time.monotonic() - t0, 1, items=len(src_items)))
+        report.totals["schema_objects"] = len(src_items)
+        verifier.run_data(report)
+        verifier.run_sequences(report)
+        verifier.run_large_objects(report)
+    finally:
+        verifier.close()
+        sessions.close()
+    report.totals["differences"] = len(report.differences())
+    report.finish()
+    report.settle()
+    log.info("db verify: %s (%s)", report.status.value, redact(report.outcome_counts()))
+    return report
