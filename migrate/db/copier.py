@@ -4,7 +4,7 @@ Parallel mode, in order (each phase's connection and concurrency as in pgcopydb'
 
 1. snapshot   — one source connection opens REPEATABLE READ and exports its snapshot; it stays open
                 until the last reader has started, so every reader sees the same data.
-2. pre-data   — `pg_dump --schema-only --snapshot` (DDL only, a few KB-MB, kept in a private temp
+2. pre-data   — `pg_dump --section=pre-data --section=post-data --snapshot` (DDL only, kept in a private temp
                 dir), then `pg_restore --section=pre-data --no-owner --no-acl` as the target user.
 3. data       — N workers. Source side: `psql` runs COPY ... TO STDOUT (FORMAT binary) inside a
                 transaction that adopted the snapshot. We relay its pipe in ~128 KiB blocks into
@@ -153,11 +153,11 @@ class _Copier:
             self._phase("pre-data", 1, self.schema_dump)
             self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
             self._phase("data", jobs, self.copy_data)
-            self._phase("large objects", 1, self.copy_large_objects)
-            self._phase("sequences", 1, self.copy_sequences)
+            self._phase("large objects", 1, _server_errors("copying large objects", self.copy_large_objects))
+            self._phase("sequences", 1, _server_errors("setting sequences", self.copy_sequences))
             self.release_snapshot()
             self._phase("post-data", jobs, lambda: self.restore_section("post-data", jobs))
-        self._phase("analyze", jobs, self.analyze)
+        self._phase("analyze", jobs, _server_errors("analyzing the target", self.analyze))
         if self.cfg.verify:
             from migrate.db.verify import verify_databases
 
@@ -285,7 +285,10 @@ class _Copier:
     def schema_dump(self) -> None:
         tool = self.detail.tools["pg_dump"]
         src = self.cfg.db.source
-        argv = [tool.path, "--schema-only", "-Fc", *self._dump_args(), f"--snapshot={self.snapshot}",
+        # Not --schema-only: that also drops MATERIALIZED VIEW DATA, a post-data entry (the REFRESH).
+        # -B: large objects are copied by us, in the snapshot, after the data.
+        argv = [tool.path, "--section=pre-data", "--section=post-data", "-B", "-Fc", *self._dump_args(),
+                f"--snapshot={self.snapshot}",
                 "-f", str(self.tmp / "schema.dump"), "--dbname", libpq_target(src)]
         res = self._run_tool(argv, tool_env(src), "pg_dump")
         if res.returncode != 0:
@@ -622,6 +625,19 @@ class _Copier:
                 "SELECT coalesce(sum(n_live_tup), 0)::bigint FROM pg_stat_user_tables"
             ).fetchone()[0]  # type: ignore[index]
         return PhaseResult("dump | restore", 0.0, 1, items=len(self.detail.source.tables), rows=int(rows))
+
+
+def _server_errors(what: str, fn: Callable[[], PhaseResult]) -> Callable[[], PhaseResult]:
+    """Turn a server error inside a phase into one clear CopyFailed line."""
+
+    def wrapped() -> PhaseResult:
+        try:
+            return fn()
+        except psycopg.Error as exc:
+            raise CopyFailed(f"{what} failed: {_first_line(str(exc))}",
+                             hint="fix the cause, then rerun with --clean --yes") from None
+
+    return wrapped
 
 
 class _SourceFailed(Exception):
