@@ -189,6 +189,8 @@ class EarlyIndex:
     object_oid: int
     name: str
     statement: str
+    method: str = "btree"  # the index access method
+    bytes: int = 0  # its size on the source: a proxy for how long it takes to build
 
 
 def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[EarlyIndex]:
@@ -201,10 +203,12 @@ def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[Ear
     rows = conn.execute(
         """
         SELECT i.indrelid::bigint, ic.oid::bigint, ic.relname, pg_get_indexdef(i.indexrelid),
-               con.oid::bigint, con.conname, pg_get_constraintdef(con.oid), i.indisclustered, i.indisreplident
+               con.oid::bigint, con.conname, pg_get_constraintdef(con.oid), i.indisclustered, i.indisreplident,
+               am.amname, pg_relation_size(i.indexrelid)
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_class t ON t.oid = i.indrelid
+        JOIN pg_am am ON am.oid = ic.relam
         LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
                                    AND con.contype IN ('p', 'u', 'x')
         WHERE i.indrelid = ANY(%s) AND i.indisvalid AND i.indislive
@@ -220,15 +224,16 @@ def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[Ear
     out: list[EarlyIndex] = []
     from psycopg import sql as _sql
 
-    for table_oid, index_oid, index_name, indexdef, con_oid, con_name, condef, clustered, replident in rows:
+    for (table_oid, index_oid, index_name, indexdef, con_oid, con_name, condef, clustered, replident,
+         method, size) in rows:
         t = by_oid[table_oid]
         rel = f"{_sql.Identifier(t.schema).as_string(None)}.{_sql.Identifier(t.name).as_string(None)}"
         idx = _sql.Identifier(index_name).as_string(None)
         if con_oid is not None:
             stmt = f"ALTER TABLE ONLY {rel} ADD CONSTRAINT {_sql.Identifier(con_name).as_string(None)} {condef}"
-            item = EarlyIndex(table_oid, 2606, con_oid, f"{t.schema}.{con_name}", stmt)
+            item = EarlyIndex(table_oid, 2606, con_oid, f"{t.schema}.{con_name}", stmt, method, int(size))
         else:
-            item = EarlyIndex(table_oid, 1259, index_oid, f"{t.schema}.{index_name}", indexdef)
+            item = EarlyIndex(table_oid, 1259, index_oid, f"{t.schema}.{index_name}", indexdef, method, int(size))
         # pg_dump emits these inside the index's own entry, which pg_restore will now skip.
         if clustered:
             item.statement += f"; ALTER TABLE {rel} CLUSTER ON {idx}"
