@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 from migrate.config import S3CopyConfig, redact
 from migrate.errors import CopyFailed
+from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
 from migrate.progress import Reporter, human_bytes
 from migrate.s3 import clients
@@ -47,7 +48,7 @@ KEEP_PART_MAX = 16 * MiB  # source parts up to this size keep their boundaries (
 MAX_PARTS = 10_000
 COPY_OBJECT_MAX = 5 * 1024 * MiB  # CopyObject limit; above it UploadPartCopy
 COPY_PART_SIZE = 512 * MiB
-MEMORY_BUDGET = 64 * MiB  # bytes of object data held in memory at once, across all workers
+MEMORY_BUDGET = 32 * MiB  # bytes of object data held in memory at once, across all workers
 STALL_SECONDS = 60.0
 FLUSH_SECONDS = 1.0
 
@@ -218,13 +219,18 @@ class BucketCopier:
     def _server_side(self, row: Row) -> Result:
         if row.size > COPY_OBJECT_MAX or multipart_count(row.etag):
             return self._server_side_multipart(row)
-        algo = row.algo if row.algo in COPY_ALGORITHMS else "SHA256"
+        # S3 computes the target's ETag from the bytes it wrote; for a plain (non-KMS) target that MD5 is
+        # the verification. An additional checksum is asked for only where it adds evidence: the source
+        # carries one to compare with, or the target's ETag will not be an MD5 (SSE-KMS).
+        algo = row.algo if row.algo in COPY_ALGORITHMS else ("SHA256" if self.kms else None)
         sb, tb = self.cfg.source.location.bucket, self.cfg.target.location.bucket
         kwargs: dict[str, Any] = {
             "Bucket": tb, "Key": self.tkey(row.key), "CopySource": {"Bucket": sb, "Key": self.skey(row.key)},
             "CopySourceIfMatch": _quoted(row.etag), "MetadataDirective": "COPY", "TaggingDirective": "COPY",
-            "ChecksumAlgorithm": algo, **self._sse(),
+            **self._sse(),
         }
+        if algo:
+            kwargs["ChecksumAlgorithm"] = algo
         if row.storage_class in KEEP_STORAGE_CLASSES:
             kwargs["StorageClass"] = row.storage_class
         resp = self.dst.copy_object(**kwargs)
@@ -235,8 +241,8 @@ class BucketCopier:
         # a multipart MD5-of-MD5s) means equal content, with no extra request.
         if tetag == row.etag and (MD5_ETAG.match(tetag) or MULTIPART_ETAG.match(tetag)):
             return Result(row.key, VERIFIED, "etag", tetag, size=row.size)
-        copied = result.get(f"Checksum{algo}")
-        if row.algo == algo and copied and "-" not in copied and not multipart_count(row.etag):
+        copied = result.get(f"Checksum{algo}") if algo else None
+        if algo and row.algo == algo and copied and "-" not in copied and not multipart_count(row.etag):
             head = self.src.head_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag),
                                         ChecksumMode="ENABLED")
             found = full_object_checksum(head)
@@ -531,6 +537,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
     Writes only missing/different objects to the target and never deletes anything there. `plan` is
     accepted for the command contract; the listing is always taken fresh (a plan may be stale).
     """
+    bound_heap()
     report = Report(kind="s3", source=str(cfg.source.location), target=str(cfg.target.location))
     clients.preflight("source", cfg.source)
     clients.preflight("target", cfg.target)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.config import S3CopyConfig, redact
+from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Report
 from migrate.progress import Reporter
 from migrate.s3 import clients
@@ -81,6 +82,7 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
 
     Read-only on both sides; does not consult or change the copy's manifest.
     """
+    bound_heap()
     report = Report(kind="s3", source=str(cfg.source.location), target=str(cfg.target.location))
     clients.preflight("source", cfg.source)
     clients.preflight("target", cfg.target)

@@ -246,7 +246,7 @@ def test_corrupted_byte_in_stream_is_caught_and_not_verified(
 
 
 def test_interrupted_copy_resumes_without_double_counting(buckets: BucketPair, tmp_path: Path) -> None:
-    n = 150
+    n = 600  # big enough that SIGTERM lands mid-copy even on an idle machine
     for i in range(n):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"obj/{i:04d}", Body=os.urandom(2000))
     args = _cli_args(buckets, tmp_path, "--mode", "stream", "--workers", "2")
