@@ -67,6 +67,15 @@ def reporter_for(ctx: click.Context) -> Reporter:
     return choose_reporter(quiet=os.environ.get("MIGRATE_NO_PROGRESS") == "1")
 
 
+def run_job(ctx: click.Context, job: Callable[[Reporter], Report]) -> Report:
+    """Run an engine with the reporter this invocation wants; the reporter is closed whatever happens."""
+    reporter = reporter_for(ctx)
+    try:
+        return job(reporter)
+    finally:
+        reporter.close()
+
+
 def echo_json(data: Any) -> None:
     click.echo(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
 

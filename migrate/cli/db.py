@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from migrate.cli.common import output_options, render_plan, render_report, reporter_for, write_report
+from migrate.cli.common import output_options, render_plan, render_report, run_job, write_report
 from migrate.config import DatabaseURL, DbCopyConfig, DbJobConfig
 from migrate.errors import ConfigError
 
@@ -92,11 +92,7 @@ def copy_cmd(
         if not sys.stdin.isatty():
             raise ConfigError("--clean drops the target's existing objects", hint="add --yes to confirm")
         click.confirm(f"Drop every user object in {cfg.db.target.display()} before copying?", abort=True, err=True)
-    reporter = reporter_for(ctx)
-    try:
-        report = copy_database(cfg, reporter, plan=plan)
-    finally:
-        reporter.close()
+    report = run_job(ctx, lambda reporter: copy_database(cfg, reporter, plan=plan))
     write_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())
@@ -113,11 +109,7 @@ def verify_cmd(
     from migrate.db.verify import verify_databases
 
     cfg = _job_config(source, target, jobs)
-    reporter = reporter_for(ctx)
-    try:
-        report = verify_databases(cfg, reporter)
-    finally:
-        reporter.close()
+    report = run_job(ctx, lambda reporter: verify_databases(cfg, reporter))
     write_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())

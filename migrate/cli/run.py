@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from migrate.cli.common import app, echo_json, output_options, render_plan, render_report, reporter_for, write_report
+from migrate.cli.common import app, echo_json, output_options, render_plan, render_report, run_job, write_report
 from migrate.config import redact
 from migrate.errors import ConfigError
 
@@ -69,11 +69,7 @@ def execute(
 
     if dry_run:
         return print_dry_run(ctx, env)
-    reporter = reporter_for(ctx)
-    try:
-        report = run_migration(env, reporter)
-    finally:
-        reporter.close()
+    report = run_job(ctx, lambda reporter: run_migration(env, reporter))
     write_report(report, report_path)
     write_markdown(report, markdown_path, title=title or f"paas-migrate run: {env.name}")
     render_report(ctx, report)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from migrate.cli.common import output_options, render_plan, render_report, reporter_for, write_report
+from migrate.cli.common import output_options, render_plan, render_report, run_job, write_report
 from migrate.config import S3CopyConfig, S3Side, env_value, redact
 from migrate.errors import ConfigError
 from migrate.model import Report
@@ -165,11 +165,7 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
         return 0 if plan.ok else 1
     from migrate.s3.copier import copy_bucket
 
-    reporter = reporter_for(ctx)
-    try:
-        report = copy_bucket(cfg, reporter)
-    finally:
-        reporter.close()
+    report = run_job(ctx, lambda reporter: copy_bucket(cfg, reporter))
     write_key_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())
@@ -193,11 +189,7 @@ def verify_cmd(ctx: click.Context, source: str | None, target: str | None, sourc
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
                        workers=workers, shard=shard)
-    reporter = reporter_for(ctx)
-    try:
-        report = verify_buckets(cfg, reporter)
-    finally:
-        reporter.close()
+    report = run_job(ctx, lambda reporter: verify_buckets(cfg, reporter))
     write_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())

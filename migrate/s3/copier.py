@@ -36,7 +36,7 @@ from migrate.s3.checksums import (
     full_object_checksum,
     multipart_count,
 )
-from migrate.s3.inventory import batched, list_objects
+from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import FAILED, Manifest, Row, manifest_path
 
 log = logging.getLogger(__name__)
@@ -548,16 +548,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         manifest.bind(cfg)
         t0 = time.monotonic()
         reporter.note(f"listing {cfg.source.location} and {cfg.target.location}")
-        try:
-            n_src, b_src = manifest.load_listing("src", batched(list_objects(src, cfg.source.location,
-                                                                              shard=cfg.shard)))
-        except Exception as exc:
-            raise clients.translate(exc, "source", cfg.source) from None
-        try:
-            n_dst, b_dst = manifest.load_listing("dst", batched(list_objects(dst, cfg.target.location,
-                                                                              shard=cfg.shard)))
-        except Exception as exc:
-            raise clients.translate(exc, "target", cfg.target) from None
+        n_src, b_src, n_dst, b_dst = list_both_sides(manifest, src, dst, cfg)
         report.phases.append(PhaseResult("list", time.monotonic() - t0, 2, items=n_src + n_dst, bytes=b_src + b_dst,
                                          note=f"source {n_src:,} objects, target {n_dst:,}"))
         t1 = time.monotonic()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.config import S3Location
+from migrate.s3 import clients
 from migrate.s3.checksums import strip_etag
 from migrate.s3.shard import shard_of
 
@@ -62,3 +63,17 @@ def batched(items: Iterator[ObjectInfo], size: int = 5000) -> Iterator[list[tupl
             batch = []
     if batch:
         yield batch
+
+
+def list_both_sides(manifest: Any, src: Any, dst: Any, cfg: Any) -> tuple[int, int, int, int]:
+    """Stream both sides' listings into `manifest` (a migrate.s3.manifest.Manifest); returns
+    (source objects, source bytes, target objects, target bytes). A listing failure becomes one
+    MigrateError naming the side and its credentials. Read-only on both buckets."""
+    counts: list[int] = []
+    for table, client, side, role in (("src", src, cfg.source, "source"), ("dst", dst, cfg.target, "target")):
+        try:
+            n, size = manifest.load_listing(table, batched(list_objects(client, side.location, shard=cfg.shard)))
+        except Exception as exc:
+            raise clients.translate(exc, role, side) from None
+        counts += [n, size]
+    return counts[0], counts[1], counts[2], counts[3]

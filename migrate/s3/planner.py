@@ -16,7 +16,7 @@ from migrate.model import Plan, Step
 from migrate.progress import human_bytes
 from migrate.s3 import clients
 from migrate.s3.copier import resolve_mode
-from migrate.s3.inventory import batched, list_objects
+from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import manifest_path, snapshot
 
 
@@ -30,16 +30,7 @@ def plan_copy(cfg: S3CopyConfig) -> Plan:
         manifest = snapshot(manifest_path(cfg), Path(tmp) / "plan.sqlite")
         try:
             t0 = time.monotonic()
-            try:
-                n_src, b_src = manifest.load_listing("src", batched(list_objects(src, cfg.source.location,
-                                                                                  shard=cfg.shard)))
-            except Exception as exc:
-                raise clients.translate(exc, "source", cfg.source) from None
-            try:
-                n_dst, _ = manifest.load_listing("dst", batched(list_objects(dst, cfg.target.location,
-                                                                                  shard=cfg.shard)))
-            except Exception as exc:
-                raise clients.translate(exc, "target", cfg.target) from None
+            n_src, b_src, n_dst, _ = list_both_sides(manifest, src, dst, cfg)
             list_seconds = time.monotonic() - t0
             plan = plan_from_manifest(cfg, manifest, n_src, b_src, n_dst)
             first = next(iter(manifest.todo(page=1)), None)

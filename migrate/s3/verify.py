@@ -21,7 +21,7 @@ from migrate.model import Diff, Outcome, PhaseResult, Report
 from migrate.progress import Reporter
 from migrate.s3 import clients
 from migrate.s3.checksums import MD5_ETAG, MULTIPART_ETAG, full_object_checksum, strip_etag
-from migrate.s3.inventory import batched, list_objects
+from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -102,16 +102,7 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
         inv = Manifest(Path(tmp) / "verify.sqlite")
         try:
             t0 = time.monotonic()
-            try:
-                n_src, b_src = inv.load_listing("src", batched(list_objects(src, cfg.source.location,
-                                                                             shard=cfg.shard)))
-            except Exception as exc:
-                raise clients.translate(exc, "source", cfg.source) from None
-            try:
-                n_dst, b_dst = inv.load_listing("dst", batched(list_objects(dst, cfg.target.location,
-                                                                             shard=cfg.shard)))
-            except Exception as exc:
-                raise clients.translate(exc, "target", cfg.target) from None
+            n_src, b_src, n_dst, b_dst = list_both_sides(inv, src, dst, cfg)
             report.phases.append(PhaseResult("list", time.monotonic() - t0, 2, items=n_src + n_dst,
                                              bytes=b_src + b_dst))
             t1 = time.monotonic()
