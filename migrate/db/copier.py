@@ -87,9 +87,16 @@ class CopyUnit:
             return f"COPY {rel} ({cols}) TO STDOUT (FORMAT {fmt})"
         return f"COPY (SELECT {cols} FROM ONLY {rel} WHERE {self.where}) TO STDOUT (FORMAT {fmt})"
 
+    @property
+    def whole(self) -> bool:
+        return self.parts == 1
+
     def target_sql(self, fmt: str) -> str:
         cols = ", ".join(sql.Identifier(c).as_string(None) for c in self.table.columns)
-        return f"COPY {qualified(self.table.schema, self.table.name)} ({cols}) FROM STDIN (FORMAT {fmt})"
+        # FREEZE (whole tables only, after TRUNCATE in the same transaction): rows land frozen, so the
+        # index builds and ANALYZE that read them next do not rewrite every page to set hint bits.
+        freeze = ", FREEZE" if self.whole else ""
+        return f"COPY {qualified(self.table.schema, self.table.name)} ({cols}) FROM STDIN (FORMAT {fmt}{freeze})"
 
 
 def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = None) -> Report:
@@ -436,8 +443,26 @@ class _Copier:
         if failures:
             self.report.errors.extend(failures)
             raise CopyFailed(f"copying table {failures[0]}", hint="fix the cause, then rerun with --clean --yes")
+        self.finish_indexes(early)
         return PhaseResult("data", 0.0, jobs, items=len(units), rows=self.rows, bytes=self.bytes,
                            note=f"{len(early)} indexes/keys built as tables landed")
+
+    def finish_indexes(self, early: list[inv.EarlyIndex]) -> None:
+        """Attach the built unique indexes as their constraints, CLUSTER ON, REPLICA IDENTITY: catalog
+        changes that need locks conflicting with index builds, so they run after all of them."""
+        steps = [stmt for e in early for stmt in e.finish]
+        if not steps:
+            return
+        conn = self._target()
+        try:
+            conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+            for stmt in steps:
+                conn.execute(stmt.encode())
+            conn.commit()
+        except psycopg.Error as exc:
+            conn.rollback()
+            raise CopyFailed(f"attaching the keys failed: {_first_line(str(exc))}",
+                             hint="fix the cause, then rerun with --clean --yes") from None
 
     def build_index(self, item: inv.EarlyIndex) -> None:
         if self.children.cancelled.is_set():
@@ -453,8 +478,7 @@ class _Copier:
                 # 16MB than with 256MB (a smaller accumulator stays in CPU cache); low-cardinality ones
                 # are unaffected. B-tree builds want the opposite (in-memory sorts), so GIN only.
                 conn.execute("SELECT pg_catalog.set_config('maintenance_work_mem', %s, true)", (GIN_BUILD_MEMORY,))
-            for stmt in item.statement.split("; "):
-                conn.execute(stmt.encode())
+            conn.execute(item.statement.encode())
             conn.commit()
             ok = True
         except psycopg.Error as exc:
@@ -497,6 +521,10 @@ class _Copier:
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
             with conn.cursor() as cur:
                 try:
+                    if unit.whole:
+                        # The table is empty (a fresh or cleaned target); truncating it in this transaction
+                        # is what allows COPY FREEZE. ONLY: inheritance children are copied on their own.
+                        cur.execute(f"TRUNCATE ONLY {qualified(unit.table.schema, unit.table.name)}")
                     with cur.copy(unit.target_sql(fmt)) as copy:
                         for block in _blocks(fd):
                             copy.write(block)

@@ -191,6 +191,8 @@ class EarlyIndex:
     statement: str
     method: str = "btree"  # the index access method
     bytes: int = 0  # its size on the source: a proxy for how long it takes to build
+    # ALTER TABLE steps run once every build is done (they take locks that would wait for them).
+    finish: list[str] = field(default_factory=list)
 
 
 def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[EarlyIndex]:
@@ -204,7 +206,7 @@ def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[Ear
         """
         SELECT i.indrelid::bigint, ic.oid::bigint, ic.relname, pg_get_indexdef(i.indexrelid),
                con.oid::bigint, con.conname, pg_get_constraintdef(con.oid), i.indisclustered, i.indisreplident,
-               am.amname, pg_relation_size(i.indexrelid)
+               am.amname, pg_relation_size(i.indexrelid), con.contype::text, con.condeferrable, con.condeferred
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_class t ON t.oid = i.indrelid
@@ -225,19 +227,31 @@ def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[Ear
     from psycopg import sql as _sql
 
     for (table_oid, index_oid, index_name, indexdef, con_oid, con_name, condef, clustered, replident,
-         method, size) in rows:
+         method, size, contype, deferrable, deferred) in rows:
         t = by_oid[table_oid]
         rel = f"{_sql.Identifier(t.schema).as_string(None)}.{_sql.Identifier(t.name).as_string(None)}"
         idx = _sql.Identifier(index_name).as_string(None)
-        if con_oid is not None:
+        if con_oid is None:
+            item = EarlyIndex(table_oid, 1259, index_oid, f"{t.schema}.{index_name}", indexdef, method, int(size))
+        elif contype in ("p", "u"):
+            # Build the unique index like any other (a SHARE lock: concurrent with the table's other
+            # builds), then attach it as the constraint; ADD CONSTRAINT itself would need ACCESS
+            # EXCLUSIVE and wait for every other build on the table.
+            con = _sql.Identifier(con_name).as_string(None)
+            kind = "PRIMARY KEY" if contype == "p" else "UNIQUE"
+            attach = f"ALTER TABLE ONLY {rel} ADD CONSTRAINT {con} {kind} USING INDEX {idx}"
+            if deferrable:
+                attach += " DEFERRABLE" + (" INITIALLY DEFERRED" if deferred else "")
+            item = EarlyIndex(table_oid, 2606, con_oid, f"{t.schema}.{con_name}", indexdef, method, int(size),
+                              finish=[attach])
+            idx = con  # USING INDEX renames the index to the constraint's name
+        else:  # an exclusion constraint cannot be attached from an index: create it whole
             stmt = f"ALTER TABLE ONLY {rel} ADD CONSTRAINT {_sql.Identifier(con_name).as_string(None)} {condef}"
             item = EarlyIndex(table_oid, 2606, con_oid, f"{t.schema}.{con_name}", stmt, method, int(size))
-        else:
-            item = EarlyIndex(table_oid, 1259, index_oid, f"{t.schema}.{index_name}", indexdef, method, int(size))
         # pg_dump emits these inside the index's own entry, which pg_restore will now skip.
         if clustered:
-            item.statement += f"; ALTER TABLE {rel} CLUSTER ON {idx}"
+            item.finish.append(f"ALTER TABLE {rel} CLUSTER ON {idx}")
         if replident:
-            item.statement += f"; ALTER TABLE ONLY {rel} REPLICA IDENTITY USING INDEX {idx}"
+            item.finish.append(f"ALTER TABLE ONLY {rel} REPLICA IDENTITY USING INDEX {idx}")
         out.append(item)
     return out
