@@ -320,7 +320,8 @@ class _Copier:
                 continue  # built as soon as its table's data landed
             kept.append(line)
         for line in skipped:
-            self.report.warnings.append(f"skipped (needs the extension's owner): {line.split(';', 1)[-1].strip()}")
+            name = re.sub(r"^.*COMMENT - EXTENSION\s+", "", line).split()[0]
+            self.report.warnings.append(f"skipped COMMENT ON EXTENSION {name}: only the extension's owner may set it")
         path = self.tmp / f"{section}.list"
         path.write_text("\n".join(kept) + "\n")
         return path
