@@ -84,15 +84,15 @@ def copy_cmd(
     from migrate.db.planner import plan_database
 
     cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode, clean=clean, verify=not no_verify)
-    plan = plan_database(cfg)
     if dry_run:
+        plan = plan_database(cfg)
         render_plan(ctx, plan)
         return 0 if plan.ok else 1
     if clean and not yes:
         if not sys.stdin.isatty():
             raise ConfigError("--clean drops the target's existing objects", hint="add --yes to confirm")
         click.confirm(f"Drop every user object in {cfg.db.target.display()} before copying?", abort=True, err=True)
-    report = run_job(ctx, lambda reporter: copy_database(cfg, reporter, plan=plan))
+    report = run_job(ctx, lambda reporter: copy_database(cfg, reporter))
     write_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())

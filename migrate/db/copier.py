@@ -103,7 +103,8 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
     """Copy the source database into the target as the plan describes, then verify (unless told not to).
 
     Refuses (PreflightError, nothing written) when the plan has blockers, e.g. a non-empty target
-    without --clean. Interrupts end every child process and raise Interrupted.
+    without --clean. Interrupts end every child process and raise Interrupted. `plan`, if given, is
+    not trusted: the preflight runs again right before anything is written (a plan may be stale).
     """
     fresh_plan, detail = plan_with_detail(cfg)
     blockers = fresh_plan.blockers
