@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from migrate.errors import ToolError
+from migrate.local import stop_process
 from migrate.local.postgres import free_port
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,7 @@ class LocalS3Server:
             pass
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc)
         self._proc = None
 
     def __enter__(self) -> LocalS3Server:

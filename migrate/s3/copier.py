@@ -365,6 +365,16 @@ class BucketCopier:
         self._advance(len(data))
         return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": sha}
 
+    def _read_budgeted(self, body: Any, size: int) -> tuple[bytes, int]:
+        """Reserve memory, then read exactly `size` bytes; returns the data and the reservation, which
+        the caller releases once the bytes are uploaded (released here if the read fails)."""
+        held = self.budget.acquire(size, self.stop)
+        try:
+            return _read_exact(body, size), held
+        except BaseException:
+            self.budget.release(held)
+            raise
+
     def _source_part(self, row: Row, upload_id: str, offset: int, length: int, first: int) -> tuple[bytes, list]:
         """GET one source part by range, upload it as one or more target parts; returns its MD5."""
         if self.stop.is_set():
@@ -376,12 +386,7 @@ class BucketCopier:
         parts = []
         try:
             for j, size in enumerate(_even_split(length, KEEP_PART_MAX if length > KEEP_PART_MAX else length)):
-                held = self.budget.acquire(size, self.stop)
-                try:
-                    data = _read_exact(body, size)
-                except BaseException:
-                    self.budget.release(held)
-                    raise
+                data, held = self._read_budgeted(body, size)
                 part_md5.update(data)
                 parts.append(self._upload_part(row, upload_id, first + j, data, held))
         finally:
@@ -430,12 +435,7 @@ class BucketCopier:
                     for number, size in enumerate(sizes, 1):
                         if self.stop.is_set():
                             raise _Stopped
-                        held = self.budget.acquire(size, self.stop)
-                        try:
-                            data = _read_exact(body, size)
-                        except BaseException:
-                            self.budget.release(held)
-                            raise
+                        data, held = self._read_budgeted(body, size)
                         whole.update(data)
                         evidence.update(data)
                         pfutures.append(self.part_pool.submit(self._upload_part, row, upload_id, number, data, held))

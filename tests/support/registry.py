@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from migrate.local import stop_process
 from migrate.local.postgres import free_port
 
 MANIFEST_TYPES = ", ".join([
@@ -154,11 +155,5 @@ class LocalRegistry:
         return json.loads(self._get(f"/v2/{name}/tags/list")[1]).get("tags") or []
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc)
         self._proc = None
