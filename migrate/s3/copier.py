@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,6 +39,7 @@ from migrate.s3.checksums import (
 )
 from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import FAILED, Manifest, Row, manifest_path
+from migrate.s3.shard import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -515,6 +517,35 @@ class BucketCopier:
                 warned = False
 
 
+def abort_stale_uploads(dst: Any, cfg: S3CopyConfig, manifest: Manifest, before: datetime) -> int:
+    """Abort multipart uploads that an earlier, interrupted run left on the target (a kill -9 cannot
+    clean up after itself, and S3 keeps and bills the parts). Only uploads this copy owns: keys listed
+    on the source, of this shard, started before this run; an application's own uploads are left
+    alone. Returns how many were aborted; a refusal to list them is logged, never fatal."""
+    prefix = cfg.target.location.prefix
+    kwargs: dict[str, Any] = {"Bucket": cfg.target.location.bucket}
+    if prefix:
+        kwargs["Prefix"] = prefix
+    aborted = 0
+    try:
+        for page in dst.get_paginator("list_multipart_uploads").paginate(**kwargs):
+            for up in page.get("Uploads", []) or []:
+                rel = up["Key"][len(prefix):]
+                if up["Initiated"] >= before or not manifest.listed_on_source(rel):
+                    continue
+                if cfg.shard is not None and shard_of(rel, cfg.shard[1]) != cfg.shard[0]:
+                    continue
+                dst.abort_multipart_upload(Bucket=cfg.target.location.bucket, Key=up["Key"],
+                                           UploadId=up["UploadId"])
+                aborted += 1
+    except Exception as exc:
+        log.warning("could not clean up unfinished multipart uploads on the target (%s); "
+                    "a lifecycle rule (AbortIncompleteMultipartUpload) will", clients.error_code(exc))
+    if aborted:
+        log.info("aborted %d unfinished multipart uploads left by an interrupted run", aborted)
+    return aborted
+
+
 def resolve_mode(cfg: S3CopyConfig, src: Any, dst_probe: Any, first_key: str | None) -> tuple[str, str]:
     """(mode, why). auto picks server-side only when one endpoint serves both buckets and the target
     credential can read a source object. Read-only."""
@@ -538,6 +569,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
     accepted for the command contract; the listing is always taken fresh (a plan may be stale).
     """
     bound_heap()
+    started = datetime.now(UTC)
     report = Report(kind="s3", source=str(cfg.source.location), target=str(cfg.target.location))
     clients.preflight("source", cfg.source)
     clients.preflight("target", cfg.target)
@@ -566,6 +598,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
                       f"{cats['match'][0]:,} already done")
 
         t2 = time.monotonic()
+        stale = abort_stale_uploads(dst, cfg, manifest, started)
         copier = BucketCopier(cfg, reporter, src, dst, mode)
         counts = {"copied": 0, "copied_bytes": 0, "failed": 0}
 
@@ -599,7 +632,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "objects": n_src, "bytes": b_src, "copied": counts["copied"], "copied_bytes": counts["copied_bytes"],
             "skipped": n_src - todo_n, "failed": status["failed"][0], "verified": status["verified"][0],
             "size_only": status["size-only"][0], "pending": status["pending"][0], "extra_on_target": extra_n,
-            "mode": mode, "manifest": str(manifest.path),
+            "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": stale,
         }
         if status["size-only"][0]:
             report.warnings.append(f"{status['size-only'][0]:,} objects are size-only: the source offers no checksum "

@@ -156,6 +156,9 @@ class Manifest:
             out[cat] = (n, b)
         return out
 
+    def listed_on_source(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM src WHERE key = ?", (key,)).fetchone() is not None
+
     def extra_on_target(self) -> tuple[int, int]:
         n, b = self.db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM dst WHERE key NOT IN (SELECT key FROM src)"

@@ -351,3 +351,19 @@ def test_missing_bucket_and_unreachable_endpoint_are_one_clear_line(buckets: Buc
     assert "target S3 endpoint http://127.0.0.1:9 is unreachable" in res.err
     assert len(res.err.strip().splitlines()) == 1 and "Traceback" not in res.err
     assert "target-secret-key" not in res.output
+
+
+def test_rerun_aborts_only_its_own_orphaned_multipart_uploads(buckets: BucketPair, tmp_path: Path) -> None:
+    """A kill -9 leaves multipart uploads behind; the next run aborts those for keys it copies and
+    leaves anyone else's (an application uploading to the target) alone."""
+    for key in ("data/a.csv", "data/b.csv"):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=b"x" * 100)
+    orphan = buckets.target.create_multipart_upload(Bucket=buckets.target_bucket, Key="data/a.csv")["UploadId"]
+    foreign = buckets.target.create_multipart_upload(Bucket=buckets.target_bucket, Key="app/upload.bin")["UploadId"]
+    time.sleep(1.1)  # S3 timestamps have second resolution: the uploads must predate the run
+    report = copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter())
+    assert report.status is Status.SUCCESS
+    assert report.totals["aborted_stale_uploads"] == 1
+    left = {u["UploadId"] for u in buckets.target.list_multipart_uploads(Bucket=buckets.target_bucket)
+            .get("Uploads", [])}
+    assert orphan not in left and foreign in left
