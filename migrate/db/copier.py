@@ -264,6 +264,7 @@ class _Copier:
     def export_snapshot(self) -> None:
         conn = connect(self.cfg.db.source, "source")
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute("SET LOCAL row_security = off")  # errors, never silently filtered reads (see _copy_unit)
         self.snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         self._coordinator = conn
         with self._conns_lock:
@@ -403,6 +404,7 @@ class _Copier:
             remaining[u.table.oid] = remaining.get(u.table.oid, 0) + 1
         self.reporter.on_start("data", total=len(units), unit="copies")
         failures: list[str] = []
+        hint: str | None = None
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
         index_pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="index")
         futures: dict[cf.Future[None], str] = {}
@@ -419,6 +421,8 @@ class _Copier:
                         if isinstance(exc, KeyboardInterrupt):
                             raise exc
                         message = exc.message if isinstance(exc, MigrateError) else _first_line(str(exc))
+                        if not failures and isinstance(exc, MigrateError):
+                            hint = exc.hint
                         failures.append(f"{futures[fut]}: {message}")
                         continue
                     unit = unit_of.get(fut)
@@ -444,7 +448,8 @@ class _Copier:
             self.reporter.on_done("data", ok=not failures)
         if failures:
             self.report.errors.extend(failures)
-            raise CopyFailed(f"copying table {failures[0]}", hint="fix the cause, then rerun with --clean --yes")
+            raise CopyFailed(f"copying table {failures[0]}",
+                             hint=hint or "fix the cause, then rerun with --clean --yes")
         self.finish_indexes(early)
         return PhaseResult("data", 0.0, jobs, items=len(units), rows=self.rows, bytes=self.bytes,
                            note=f"{len(early)} indexes/keys built as tables landed")
@@ -507,6 +512,9 @@ class _Copier:
             psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", libpq_target(src),
             "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             "-c", f"SET TRANSACTION SNAPSHOT '{self.snapshot}'",
+            # As pg_dump does: if row-level security would hide rows from this user, fail loudly
+            # instead of copying a filtered subset.
+            "-c", "SET LOCAL row_security = off",
             "-c", unit.source_sql(fmt),
             "-c", "COMMIT",
         ]
@@ -542,6 +550,11 @@ class _Copier:
                         raise KeyboardInterrupt from None
                     if "binary" in exc.stderr and fmt == "binary" and "function" in exc.stderr:
                         raise _BinaryUnsupported from None
+                    if "row-level security" in exc.stderr:
+                        raise CopyFailed(
+                            "row-level security would hide some of its rows from the source user",
+                            hint="grant that user BYPASSRLS for the migration (as pg_dump would need)",
+                        ) from None
                     raise CopyFailed(f"reading from the source failed: {_last_error(exc.stderr.encode())}") from None
                 except psycopg.Error as exc:
                     conn.rollback()

@@ -68,10 +68,12 @@ def _prepare(conn: psycopg.Connection) -> None:
 
     search_path = pg_catalog makes every catalog rendering (view bodies, regclass text) schema-
     qualified identically; no timeout of the target's role may cut a long hash or the idle
-    snapshot-holding transaction.
+    snapshot-holding transaction. row_security = off (as pg_dump does): a table whose row-level
+    security would hide rows from this user raises an error instead of hashing a filtered subset.
     """
     for name, value in (
         ("search_path", "pg_catalog"),
+        ("row_security", "off"),
         ("statement_timeout", "0"),
         ("idle_in_transaction_session_timeout", "0"),
         ("lock_timeout", "0"),

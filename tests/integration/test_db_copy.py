@@ -248,3 +248,32 @@ def test_restore_error_classification() -> None:
     errors = parse_restore_errors(stderr)
     assert [e.harmless for e in errors] == [True, False]
     assert "CREATE TABLE" in errors[1].command
+
+
+def test_forced_row_level_security_fails_loudly_instead_of_copying_a_subset(dbs) -> None:  # type: ignore[no-untyped-def]
+    """A non-superuser source user (as on a PaaS) reading a FORCE ROW LEVEL SECURITY table it owns
+    would see only the rows its policy allows: the copy must refuse, not copy a filtered subset."""
+    from psycopg import sql
+
+    role, pw = f"paas_{dbs.source_db}", "paas-user-pw"
+    dbs.source_cluster.create_role(role, pw)
+    dbs.source_sql(
+        sql.SQL("ALTER SCHEMA public OWNER TO {r}; SET ROLE {r};"
+                "CREATE TABLE tenant_rows (tenant text NOT NULL, v int);"
+                "INSERT INTO tenant_rows VALUES ('a', 1), ('b', 2);"
+                "ALTER TABLE tenant_rows ENABLE ROW LEVEL SECURITY; ALTER TABLE tenant_rows FORCE ROW LEVEL SECURITY;"
+                "CREATE POLICY only_a ON tenant_rows USING (tenant = 'a');").format(r=sql.Identifier(role))
+        .as_string(None)
+    )
+    env = {"MIGRATE_SOURCE_DATABASE_URL": dbs.source_cluster.url(dbs.source_db, role, pw),
+           "MIGRATE_TARGET_DATABASE_URL": dbs.target_url}
+    res = run_cli("db", "copy", "--no-verify", env=env)
+    assert res.code == 1, res.output
+    assert "tenant_rows" in res.err and "row-level security" in res.err and "BYPASSRLS" in res.err
+    assert len(res.err.strip().splitlines()) == 1
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM tenant_rows").fetchone() == (0,)
+    # Our verify does not cry wolf either: it reports an error for the table it cannot fully read.
+    res = run_cli("db", "verify", env=env)
+    assert res.code == 1, res.output
+    assert "tenant_rows" in res.out
