@@ -7,29 +7,10 @@ process its own), never in argv.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 from migrate.config import DatabaseURL, redact
-from migrate.local.postgres import find_bindir
-
-
-def pg_tool(name: str) -> str:
-    """Path of pg_dump/psql: next to the local server binaries, else on PATH."""
-    bindir = find_bindir()
-    if bindir is not None and (bindir / name).exists():
-        return str(bindir / name)
-    found = shutil.which(name)
-    if found:
-        return found
-    raise FileNotFoundError(f"{name} not found (install postgresql-client)")
-
-
-def _env(url: DatabaseURL) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(url.libpq_env())
-    return env
+from migrate.db.pgtools import find_tool, libpq_target, tool_env
 
 
 def clone_database(source_url: str, target_url: str, *, timeout: float = 300) -> None:
@@ -39,17 +20,17 @@ def clone_database(source_url: str, target_url: str, *, timeout: float = 300) ->
     """
     src, tgt = DatabaseURL(source_url), DatabaseURL(target_url)
     dump = subprocess.Popen(
-        [pg_tool("pg_dump"), "--no-owner", "--no-acl", "--dbname", src.without_password()],
+        [find_tool("pg_dump").path, "--no-owner", "--no-acl", "--dbname", libpq_target(src)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_env(src),
+        env=tool_env(src),
     )
     assert dump.stdout is not None
     restore = subprocess.run(
-        [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", tgt.without_password()],
+        [find_tool("psql").path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", libpq_target(tgt)],
         stdin=dump.stdout,
         capture_output=True,
-        env=_env(tgt),
+        env=tool_env(tgt),
         timeout=timeout,
     )
     dump.stdout.close()
