@@ -110,10 +110,6 @@ def begin_snapshot_reader(conn: psycopg.Connection, snapshot: str | None) -> Non
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
 
 
-def server_version(conn: psycopg.Connection) -> int:
-    return int(conn.info.server_version)
-
-
 def quote_ident(name: str) -> str:
     return sql.Identifier(name).as_string(None)
 

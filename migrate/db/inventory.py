@@ -51,9 +51,6 @@ class Inventory:
     def total_table_bytes(self) -> int:
         return sum(t.bytes for t in self.tables)
 
-    @property
-    def user_table_count(self) -> int:
-        return len(self.tables)
 
 
 def list_tables(conn: psycopg.Connection) -> list[TableInfo]:

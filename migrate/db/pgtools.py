@@ -14,7 +14,6 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from migrate.config import DatabaseURL, redact
@@ -197,9 +196,3 @@ def summarize(err: RestoreError) -> str:
     msg = re.sub(r"^could not execute query: ", "", err.message)
     cmd = err.command.splitlines()[0] if err.command else ""
     return redact(f"{msg.strip()}" + (f" [{cmd[:120]}]" if cmd else ""))
-
-
-def write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
