@@ -23,6 +23,8 @@ class Reporter(Protocol):
 
     def on_progress(self, task: str, advance: float) -> None: ...
 
+    def on_total(self, task: str, total: float) -> None: ...
+
     def on_done(self, task: str, *, ok: bool = True, message: str = "") -> None: ...
 
     def note(self, message: str) -> None: ...
@@ -37,6 +39,9 @@ class NullReporter:
         pass
 
     def on_progress(self, task: str, advance: float) -> None:
+        pass
+
+    def on_total(self, task: str, total: float) -> None:
         pass
 
     def on_done(self, task: str, *, ok: bool = True, message: str = "") -> None:
@@ -78,6 +83,12 @@ class RecordingReporter:
             self.events.append(("progress", task, advance))
             if task in self.tasks:
                 self.tasks[task].done += advance
+
+    def on_total(self, task: str, total: float) -> None:
+        with self._lock:
+            self.events.append(("total", task, total))
+            if task in self.tasks:
+                self.tasks[task].total = total
 
     def on_done(self, task: str, *, ok: bool = True, message: str = "") -> None:
         with self._lock:
@@ -136,6 +147,12 @@ class PlainReporter:
             t = self._tasks.get(task)
             if t is not None:
                 t.done += advance
+
+    def on_total(self, task: str, total: float) -> None:
+        with self._lock:
+            t = self._tasks.get(task)
+            if t is not None:
+                t.total = total
 
     def on_done(self, task: str, *, ok: bool = True, message: str = "") -> None:
         with self._lock:
@@ -214,6 +231,12 @@ class RichReporter:
             tid = self._ids.get(task)
         if tid is not None:
             self._progress.update(tid, advance=advance)
+
+    def on_total(self, task: str, total: float) -> None:
+        with self._lock:
+            tid = self._ids.get(task)
+        if tid is not None:
+            self._progress.update(tid, total=total)
 
     def on_done(self, task: str, *, ok: bool = True, message: str = "") -> None:
         with self._lock:

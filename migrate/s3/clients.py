@@ -6,7 +6,9 @@ connection pool at least as large as the number of workers.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from typing import Any
 
 from migrate.config import S3Side, redact
@@ -27,21 +29,18 @@ def make_client(side: S3Side, *, workers: int = 32, probe: bool = False) -> Any:
     `probe=True` gives a client that fails fast (short timeouts, one retry): used for the pre-flight
     checks so that a wrong endpoint is one clear line after seconds, not minutes of back-off.
     """
-    import boto3
     from botocore.config import Config
 
-    session_kwargs: dict[str, Any] = {}
-    if side.profile:
-        session_kwargs["profile_name"] = side.profile
-    if side.access_key_id:
-        session_kwargs["aws_access_key_id"] = side.access_key_id
-        session_kwargs["aws_secret_access_key"] = side.secret_access_key.reveal() if side.secret_access_key else None
-        if side.session_token:
-            session_kwargs["aws_session_token"] = side.session_token.reveal()
     try:
-        session = boto3.session.Session(**session_kwargs)
+        session = _session(side.profile, _aws_environment())
     except Exception as exc:  # ProfileNotFound and friends
         raise ConfigError(f"cannot use the credentials for {side.location}: {redact(exc)}") from None
+    credentials: dict[str, Any] = {}
+    if side.access_key_id:
+        credentials["aws_access_key_id"] = side.access_key_id
+        credentials["aws_secret_access_key"] = side.secret_access_key.reveal() if side.secret_access_key else None
+        if side.session_token:
+            credentials["aws_session_token"] = side.session_token.reveal()
     if probe:
         retries = {"mode": "standard", "max_attempts": 2}
         timeouts = {"connect_timeout": 5, "read_timeout": 20}
@@ -59,7 +58,22 @@ def make_client(side: S3Side, *, workers: int = 32, probe: bool = False) -> Any:
         tcp_keepalive=True,
         **timeouts,
     )
-    return session.client("s3", endpoint_url=side.endpoint_url, region_name=side.region, config=config)
+    return session.client("s3", endpoint_url=side.endpoint_url, region_name=side.region, config=config,
+                          **credentials)
+
+
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+@functools.lru_cache(maxsize=8)
+def _session(profile: str | None, environment: tuple[tuple[str, str], ...]) -> Any:
+    """One boto3 session per profile (and AWS_* environment): a new session loads botocore's models
+    again (about 0.1 s each), a client from an existing one takes milliseconds. Explicit keys are passed
+    to each client, never stored in the session. Sessions are created on the calling thread only."""
+    import boto3
+
+    return boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
 
 
 def error_code(exc: BaseException) -> str:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,7 +37,7 @@ from migrate.s3.checksums import (
     full_object_checksum,
     multipart_count,
 )
-from migrate.s3.inventory import list_both_sides
+from migrate.s3.inventory import batched, list_in_background, list_objects
 from migrate.s3.manifest import FAILED, Manifest, Row, manifest_path
 from migrate.s3.shard import shard_of
 
@@ -460,22 +460,31 @@ class BucketCopier:
         return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size)
 
     # ---- the run ----------------------------------------------------------------------------------------
-    def run(self, manifest: Manifest, record: Callable[[Result], None]) -> None:
-        """Copy every pending/failed object of the manifest with a bounded queue of 2×workers."""
+    def run(self, rows: Iterable[Row], manifest: Manifest, record: Callable[[Result], None]) -> None:
+        """Copy every row with a bounded queue of 2×workers; results go to the manifest in batches.
+        `rows` is consumed on this thread (it may use the manifest too)."""
         pool = ThreadPoolExecutor(max_workers=self.cfg.workers, thread_name_prefix="s3-copy")
-        inflight: set[Future[Result | None]] = set()
+        finished: queue.SimpleQueue[Future[Result | None]] = queue.SimpleQueue()
+        inflight = 0
         buffer: list[Result] = []
         last_flush = time.monotonic()
         stall = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(stall,), name="s3-stall", daemon=True)
         watcher.start()
 
-        def collect(done: set[Future[Result | None]]) -> None:
-            nonlocal last_flush
-            for f in done:
-                if f.cancelled():
-                    continue
-                res = f.result()
+        def collect(block: bool) -> None:
+            """Take the finished copies (waiting for one when `block`) and record their results."""
+            nonlocal inflight, last_flush
+            while inflight:
+                try:
+                    f = finished.get(timeout=0.5) if block else finished.get_nowait()
+                except queue.Empty:
+                    if block:
+                        continue  # wake up now and then so that a signal is handled promptly
+                    break
+                block = False
+                inflight -= 1
+                res = None if f.cancelled() else f.result()
                 if res is not None:
                     buffer.append(res)
                     record(res)
@@ -485,19 +494,19 @@ class BucketCopier:
                 last_flush = time.monotonic()
 
         try:
-            for row in manifest.todo():
-                while len(inflight) >= self.cfg.workers * 2:
-                    done, inflight = wait(inflight, timeout=0.5, return_when=FIRST_COMPLETED)
-                    collect(done)
-                inflight.add(pool.submit(self.copy_one, row))
+            for row in rows:
+                if inflight >= self.cfg.workers * 2:
+                    collect(block=True)
+                future = pool.submit(self.copy_one, row)
+                inflight += 1
+                future.add_done_callback(finished.put)
             while inflight:
-                done, inflight = wait(inflight, timeout=0.5, return_when=FIRST_COMPLETED)
-                collect(done)
+                collect(block=True)
         except BaseException:
             # Ctrl-C / SIGTERM: stop at the next part boundary, keep every result that did complete.
             self.stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            collect({f for f in inflight if f.done()})
+            collect(block=False)
             raise
         finally:
             stall.set()
@@ -517,26 +526,46 @@ class BucketCopier:
                 warned = False
 
 
-def abort_stale_uploads(dst: Any, cfg: S3CopyConfig, manifest: Manifest, before: datetime) -> int:
-    """Abort multipart uploads that an earlier, interrupted run left on the target (a kill -9 cannot
-    clean up after itself, and S3 keeps and bills the parts). Only uploads this copy owns: keys listed
-    on the source, of this shard, started before this run; an application's own uploads are left
-    alone. Returns how many were aborted; a refusal to list them is logged, never fatal."""
+MAX_STALE_CANDIDATES = 100_000
+
+
+def stale_uploads(dst: Any, cfg: S3CopyConfig) -> list[tuple[str, str]]:
+    """(key, upload id) of the multipart uploads in progress on the target under its prefix, of this
+    shard, listed before this run creates any of its own (so none of them is ours). A refusal to list
+    them is logged, never fatal."""
     prefix = cfg.target.location.prefix
     kwargs: dict[str, Any] = {"Bucket": cfg.target.location.bucket}
     if prefix:
         kwargs["Prefix"] = prefix
-    aborted = 0
+    found: list[tuple[str, str]] = []
     try:
         for page in dst.get_paginator("list_multipart_uploads").paginate(**kwargs):
             for up in page.get("Uploads", []) or []:
                 rel = up["Key"][len(prefix):]
-                if up["Initiated"] >= before or not manifest.listed_on_source(rel):
-                    continue
                 if cfg.shard is not None and shard_of(rel, cfg.shard[1]) != cfg.shard[0]:
                     continue
-                dst.abort_multipart_upload(Bucket=cfg.target.location.bucket, Key=up["Key"],
-                                           UploadId=up["UploadId"])
+                if len(found) >= MAX_STALE_CANDIDATES:
+                    log.warning("more than %d unfinished multipart uploads on the target: the rest are left to a "
+                                "lifecycle rule (AbortIncompleteMultipartUpload)", MAX_STALE_CANDIDATES)
+                    return found
+                found.append((up["Key"], up["UploadId"]))
+    except Exception as exc:
+        log.warning("could not list unfinished multipart uploads on the target (%s); "
+                    "a lifecycle rule (AbortIncompleteMultipartUpload) will clean them up", clients.error_code(exc))
+    return found
+
+
+def abort_stale_uploads(dst: Any, cfg: S3CopyConfig, manifest: Manifest, candidates: list[tuple[str, str]]) -> int:
+    """Abort the multipart uploads that an earlier, interrupted run left on the target (a kill -9 cannot
+    clean up after itself, and S3 keeps and bills the parts). `candidates` come from stale_uploads(),
+    listed before this run started uploading; only those for keys on the (completely listed) source are
+    aborted: an application's own uploads are left alone. Returns how many were aborted."""
+    prefix = cfg.target.location.prefix
+    aborted = 0
+    try:
+        for key, upload_id in candidates:
+            if manifest.listed_on_source(key[len(prefix):]):
+                dst.abort_multipart_upload(Bucket=cfg.target.location.bucket, Key=key, UploadId=upload_id)
                 aborted += 1
     except Exception as exc:
         log.warning("could not clean up unfinished multipart uploads on the target (%s); "
@@ -562,14 +591,61 @@ def resolve_mode(cfg: S3CopyConfig, src: Any, dst_probe: Any, first_key: str | N
     return "server-side", "the target credential can read the source"
 
 
+class _SourceFeed:
+    """The rows to copy, produced on the copying thread from the source listing as it arrives: each
+    page is loaded into the manifest and reconciled, its categories counted, and its pending rows
+    handed to the copier. In auto mode the mode is chosen with the first row to copy. Once the listing
+    is complete: objects gone from the source leave the manifest, and multipart uploads an interrupted
+    run left behind are aborted."""
+
+    def __init__(self, cfg: S3CopyConfig, reporter: Reporter, manifest: Manifest, copier: BucketCopier,
+                 src: Any, stale: list[tuple[str, str]]) -> None:
+        self.cfg, self.reporter, self.manifest, self.copier, self.src = cfg, reporter, manifest, copier, src
+        self.stale_candidates = stale
+        self.cats = {"match": (0, 0), "missing on target": (0, 0), "differ": (0, 0)}
+        self.n_src = self.b_src = self.todo_n = self.todo_b = self.stale = 0
+        self.list_seconds = self.plan_seconds = 0.0
+        self.why = "chosen explicitly" if cfg.mode != "auto" else "nothing to copy"
+
+    def _listed(self, seconds: float) -> None:
+        self.list_seconds = seconds
+
+    def rows(self) -> Iterator[Row]:
+        cfg = self.cfg
+        for batch in list_in_background(self.src, cfg.source, "source", cfg.shard, on_listed=self._listed):
+            t = time.monotonic()
+            cats, rows = self.manifest.add_source(batch)
+            self.n_src += len(batch)
+            self.b_src += sum(r[1] for r in batch)
+            for name, (n, b) in cats.items():
+                self.cats[name] = (self.cats[name][0] + n, self.cats[name][1] + b)
+            self.todo_n += len(rows)
+            self.todo_b += sum(r.size for r in rows)
+            self.reporter.on_total("copy objects", self.todo_n)
+            self.reporter.on_total("copy bytes", self.todo_b)
+            if rows and not self.copier.mode:
+                probe = clients.make_client(cfg.target, workers=1, probe=True)
+                self.copier.mode, self.why = resolve_mode(cfg, self.src, probe, rows[0].key)
+            self.plan_seconds += time.monotonic() - t
+            if rows and self.todo_n == len(rows):
+                self.reporter.note(f"copying in {self.copier.mode} mode while the listing continues")
+            yield from rows
+        self.manifest.finish_source()
+        self.reporter.note(f"listed {self.n_src:,} source objects ({human_bytes(self.b_src)}): "
+                           f"{self.todo_n:,} to copy ({human_bytes(self.todo_b)}), "
+                           f"{self.cats['match'][0]:,} already done")
+        self.stale = abort_stale_uploads(self.copier.dst, cfg, self.manifest, self.stale_candidates)
+
+
 def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None) -> Report:
     """List both sides, reconcile with the manifest, copy what is not yet verified, check each object.
 
+    The target is listed first; the source listing is then streamed page by page and each page's
+    objects are copied while the next pages are listed (a copy of millions of keys starts at once).
     Writes only missing/different objects to the target and never deletes anything there. `plan` is
     accepted for the command contract; the listing is always taken fresh (a plan may be stale).
     """
     bound_heap()
-    started = datetime.now(UTC)
     report = Report(kind="s3", source=str(cfg.source.location), target=str(cfg.target.location))
     clients.preflight("source", cfg.source)
     clients.preflight("target", cfg.target)
@@ -579,27 +655,16 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
     try:
         manifest.bind(cfg)
         t0 = time.monotonic()
-        reporter.note(f"listing {cfg.source.location} and {cfg.target.location}")
-        n_src, b_src, n_dst, b_dst = list_both_sides(manifest, src, dst, cfg)
-        report.phases.append(PhaseResult("list", time.monotonic() - t0, 2, items=n_src + n_dst, bytes=b_src + b_dst,
-                                         note=f"source {n_src:,} objects, target {n_dst:,}"))
-        t1 = time.monotonic()
-        manifest.reconcile()
-        cats = manifest.categories()
-        todo_n, todo_b = manifest.todo_totals()
-        first = next(iter(manifest.todo(page=1)), None)
-        mode, why = resolve_mode(cfg, src, clients.make_client(cfg.target, workers=1, probe=True),
-                                 first.key if first else None)
-        report.phases.append(PhaseResult(
-            "plan", time.monotonic() - t1, 1, items=todo_n, bytes=todo_b,
-            note=f"{cats['missing on target'][0]:,} missing, {cats['differ'][0]:,} differ, "
-                 f"{cats['match'][0]:,} match; mode {mode} ({why})"))
-        reporter.note(f"copying {todo_n:,} objects ({human_bytes(todo_b)}) in {mode} mode; "
-                      f"{cats['match'][0]:,} already done")
-
-        t2 = time.monotonic()
-        stale = abort_stale_uploads(dst, cfg, manifest, started)
-        copier = BucketCopier(cfg, reporter, src, dst, mode)
+        reporter.note(f"listing {cfg.target.location}, then copying from {cfg.source.location} as it is listed")
+        try:
+            n_dst, b_dst = manifest.load_listing("dst", batched(list_objects(dst, cfg.target.location,
+                                                                              shard=cfg.shard)))
+        except Exception as exc:
+            raise clients.translate(exc, "target", cfg.target) from None
+        dst_seconds = time.monotonic() - t0
+        manifest.start_source()
+        copier = BucketCopier(cfg, reporter, src, dst, cfg.mode if cfg.mode != "auto" else "")
+        feed = _SourceFeed(cfg, reporter, manifest, copier, src, stale_uploads(dst, cfg))
         counts = {"copied": 0, "copied_bytes": 0, "failed": 0}
 
         def record(res: Result) -> None:
@@ -609,16 +674,26 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
                 counts["copied"] += 1
                 counts["copied_bytes"] += res.size
 
-        reporter.on_start("copy objects", total=todo_n, unit="objects")
-        reporter.on_start("copy bytes", total=todo_b, unit="bytes")
+        reporter.on_start("copy objects", total=None, unit="objects")
+        reporter.on_start("copy bytes", total=None, unit="bytes")
         ok = False
         try:
-            copier.run(manifest, record)
+            copier.run(feed.rows(), manifest, record)
             ok = True
         finally:
             reporter.on_done("copy objects", ok=ok and not counts["failed"])
             reporter.on_done("copy bytes", ok=ok and not counts["failed"])
-        report.phases.append(PhaseResult("copy", time.monotonic() - t2, cfg.workers, items=counts["copied"],
+        copy_seconds = time.monotonic() - t0
+        mode = copier.mode or "server-side"
+        cats = feed.cats
+        report.phases.append(PhaseResult(
+            "list", dst_seconds + feed.list_seconds, 2, items=feed.n_src + n_dst, bytes=feed.b_src + b_dst,
+            note=f"source {feed.n_src:,} objects, target {n_dst:,} (the copy starts with the first page)"))
+        report.phases.append(PhaseResult(
+            "plan", feed.plan_seconds, 1, items=feed.todo_n, bytes=feed.todo_b,
+            note=f"{cats['missing on target'][0]:,} missing, {cats['differ'][0]:,} differ, "
+                 f"{cats['match'][0]:,} match; mode {mode} ({feed.why})"))
+        report.phases.append(PhaseResult("copy", copy_seconds, cfg.workers, items=counts["copied"],
                                          bytes=counts["copied_bytes"], note=f"{mode}; {counts['failed']} failed"))
 
         t3 = time.monotonic()
@@ -628,11 +703,12 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             note=f"{status['verified'][0]:,} verified by checksum, {status['size-only'][0]:,} size-only "
                  "(each object checked as it was copied)"))
         extra_n, _ = manifest.extra_on_target()
+        n_src = feed.n_src
         report.totals = {
-            "objects": n_src, "bytes": b_src, "copied": counts["copied"], "copied_bytes": counts["copied_bytes"],
-            "skipped": n_src - todo_n, "failed": status["failed"][0], "verified": status["verified"][0],
+            "objects": n_src, "bytes": feed.b_src, "copied": counts["copied"], "copied_bytes": counts["copied_bytes"],
+            "skipped": n_src - feed.todo_n, "failed": status["failed"][0], "verified": status["verified"][0],
             "size_only": status["size-only"][0], "pending": status["pending"][0], "extra_on_target": extra_n,
-            "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": stale,
+            "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,
         }
         if status["size-only"][0]:
             report.warnings.append(f"{status['size-only'][0]:,} objects are size-only: the source offers no checksum "

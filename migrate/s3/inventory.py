@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,3 +80,54 @@ def list_both_sides(manifest: Any, src: Any, dst: Any, cfg: Any) -> tuple[int, i
             raise clients.translate(exc, role, side) from None
         counts += [n, size]
     return counts[0], counts[1], counts[2], counts[3]
+
+
+_END = object()
+
+
+def list_in_background(client: Any, side: Any, role: str, shard: tuple[int, int] | None,
+                       *, page: int = 1000, depth: int = 4,
+                       on_listed: Callable[[float], None] | None = None) -> Iterator[list[tuple[Any, ...]]]:
+    """The side's listing in batches of `page` rows, fetched by a thread up to `depth` batches ahead, so
+    the caller can work on one page while the next is on its way. `on_listed(seconds)` is called (from
+    that thread) when the last page has arrived. A listing failure is raised here as one MigrateError
+    naming the side; closing the iterator stops the thread. Read-only."""
+    started = time.monotonic()
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batched(list_objects(client, side.location, shard=shard), page):
+                if not put(batch):
+                    return
+            if on_listed is not None:
+                on_listed(time.monotonic() - started)
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it on its own thread
+            put(exc)
+
+    thread = threading.Thread(target=produce, name=f"s3-list-{role}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise clients.translate(item, role, side) from None
+            yield item
+    finally:
+        stop.set()

@@ -114,13 +114,18 @@ class Manifest:
         """Bring `objects` in line with fresh listings: new or changed source objects become pending, done
         objects whose target copy changed or vanished become pending, and pending ones whose target
         already has the same size and ETag are done ("etag-match": equal ETags mean equal content)."""
+        self._begin()
+        self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
+        self._reconcile("")
+        self.db.execute("COMMIT")
+
+    def _reconcile(self, scope: str) -> None:
+        """The reconcile statements for the keys of `scope` (SQL on `key`; "" for every listed key)."""
         now = time.time()
         db = self.db
-        self._begin()
-        db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
         db.execute(
-            """INSERT INTO objects (key, size, etag, algo, storage_class, status, updated)
-               SELECT key, size, etag, algo, storage_class, 'pending', ? FROM src WHERE true
+            f"""INSERT INTO objects (key, size, etag, algo, storage_class, status, updated)
+               SELECT key, size, etag, algo, storage_class, 'pending', ? FROM src WHERE true {scope}
                ON CONFLICT(key) DO UPDATE SET
                  status = CASE WHEN objects.size = excluded.size AND objects.etag = excluded.etag
                                THEN objects.status ELSE 'pending' END,
@@ -129,32 +134,68 @@ class Manifest:
             (now,),
         )
         db.execute(
-            """UPDATE objects SET status = 'pending', detail = 'target changed or missing since it was verified'
-               WHERE status IN ('verified', 'size-only') AND NOT EXISTS (
+            f"""UPDATE objects SET status = 'pending', detail = 'target changed or missing since it was verified'
+               WHERE status IN ('verified', 'size-only') {scope} AND NOT EXISTS (
                  SELECT 1 FROM dst WHERE dst.key = objects.key AND dst.etag = objects.target_etag
                    AND dst.size = objects.size)"""
         )
         db.execute(
-            """UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = NULL,
+            f"""UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = NULL,
                  updated = ?
-               WHERE status IN ('pending', 'failed') AND EXISTS (
+               WHERE status IN ('pending', 'failed') {scope} AND EXISTS (
                  SELECT 1 FROM dst
                  WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)""",
             (now,),
         )
-        db.execute("COMMIT")
 
-    def categories(self) -> dict[str, tuple[int, int]]:
-        """(count, bytes) per plan category after reconcile(): match, missing on target, differ."""
+    def categories(self, *, page_only: bool = False) -> dict[str, tuple[int, int]]:
+        """(count, bytes) per plan category after reconcile(): match, missing on target, differ (of the
+        last page given to add_source() with page_only)."""
+        scope = "AND o.key IN (SELECT key FROM page)" if page_only else ""
         out = {"match": (0, 0), "missing on target": (0, 0), "differ": (0, 0)}
         for cat, n, b in self.db.execute(
-            """SELECT CASE WHEN o.status IN ('verified', 'size-only') THEN 'match'
+            f"""SELECT CASE WHEN o.status IN ('verified', 'size-only') THEN 'match'
                            WHEN d.key IS NULL THEN 'missing on target' ELSE 'differ' END AS cat,
                       count(*), coalesce(sum(o.size), 0)
-               FROM objects o LEFT JOIN dst d ON d.key = o.key GROUP BY cat"""
+               FROM objects o LEFT JOIN dst d ON d.key = o.key WHERE true {scope}
+               GROUP BY cat"""
         ):
             out[cat] = (n, b)
         return out
+
+    # ---- a source listing streamed page by page (copy starts before the listing ends) ----------------
+    def start_source(self) -> None:
+        """Forget the previous source listing; the target's (load_listing("dst", ...)) must be loaded."""
+        self._begin()
+        self.db.execute("DELETE FROM src")
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS page (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db.execute("COMMIT")
+
+    def add_source(self, batch: list[tuple[Any, ...]]) -> tuple[dict[str, tuple[int, int]], list[Row]]:
+        """Load one page of the source listing and reconcile its keys (as reconcile() does); returns the
+        page's plan categories and its rows still to copy, in key order. One transaction."""
+        self._begin()
+        try:
+            self.db.execute("DELETE FROM page")
+            self.db.executemany("INSERT OR REPLACE INTO src VALUES (?, ?, ?, ?, ?)", batch)
+            self.db.executemany("INSERT OR IGNORE INTO page VALUES (?)", [(r[0],) for r in batch])
+            scope = "AND key IN (SELECT key FROM page)"
+            self._reconcile(scope)
+            cats = self.categories(page_only=True)
+            rows = [Row(*r) for r in self.db.execute(
+                "SELECT key, size, etag, algo, storage_class, status FROM objects "
+                f"WHERE status IN ('pending', 'failed') {scope} ORDER BY key")]
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return cats, rows
+
+    def finish_source(self) -> None:
+        """The source listing is complete: forget objects that are no longer on the source."""
+        self._begin()
+        self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
+        self.db.execute("COMMIT")
 
     def listed_on_source(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM src WHERE key = ?", (key,)).fetchone() is not None
