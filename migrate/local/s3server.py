@@ -26,9 +26,11 @@ REGION = "eu-west-2"
 class LocalS3Server:
     """`python -m moto.server` on 127.0.0.1:<free port>. Every AWS API moto implements is served."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.extra_env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,7 +43,7 @@ class LocalS3Server:
         except ImportError:
             raise ToolError("moto[server] is not installed", hint="pip install 'moto[server]'") from None
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=out, stderr=out, env=env, start_new_session=True,

@@ -135,4 +135,12 @@ def preflight(role: str, side: S3Side) -> None:
     try:
         client.head_bucket(Bucket=side.location.bucket)
     except Exception as exc:
+        if error_code(exc) not in ("403", "Forbidden"):
+            raise translate(exc, role, side) from None
+        # A HEAD answer has no body, so a refusal is only "403". Ask once more with a GET, whose error
+        # says which: an unknown key id, a wrong secret, or a key without the permission.
+        try:
+            client.list_objects_v2(Bucket=side.location.bucket, MaxKeys=1)
+        except Exception as detailed:
+            raise translate(detailed, role, side) from None
         raise translate(exc, role, side) from None

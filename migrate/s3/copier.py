@@ -117,8 +117,8 @@ def _quoted(etag: str) -> str:
 
 
 def _even_split(total: int, max_chunk: int) -> list[int]:
-    """Split `total` into near-equal chunks of at most max_chunk (all but the last >= 5 MiB when total
-    is larger than max_chunk >= 5 MiB)."""
+    """Split `total` into near-equal chunks of at most max_chunk; when total > max_chunk every chunk but
+    the last is larger than max_chunk / 2 (so >= 5 MiB, S3's minimum part, for max_chunk >= 10 MiB)."""
     if total <= max_chunk:
         return [total]
     k = -(-total // max_chunk)
@@ -228,8 +228,8 @@ class BucketCopier:
         sb, tb = self.cfg.source.location.bucket, self.cfg.target.location.bucket
         kwargs: dict[str, Any] = {
             "Bucket": tb, "Key": self.tkey(row.key), "CopySource": {"Bucket": sb, "Key": self.skey(row.key)},
-            "CopySourceIfMatch": _quoted(row.etag), "MetadataDirective": "COPY", "TaggingDirective": "COPY",
-            **self._sse(),
+            # Metadata and tags are copied with the object: MetadataDirective/TaggingDirective default to COPY.
+            "CopySourceIfMatch": _quoted(row.etag), **self._sse(),
         }
         if algo:
             kwargs["ChecksumAlgorithm"] = algo

@@ -192,6 +192,32 @@ def test_server_side_and_auto_modes(buckets: BucketPair, tmp_path: Path) -> None
     assert v.status is Status.SUCCESS and v.totals["match"] == n
 
 
+def test_server_side_above_the_copy_object_limit_uses_upload_part_copy(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single-part source above CopyObject's 5 GiB limit is copied with UploadPartCopy in even parts.
+    The limit is lowered here (moto would need 5 GiB of memory); nothing on either side can prove such
+    a copy without reading it, so it is size-only, never called verified."""
+    from migrate.s3 import copier
+
+    monkeypatch.setattr(copier, "COPY_OBJECT_MAX", 10 * MiB)
+    monkeypatch.setattr(copier, "COPY_PART_SIZE", 8 * MiB)
+    body = os.urandom(11 * MiB + 5)
+    _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="huge.bin", Body=body,
+                                            ContentType="text/csv", Metadata={"origin": "paas"})
+    _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="small.bin", Body=b"s")
+    report = copy_bucket(_cfg(buckets, tmp_path, mode="server-side"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert report.totals["verified"] == 1 and report.totals["size_only"] == 1
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key="huge.bin")
+    assert head["ETag"].endswith('-2"')  # two parts of 5.5 MiB: UploadPartCopy, not CopyObject
+    assert head["ContentType"] == "text/csv" and head["Metadata"] == {"origin": "paas"}
+    assert _body(buckets.target, buckets.target_bucket, "huge.bin") == body
+    m = Manifest(manifest_path(_cfg(buckets, tmp_path)))
+    status = dict(m.db.execute("SELECT key, status FROM objects"))
+    m.close()
+    assert status == {"huge.bin": "size-only", "small.bin": "verified"}
+
+
 def test_dry_run_and_plan_write_nothing(buckets: BucketPair, tmp_path: Path) -> None:
     _put_awkward(buckets)
     buckets.target.put_object(Bucket=buckets.target_bucket, Key="plain.txt", Body=b"other")
