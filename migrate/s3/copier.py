@@ -37,7 +37,7 @@ from migrate.s3.checksums import (
     full_object_checksum,
     multipart_count,
 )
-from migrate.s3.inventory import batched, list_in_background, list_objects
+from migrate.s3.inventory import list_in_background, list_side
 from migrate.s3.manifest import FAILED, Manifest, Row, manifest_path
 from migrate.s3.shard import shard_of
 
@@ -656,11 +656,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         manifest.bind(cfg)
         t0 = time.monotonic()
         reporter.note(f"listing {cfg.target.location}, then copying from {cfg.source.location} as it is listed")
-        try:
-            n_dst, b_dst = manifest.load_listing("dst", batched(list_objects(dst, cfg.target.location,
-                                                                              shard=cfg.shard)))
-        except Exception as exc:
-            raise clients.translate(exc, "target", cfg.target) from None
+        n_dst, b_dst = list_side(manifest, "dst", dst, cfg.target, "target", cfg.shard)
         dst_seconds = time.monotonic() - t0
         manifest.start_source()
         copier = BucketCopier(cfg, reporter, src, dst, cfg.mode if cfg.mode != "auto" else "")

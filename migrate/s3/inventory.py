@@ -72,14 +72,19 @@ def list_both_sides(manifest: Any, src: Any, dst: Any, cfg: Any) -> tuple[int, i
     """Stream both sides' listings into `manifest` (a migrate.s3.manifest.Manifest); returns
     (source objects, source bytes, target objects, target bytes). A listing failure becomes one
     MigrateError naming the side and its credentials. Read-only on both buckets."""
-    counts: list[int] = []
-    for table, client, side, role in (("src", src, cfg.source, "source"), ("dst", dst, cfg.target, "target")):
-        try:
-            n, size = manifest.load_listing(table, batched(list_objects(client, side.location, shard=cfg.shard)))
-        except Exception as exc:
-            raise clients.translate(exc, role, side) from None
-        counts += [n, size]
-    return counts[0], counts[1], counts[2], counts[3]
+    n_src, b_src = list_side(manifest, "src", src, cfg.source, "source", cfg.shard)
+    n_dst, b_dst = list_side(manifest, "dst", dst, cfg.target, "target", cfg.shard)
+    return n_src, b_src, n_dst, b_dst
+
+
+def list_side(manifest: Any, table: str, client: Any, side: Any, role: str,
+              shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Stream one side's listing into the manifest's `table` ("src" or "dst"); (objects, bytes). A
+    listing failure becomes one MigrateError naming the side. Read-only on the bucket."""
+    try:
+        return manifest.load_listing(table, batched(list_objects(client, side.location, shard=shard)))
+    except Exception as exc:
+        raise clients.translate(exc, role, side) from None
 
 
 _END = object()

@@ -71,8 +71,8 @@ def _args(server: LocalS3Server, tmp: Path, command: str) -> list[str]:
 @pytest.mark.parametrize("side,variable,value,code", [
     ("source", "MIGRATE_SOURCE_AWS_SECRET_ACCESS_KEY", "not-the-secret", "SignatureDoesNotMatch"),
     ("target", "MIGRATE_TARGET_AWS_SECRET_ACCESS_KEY", "not-the-secret", "SignatureDoesNotMatch"),
-    ("source", "MIGRATE_SOURCE_AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000", "InvalidAccessKeyId"),
-    ("target", "MIGRATE_TARGET_AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000", "InvalidAccessKeyId"),
+    ("source", "MIGRATE_SOURCE_AWS_ACCESS_KEY_ID", "AKIDUNKNOWNKEY000000", "InvalidAccessKeyId"),
+    ("target", "MIGRATE_TARGET_AWS_ACCESS_KEY_ID", "AKIDUNKNOWNKEY000000", "InvalidAccessKeyId"),
 ])
 @pytest.mark.parametrize("command", ["plan", "copy", "verify"])
 def test_refused_credentials_are_one_clear_line(auth_server, tmp_path: Path, command: str, side: str,
