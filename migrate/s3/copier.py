@@ -604,15 +604,43 @@ class _SourceFeed:
         self.stale_candidates = stale
         self.cats = {"match": (0, 0), "missing on target": (0, 0), "differ": (0, 0)}
         self.n_src = self.b_src = self.todo_n = self.todo_b = self.stale = 0
+        self.listed_n = self.listed_b = 0  # counted by the listing thread
         self.list_seconds = self.plan_seconds = 0.0
+        self.listed = False
         self.why = "chosen explicitly" if cfg.mode != "auto" else "nothing to copy"
+
+    def _page_listed(self, batch: list[tuple[Any, ...]]) -> None:
+        """(listing thread) Until a listed page is reconciled, count all of it as still to copy: the
+        totals are exact on a first copy and fall to the truth as pages are reconciled on a rerun."""
+        self.listed_n += len(batch)
+        self.listed_b += sum(r[1] for r in batch)
+        self.reporter.on_progress("list source", len(batch))
+        self._totals()
+
+    def _totals(self) -> None:
+        self.reporter.on_total("copy objects", self.todo_n + max(self.listed_n - self.n_src, 0))
+        self.reporter.on_total("copy bytes", self.todo_b + max(self.listed_b - self.b_src, 0))
 
     def _listed(self, seconds: float) -> None:
         self.list_seconds = seconds
+        self.listed = True
+        self.reporter.on_done("list source")
 
     def rows(self) -> Iterator[Row]:
+        # "list source" runs ahead of "copy objects"; see _page_listed for the totals meanwhile.
+        self.reporter.on_start("list source", total=None, unit="objects")
+        try:
+            yield from self._rows()
+        except BaseException:
+            if not self.listed:
+                self.reporter.on_done("list source", ok=False)
+            raise
+
+    def _rows(self) -> Iterator[Row]:
         cfg = self.cfg
-        for batch in list_in_background(self.src, cfg.source, "source", cfg.shard, on_listed=self._listed):
+        pages = list_in_background(self.src, cfg.source, "source", cfg.shard, on_page=self._page_listed,
+                                   on_listed=self._listed)
+        for batch in pages:
             t = time.monotonic()
             cats, rows = self.manifest.add_source(batch)
             self.n_src += len(batch)
@@ -621,8 +649,7 @@ class _SourceFeed:
                 self.cats[name] = (self.cats[name][0] + n, self.cats[name][1] + b)
             self.todo_n += len(rows)
             self.todo_b += sum(r.size for r in rows)
-            self.reporter.on_total("copy objects", self.todo_n)
-            self.reporter.on_total("copy bytes", self.todo_b)
+            self._totals()
             if rows and not self.copier.mode:
                 probe = clients.make_client(cfg.target, workers=1, probe=True)
                 self.copier.mode, self.why = resolve_mode(cfg, self.src, probe, rows[0].key)

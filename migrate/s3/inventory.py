@@ -91,11 +91,13 @@ _END = object()
 
 
 def list_in_background(client: Any, side: Any, role: str, shard: tuple[int, int] | None,
-                       *, page: int = 1000, depth: int = 4,
+                       *, page: int = 1000, depth: int = 32,
+                       on_page: Callable[[list[tuple[Any, ...]]], None] | None = None,
                        on_listed: Callable[[float], None] | None = None) -> Iterator[list[tuple[Any, ...]]]:
-    """The side's listing in batches of `page` rows, fetched by a thread up to `depth` batches ahead, so
-    the caller can work on one page while the next is on its way. `on_listed(seconds)` is called (from
-    that thread) when the last page has arrived. A listing failure is raised here as one MigrateError
+    """The side's listing in batches of `page` rows, fetched by a thread up to `depth` batches ahead (about
+    10 MB for the default 32), so the caller can work on one page while the next ones are on their way.
+    From that thread, `on_page(batch)` is called as each batch is listed and `on_listed(seconds)` when the
+    last one has been. A listing failure is raised here as one MigrateError
     naming the side; closing the iterator stops the thread. Read-only."""
     started = time.monotonic()
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
@@ -113,6 +115,8 @@ def list_in_background(client: Any, side: Any, role: str, shard: tuple[int, int]
     def produce() -> None:
         try:
             for batch in batched(list_objects(client, side.location, shard=shard), page):
+                if on_page is not None:
+                    on_page(batch)
                 if not put(batch):
                     return
             if on_listed is not None:

@@ -166,6 +166,10 @@ def test_multipart_source_is_verified_and_keeps_its_etag(buckets: BucketPair, tm
     # progress: bytes add up to what was copied
     done = sum(v for k, t, v in rec.events if k == "progress" and t == "copy bytes")
     assert done == len(whole) + len(single) + 4
+    # the source listing is its own task, and the copy's totals are what the listing found to copy
+    listing, objects = rec.tasks["list source"], rec.tasks["copy objects"]
+    assert listing.finished and listing.ok and listing.done == 3
+    assert objects.total == 3 and objects.done == 3 and rec.tasks["copy bytes"].total == done
 
 
 def test_server_side_and_auto_modes(buckets: BucketPair, tmp_path: Path) -> None:
