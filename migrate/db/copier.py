@@ -23,6 +23,7 @@ Stream mode is `pg_dump -Fc | pg_restore` through a pipe (no file): the simple b
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import fcntl
@@ -63,6 +64,7 @@ BLOCK = 128 * 1024
 PIPE_SIZE = 1024 * 1024
 LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "16MB"
+SPLIT_LONGEST_MIN = 64 * 1024 * 1024  # the longest chain's table is split over the jobs above this size
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -364,12 +366,17 @@ class _Copier:
         jobs = self.cfg.db.jobs
         coord = self._coordinator
         assert coord is not None
+        extra = index_bytes or {}
+        # The longest chain (data + indexes) is loaded by all jobs at once, so its builds start early.
+        longest = max(self.detail.source.tables, key=lambda t: t.bytes + extra.get(t.oid, 0), default=None)
         for table in self.detail.source.tables:
             if not table.columns:
                 continue  # a table with no columns has nothing COPY can carry (its row count is checked)
             parts = 1
             if table.bytes > threshold and jobs > 1:
                 parts = min(max(2, math.ceil(table.bytes / threshold)), 4 * jobs)
+            elif table is longest and jobs > 1 and table.bytes > SPLIT_LONGEST_MIN:
+                parts = jobs
             if parts > 1 and table.pk_int_column:
                 units += _pk_ranges(coord, table, parts)
             elif parts > 1 and self.detail.source.server_version_num >= 140000:
@@ -378,14 +385,16 @@ class _Copier:
                 units.append(CopyUnit(table))
         # Most work first (its data plus the indexes built when it lands), so the longest chain starts
         # at once; ranges of one table interleave with others.
-        extra = index_bytes or {}
-        units.sort(key=lambda u: (u.table.bytes + extra.get(u.table.oid, 0)) / u.parts, reverse=True)
+        units.sort(key=lambda u: (u.table is longest, (u.table.bytes + extra.get(u.table.oid, 0)) / u.parts),
+                   reverse=True)
         return units
 
     def copy_data(self) -> PhaseResult:
-        """COPY every unit over `jobs` workers; as soon as all of a table's units have landed, build
-        its indexes and keys on `jobs` more workers (like pgcopydb), so index builds overlap the
-        remaining copies instead of waiting for all of them."""
+        """COPY every unit and build every table's indexes and keys as soon as all of its units have
+        landed, with at most `jobs` of these heavy server tasks at a time (each keeps one target core
+        busy). Index builds of landed tables go before further copies: a landed table's builds are the
+        end of its chain, and the longest chain (the biggest table and its indexes, split so that all
+        jobs load it first) decides the wall time."""
         jobs = self.cfg.db.jobs
         coord = self._coordinator
         assert coord is not None
@@ -405,17 +414,26 @@ class _Copier:
         self.reporter.on_start("data", total=len(units), unit="copies")
         failures: list[str] = []
         hint: str | None = None
+        copies = collections.deque(units)
+        builds: collections.deque[inv.EarlyIndex] = collections.deque()
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
-        index_pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="index")
-        futures: dict[cf.Future[None], str] = {}
+        running: dict[cf.Future[None], tuple[str, CopyUnit | None]] = {}
+
+        def fill() -> None:
+            while len(running) < jobs and (builds or copies):
+                if builds:
+                    e = builds.popleft()
+                    running[pool.submit(self.build_index, e)] = (f"index {e.name}", None)
+                else:
+                    u = copies.popleft()
+                    running[pool.submit(self.copy_unit, u)] = (u.label, u)
+
         try:
-            for u in units:
-                futures[pool.submit(self.copy_unit, u)] = u.label
-            pending = set(futures)
-            unit_of = {f: u for f, u in zip(list(futures), units, strict=True)}
-            while pending:
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            fill()
+            while running:
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
+                    label, unit = running.pop(fut)
                     exc = fut.exception()
                     if exc is not None:
                         if isinstance(exc, KeyboardInterrupt):
@@ -423,28 +441,26 @@ class _Copier:
                         message = exc.message if isinstance(exc, MigrateError) else _first_line(str(exc))
                         if not failures and isinstance(exc, MigrateError):
                             hint = exc.hint
-                        failures.append(f"{futures[fut]}: {message}")
+                        failures.append(f"{label}: {message}")
                         continue
-                    unit = unit_of.get(fut)
                     if unit is None:
                         continue  # an index build finished
                     self.reporter.on_progress("data", 1)
                     remaining[unit.table.oid] -= 1
                     if remaining[unit.table.oid] == 0:
-                        for e in by_table.get(unit.table.oid, []):
-                            f = index_pool.submit(self.build_index, e)
-                            futures[f] = f"index {e.name}"
-                            pending.add(f)
+                        builds.extend(by_table.get(unit.table.oid, []))
                 if failures:
                     # Fail fast: the copy is unusable anyway, and the rest would only take time.
                     self.children.cancelled.set()
-                    for f in pending:
+                    copies.clear()
+                    builds.clear()
+                    for f in running:
                         f.cancel()
                     self.abort()
                     break
+                fill()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            index_pool.shutdown(wait=True, cancel_futures=True)
             self.reporter.on_done("data", ok=not failures)
         if failures:
             self.report.errors.extend(failures)

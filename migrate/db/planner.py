@@ -135,7 +135,8 @@ def _steps(cfg: DbCopyConfig, source: inv.Inventory) -> list[Step]:
         Step("snapshot", "export one REPEATABLE READ snapshot on the source; every reader adopts it", 1),
         Step("pre-data", "pg_dump --section=pre-data --no-owner --no-acl into pg_restore (types, tables, functions)",
              1),
-        Step("data", "COPY ... TO STDOUT (binary) into COPY ... FROM STDIN, biggest tables first, large ones in ranges",
+        Step("data", "COPY ... TO STDOUT (binary) into COPY ... FROM STDIN, biggest tables first, large ones in "
+             "ranges; each table's indexes and keys built as it lands (copies and builds share the jobs)",
              jobs, tables, data_bytes),
         Step("large objects", "copy large objects in chunks", 1, source.large_objects),
         Step("sequences", "set sequences to their values in the snapshot", 1, len(source.sequences)),

@@ -87,6 +87,43 @@ def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-u
     assert_same_database(dbs)
 
 
+def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The table with the most data + index work is split over the jobs and loaded first; its index
+    builds start as it lands, before further copies; copies and builds together never exceed --jobs."""
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.progress import RecordingReporter
+
+    monkeypatch.setattr(copier, "SPLIT_LONGEST_MIN", 100_000)
+    dbs.source_sql(
+        "CREATE TABLE chain (id bigint PRIMARY KEY, doc jsonb, n int);"
+        "INSERT INTO chain SELECT g, jsonb_build_object('k', md5(g::text)), g % 7 FROM generate_series(1, 20000) g;"
+        "CREATE INDEX chain_doc ON chain USING gin (doc); CREATE INDEX chain_n ON chain (n);"
+        "CREATE TABLE side_a (id int PRIMARY KEY, v text);"
+        "INSERT INTO side_a SELECT g, 'a' FROM generate_series(1, 3000) g;"
+        "CREATE TABLE side_b (v text); INSERT INTO side_b SELECT 'b' || g FROM generate_series(1, 3000) g;"
+    )
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False)
+    rec = RecordingReporter()
+    report = copier.copy_database(cfg, rec)
+    assert report.status.value == "success"
+    heavy = [(k, t) for k, t, _ in rec.events if k in ("start", "done") and t.startswith(("copy ", "index "))]
+    starts = [t for k, t in heavy if k == "start"]
+    assert starts[:2] == ["copy public.chain [1/2]", "copy public.chain [2/2]"] or \
+        starts[:2] == ["copy public.chain [2/2]", "copy public.chain [1/2]"], starts
+    # chain's builds (GIN first: the longest) start before any copy that had not started when it landed
+    landed = max(i for i, (k, t) in enumerate(heavy) if k == "done" and t.startswith("copy public.chain ["))
+    later = [t for k, t in heavy[landed:] if k == "start"]
+    assert later[0] == "index public.chain_doc", heavy
+    assert all(t.startswith("index ") for t in later[:later.index("index public.chain_n") + 1]), heavy
+    running = peak = 0
+    for k, _ in heavy:
+        running += 1 if k == "start" else -1
+        peak = max(peak, running)
+    assert peak <= 2, heavy
+    assert_same_database(dbs)
+
+
 def test_dry_run_and_plan_write_nothing(dbs) -> None:  # type: ignore[no-untyped-def]
     dbs.source_sql(HARD_SCHEMA)
     res = run_cli("db", "copy", "--dry-run", env=env_for(dbs))
