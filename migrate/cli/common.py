@@ -98,6 +98,42 @@ def _console():
     return Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
 
 
+FACT_ROWS_SHOWN = 25
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return redact(value)
+
+
+def _fact_table(con, key: str, value: object) -> None:
+    """A list of records (e.g. the tables with their sizes) or a mapping of records (e.g. extensions)
+    as a table; "bytes" columns in human units; the first FACT_ROWS_SHOWN rows only."""
+    from rich.table import Table
+
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        rows = [{"name": k, **v} for k, v in value.items()]
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        rows = list(value)
+    else:
+        return
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    table = Table(title=key, show_lines=False)
+    for col in columns:
+        table.add_column(col)
+    for r in rows[:FACT_ROWS_SHOWN]:
+        table.add_row(*(human_bytes(r[c]) if "bytes" in c and isinstance(r.get(c), int) else _cell(r.get(c, ""))
+                        for c in columns))
+    con.print(table)
+    if len(rows) > FACT_ROWS_SHOWN:
+        con.print(f"  … and {len(rows) - FACT_ROWS_SHOWN:,} more (all of them with --json)")
+
+
 def render_plan(ctx: click.Context, plan: Plan) -> None:
     if app(ctx).json:
         echo_json(plan.to_dict())
@@ -110,6 +146,8 @@ def render_plan(ctx: click.Context, plan: Plan) -> None:
         if isinstance(value, list | dict):
             continue
         con.print(f"  {key}: {redact(value)}")
+    for key, value in plan.facts.items():
+        _fact_table(con, key, value)
     table = Table(title="phases", show_lines=False)
     for col in ("#", "phase", "concurrency", "items", "size", "what"):
         table.add_column(col)

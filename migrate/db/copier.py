@@ -64,7 +64,6 @@ BLOCK = 128 * 1024
 PIPE_SIZE = 1024 * 1024
 LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "16MB"
-SPLIT_LONGEST_MIN = 64 * 1024 * 1024  # the longest chain's table is split over the jobs above this size
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -360,32 +359,26 @@ class _Copier:
             raise ToolError(f"pg_restore ({what}) failed: {_last_error(res.stderr)}")
 
     # ---- data ----------------------------------------------------------------------------
-    def plan_units(self, index_bytes: dict[int, int] | None = None) -> list[CopyUnit]:
+    def plan_units(self) -> list[CopyUnit]:
         units: list[CopyUnit] = []
-        threshold = self.cfg.split_threshold_bytes
-        jobs = self.cfg.db.jobs
+        source = self.detail.source
         coord = self._coordinator
         assert coord is not None
-        extra = index_bytes or {}
-        # The longest chain (data + indexes) is loaded by all jobs at once, so its builds start early.
-        longest = max(self.detail.source.tables, key=lambda t: t.bytes + extra.get(t.oid, 0), default=None)
-        for table in self.detail.source.tables:
+        longest = inv.longest_chain(source.tables)
+        for table in source.tables:
             if not table.columns:
                 continue  # a table with no columns has nothing COPY can carry (its row count is checked)
-            parts = 1
-            if table.bytes > threshold and jobs > 1:
-                parts = min(max(2, math.ceil(table.bytes / threshold)), 4 * jobs)
-            elif table is longest and jobs > 1 and table.bytes > SPLIT_LONGEST_MIN:
-                parts = jobs
+            parts = inv.split_parts(table, longest, self.cfg.split_threshold_bytes, self.cfg.db.jobs,
+                                    source.server_version_num)
             if parts > 1 and table.pk_int_column:
                 units += _pk_ranges(coord, table, parts)
-            elif parts > 1 and self.detail.source.server_version_num >= 140000:
+            elif parts > 1:
                 units += _ctid_ranges(coord, table, parts)
             else:
                 units.append(CopyUnit(table))
-        # Most work first (its data plus the indexes built when it lands), so the longest chain starts
-        # at once; ranges of one table interleave with others.
-        units.sort(key=lambda u: (u.table is longest, (u.table.bytes + extra.get(u.table.oid, 0)) / u.parts),
+        # The longest chain first (all jobs load it), then most work first (data plus the indexes built
+        # when it lands); ranges of one table interleave with others.
+        units.sort(key=lambda u: (u.table is longest, (u.table.bytes + u.table.index_bytes) / u.parts),
                    reverse=True)
         return units
 
@@ -403,11 +396,9 @@ class _Copier:
         early = inv.early_indexes(coord, self.detail.source.tables)
         self.early_built = {(e.catalog, e.object_oid) for e in early}
         by_table: dict[int, list[inv.EarlyIndex]] = {}
-        index_bytes: dict[int, int] = {}
         for e in sorted(early, key=lambda e: e.bytes, reverse=True):  # the longest build of a table first
             by_table.setdefault(e.table_oid, []).append(e)
-            index_bytes[e.table_oid] = index_bytes.get(e.table_oid, 0) + e.bytes
-        units = self.plan_units(index_bytes)
+        units = self.plan_units()
         remaining: dict[int, int] = {}
         for u in units:
             remaining[u.table.oid] = remaining.get(u.table.oid, 0) + 1

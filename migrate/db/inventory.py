@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import psycopg
@@ -27,10 +28,33 @@ class TableInfo:
     pages: int
     columns: list[str] = field(default_factory=list)  # copyable: not dropped, not generated
     pk_int_column: str | None = None  # a single-column integer primary key, for range splits
+    index_bytes: int = 0
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+
+SPLIT_LONGEST_MIN = 64 * 1024 * 1024  # the longest chain's table is split over the jobs above this size
+
+
+def longest_chain(tables: list[TableInfo]) -> TableInfo | None:
+    """The table with the most data + index work: its load and index builds are the longest chain."""
+    return max((t for t in tables if t.columns), key=lambda t: t.bytes + t.index_bytes, default=None)
+
+
+def split_parts(table: TableInfo, longest: TableInfo | None, threshold: int, jobs: int,
+                server_version_num: int) -> int:
+    """How many ranges a parallel copy loads `table` in: tables above `threshold` by size; the longest
+    chain's table over all jobs (so that its index builds can start early); 1 when the table has
+    neither an integer primary key nor ctid ranges (PostgreSQL 14+) to split by."""
+    if jobs <= 1 or not (table.pk_int_column or server_version_num >= 140000):
+        return 1
+    if table.bytes > threshold:
+        return min(max(2, math.ceil(table.bytes / threshold)), 4 * jobs)
+    if table is longest and table.bytes > SPLIT_LONGEST_MIN:
+        return jobs
+    return 1
 
 
 @dataclass
@@ -60,13 +84,14 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     rows = conn.execute(
         f"""
         SELECT n.nspname, c.relname, c.oid::bigint,
-               pg_table_size(c.oid), greatest(c.reltuples, 0)::bigint, c.relpages::bigint
+               pg_table_size(c.oid), greatest(c.reltuples, 0)::bigint, c.relpages::bigint,
+               pg_indexes_size(c.oid)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'r' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}
         ORDER BY pg_table_size(c.oid) DESC, n.nspname, c.relname
         """
     ).fetchall()
-    tables = [TableInfo(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    tables = [TableInfo(r[0], r[1], r[2], r[3], r[4], r[5], index_bytes=r[6]) for r in rows]
     if not tables:
         return tables
     cols = conn.execute(

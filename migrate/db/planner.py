@@ -81,9 +81,11 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
     facts["extensions"] = {
         name: {"source version": source.extensions[name], **extensions.get(name, {})} for name in source.extensions
     }
+    longest = inv.longest_chain(source.tables)
     facts["table list"] = [
-        {"table": t.qualified, "bytes": t.bytes, "rows (estimate)": t.rows_estimate,
-         "split": t.bytes > cfg.split_threshold_bytes and cfg.mode == "parallel"}
+        {"table": t.qualified, "bytes": t.bytes, "index bytes": t.index_bytes, "rows (estimate)": t.rows_estimate,
+         "split": cfg.mode == "parallel" and inv.split_parts(
+             t, longest, cfg.split_threshold_bytes, db.jobs, source.server_version_num) > 1}
         for t in source.tables
     ]
     plan.facts = facts
