@@ -275,6 +275,64 @@ def test_corrupted_byte_in_stream_is_caught_and_not_verified(
     assert again.status is Status.SUCCESS and again.totals["copied"] == 2 and again.totals["skipped"] == 1
 
 
+def test_listing_failure_mid_copy_is_one_error_and_a_rerun_finishes(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy starts while the source is still being listed: a listing that fails half-way stops the
+    run with one error naming the source side, keeps what was copied (verified in the manifest), and a
+    rerun copies only the rest."""
+    from botocore.exceptions import ClientError
+
+    from migrate.errors import MigrateError
+    from migrate.s3 import copier
+
+    for i in range(20):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i:02d}", Body=b"v" * (i + 1))
+
+    class FailingPaginator:
+        def __init__(self, real: Any) -> None:
+            self._real = real
+
+        def paginate(self, **kw: Any) -> Any:
+            for n, page in enumerate(self._real.paginate(**kw, PaginationConfig={"PageSize": 5})):
+                if n == 2:
+                    raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "ListObjectsV2")
+                yield page
+
+    class FailingListClient:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def get_paginator(self, name: str) -> Any:
+            return FailingPaginator(self._client.get_paginator(name))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+    real_make, real_list = clients.make_client, copier.list_in_background
+
+    def faulty(side: Any, **kw: Any) -> Any:
+        client = real_make(side, **kw)
+        return FailingListClient(client) if side.location.bucket == buckets.source_bucket else client
+
+    monkeypatch.setattr(clients, "make_client", faulty)
+    monkeypatch.setattr(copier, "list_in_background", lambda *a, **kw: real_list(*a, **kw, page=5))
+    cfg = _cfg(buckets, tmp_path, mode="stream")
+    with pytest.raises(MigrateError) as err:
+        copy_bucket(cfg, RecordingReporter())
+    assert "source" in err.value.message and "InternalError" in err.value.message
+    m = Manifest(manifest_path(cfg))
+    statuses = dict(m.db.execute("SELECT key, status FROM objects"))
+    m.close()
+    done = {k for k, st in statuses.items() if st == "verified"}
+    assert 0 < len(done) <= 10 and set(statuses) <= {f"k{i:02d}" for i in range(10)}
+    assert done <= _target_keys(buckets)
+    monkeypatch.setattr(clients, "make_client", real_make)
+    again = copy_bucket(cfg, RecordingReporter())
+    assert again.status is Status.SUCCESS
+    assert again.totals["copied"] + again.totals["skipped"] == 20 and again.totals["skipped"] == len(done)
+    assert len(_target_keys(buckets)) == 20
+
+
 def test_interrupted_copy_resumes_without_double_counting(buckets: BucketPair, tmp_path: Path) -> None:
     n = 600  # big enough that SIGTERM lands mid-copy even on an idle machine
     for i in range(n):
