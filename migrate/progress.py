@@ -108,6 +108,14 @@ class RecordingReporter:
         return [str(v) for k, _, v in self.events if k == "note"]
 
 
+def plain_text(value: object) -> str:
+    """`value` redacted and escaped for Rich: table names, S3 keys and error text may contain "[...]",
+    which Rich would otherwise read as markup (and fail on, or hide)."""
+    from rich.markup import escape
+
+    return escape(redact(value))
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -224,7 +232,7 @@ class RichReporter:
 
     def on_start(self, task: str, *, total: float | None = None, unit: str = "") -> None:
         with self._lock:
-            self._ids[task] = self._progress.add_task(redact(task), total=total, unit=unit)
+            self._ids[task] = self._progress.add_task(plain_text(task), total=total, unit=unit)
 
     def on_progress(self, task: str, advance: float) -> None:
         with self._lock:
@@ -249,11 +257,11 @@ class RichReporter:
         amount = _amount(t.completed, t.fields.get("unit", "")) if t is not None else ""
         elapsed = f" in {t.elapsed:.1f}s" if t is not None and t.elapsed is not None else ""
         mark = "[green]done[/green]" if ok else "[red]FAILED[/red]"
-        extra = f" — {redact(message)}" if message else ""
-        self._progress.console.log(f"{mark} {redact(task)} {amount}{elapsed}{extra}")
+        extra = f" — {plain_text(message)}" if message else ""
+        self._progress.console.log(f"{mark} {plain_text(task)} {amount}{elapsed}{extra}")
 
     def note(self, message: str) -> None:
-        self._progress.console.log(redact(message))
+        self._progress.console.log(plain_text(message))
 
     def close(self) -> None:
         self._progress.stop()

@@ -17,7 +17,7 @@ from migrate.config import redact
 from migrate.errors import ConfigError
 from migrate.logs import setup_logging
 from migrate.model import Plan, Report
-from migrate.progress import Reporter, choose_reporter, human_bytes
+from migrate.progress import Reporter, choose_reporter, human_bytes, plain_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _cell(value: object) -> str:
         return "yes" if value else ""
     if isinstance(value, int):
         return f"{value:,}"
-    return redact(value)
+    return plain_text(value)
 
 
 def _fact_table(con, key: str, value: object) -> None:
@@ -141,11 +141,11 @@ def render_plan(ctx: click.Context, plan: Plan) -> None:
     from rich.table import Table
 
     con = _console()
-    con.print(f"[bold]{plan.kind} plan[/bold]: {redact(plan.source)} → {redact(plan.target)}")
+    con.print(f"[bold]{plan.kind} plan[/bold]: {plain_text(plan.source)} → {plain_text(plan.target)}")
     for key, value in plan.facts.items():
         if isinstance(value, list | dict):
             continue
-        con.print(f"  {key}: {redact(value)}")
+        con.print(f"  {key}: {plain_text(value)}")
     for key, value in plan.facts.items():
         _fact_table(con, key, value)
     table = Table(title="phases", show_lines=False)
@@ -158,13 +158,13 @@ def render_plan(ctx: click.Context, plan: Plan) -> None:
             str(step.concurrency),
             "" if step.items is None else f"{step.items:,}",
             "" if step.bytes is None else human_bytes(step.bytes),
-            redact(step.description),
+            plain_text(step.description),
         )
     con.print(table)
     for w in plan.warnings:
-        con.print(f"[yellow]warning[/yellow]: {redact(w)}")
+        con.print(f"[yellow]warning[/yellow]: {plain_text(w)}")
     for b in plan.blockers:
-        con.print(f"[red]blocker[/red]: {redact(b)}")
+        con.print(f"[red]blocker[/red]: {plain_text(b)}")
 
 
 def render_report(ctx: click.Context, report: Report, *, max_diffs: int = 50) -> None:
@@ -190,7 +190,7 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
                 "" if p.items is None else f"{p.items:,}",
                 "" if p.rows is None else f"{p.rows:,}",
                 "" if p.bytes is None else human_bytes(p.bytes),
-                redact(p.note),
+                plain_text(p.note),
             )
         con.print(table)
     if report.diffs:
@@ -202,7 +202,7 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
             for col in ("kind", "name", "outcome", "detail"):
                 table.add_column(col)
             for d in shown:
-                table.add_row(d.kind, redact(d.name), d.outcome.value, redact(d.detail))
+                table.add_row(d.kind, plain_text(d.name), d.outcome.value, plain_text(d.detail))
             con.print(table)
             hidden = len(report.differences()) - len(shown)
             if hidden > 0:
@@ -210,7 +210,7 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
         info = [d for d in report.diffs if d.info_only]
         if info and verbose:
             for d in info:
-                con.print(f"[dim]info[/dim]: {d.kind} {redact(d.name)}: {redact(d.detail)}")
+                con.print(f"[dim]info[/dim]: {d.kind} {plain_text(d.name)}: {plain_text(d.detail)}")
         elif info:
             con.print(f"[dim]info: {len(info)} owner/privilege differences, expected on RDS (listed with -v or"
                       " in --json)[/dim]")
@@ -218,8 +218,8 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
         con.print(f"[bold]{c.kind}[/bold]: {c.status.value}")
         _render_report_rich(con, c, max_diffs=max_diffs, table_cls=table_cls, verbose=verbose)
     for w in report.warnings:
-        con.print(f"[yellow]warning[/yellow]: {redact(w)}")
+        con.print(f"[yellow]warning[/yellow]: {plain_text(w)}")
     for e in report.errors:
-        con.print(f"[red]error[/red]: {redact(e)}")
+        con.print(f"[red]error[/red]: {plain_text(e)}")
     style = {"success": "green", "differs": "yellow"}.get(report.status.value, "red")
     con.print(f"[bold {style}]{report.kind}: {report.status.value}[/bold {style}] in {report.seconds:.1f}s")

@@ -10,12 +10,13 @@ evidence (checksums.Evidence) before an object can be marked verified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -460,9 +461,10 @@ class BucketCopier:
         return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size)
 
     # ---- the run ----------------------------------------------------------------------------------------
-    def run(self, rows: Iterable[Row], manifest: Manifest, record: Callable[[Result], None]) -> None:
+    def run(self, rows: Iterable[Row | None], manifest: Manifest, record: Callable[[Result], None]) -> None:
         """Copy every row with a bounded queue of 2×workers; results go to the manifest in batches.
-        `rows` is consumed on this thread (it may use the manifest too)."""
+        `rows` is consumed on this thread (it may use the manifest too); a None in it is a moment to
+        record what has finished, without waiting (so results never wait long behind a slow listing)."""
         pool = ThreadPoolExecutor(max_workers=self.cfg.workers, thread_name_prefix="s3-copy")
         finished: queue.SimpleQueue[Future[Result | None]] = queue.SimpleQueue()
         inflight = 0
@@ -495,6 +497,9 @@ class BucketCopier:
 
         try:
             for row in rows:
+                if row is None:
+                    collect(block=False)
+                    continue
                 if inflight >= self.cfg.workers * 2:
                     collect(block=True)
                 future = pool.submit(self.copy_one, row)
@@ -626,7 +631,7 @@ class _SourceFeed:
         self.listed = True
         self.reporter.on_done("list source")
 
-    def rows(self) -> Iterator[Row]:
+    def rows(self) -> Generator[Row | None, None, None]:
         # "list source" runs ahead of "copy objects"; see _page_listed for the totals meanwhile.
         self.reporter.on_start("list source", total=None, unit="objects")
         try:
@@ -636,27 +641,34 @@ class _SourceFeed:
                 self.reporter.on_done("list source", ok=False)
             raise
 
-    def _rows(self) -> Iterator[Row]:
+    def _rows(self) -> Generator[Row | None, None, None]:
         cfg = self.cfg
         pages = list_in_background(self.src, cfg.source, "source", cfg.shard, on_page=self._page_listed,
                                    on_listed=self._listed)
         for batch in pages:
             t = time.monotonic()
             cats, rows = self.manifest.add_source(batch)
+            # to-copy counts before listed counts: the listing thread's _totals() may read in between,
+            # and then overestimates for a moment instead of underestimating
+            self.todo_n += len(rows)
+            self.todo_b += sum(r.size for r in rows)
             self.n_src += len(batch)
             self.b_src += sum(r[1] for r in batch)
             for name, (n, b) in cats.items():
                 self.cats[name] = (self.cats[name][0] + n, self.cats[name][1] + b)
-            self.todo_n += len(rows)
-            self.todo_b += sum(r.size for r in rows)
             self._totals()
+            self.copier.last_progress = time.monotonic()  # a listed page is progress (no stall warning)
             if rows and not self.copier.mode:
                 probe = clients.make_client(cfg.target, workers=1, probe=True)
                 self.copier.mode, self.why = resolve_mode(cfg, self.src, probe, rows[0].key)
             self.plan_seconds += time.monotonic() - t
             if rows and self.todo_n == len(rows):
                 self.reporter.note(f"copying in {self.copier.mode} mode while the listing continues")
+            yield None  # record finished copies now, even if this page had nothing to copy
             yield from rows
+        if not self.copier.mode:  # auto, and nothing to copy: say which mode it would have been
+            probe = clients.make_client(cfg.target, workers=1, probe=True)
+            self.copier.mode, self.why = resolve_mode(cfg, self.src, probe, None)
         self.manifest.finish_source()
         self.reporter.note(f"listed {self.n_src:,} source objects ({human_bytes(self.b_src)}): "
                            f"{self.todo_n:,} to copy ({human_bytes(self.todo_b)}), "
@@ -701,7 +713,9 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         reporter.on_start("copy bytes", total=None, unit="bytes")
         ok = False
         try:
-            copier.run(feed.rows(), manifest, record)
+            # closing() ends the listing thread now, also when the copy stops on an error or interrupt
+            with contextlib.closing(feed.rows()) as rows:
+                copier.run(rows, manifest, record)
             ok = True
         finally:
             reporter.on_done("copy objects", ok=ok and not counts["failed"])

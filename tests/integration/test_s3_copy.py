@@ -333,6 +333,44 @@ def test_listing_failure_mid_copy_is_one_error_and_a_rerun_finishes(
     assert len(_target_keys(buckets)) == 20
 
 
+def test_interrupt_during_the_copy_stops_the_listing_too(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while results are recorded (the listing still running ahead): the listing thread ends
+    with the copy, not whenever the exception is garbage-collected, and its task is closed."""
+    import threading
+
+    from migrate.s3 import copier
+
+    for i in range(60):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i:03d}", Body=b"x")
+    real_list, real_record = copier.list_in_background, Manifest.record
+    # pages of 5 keys, at most 2 listed ahead: the listing is still running when the copy stops
+    monkeypatch.setattr(copier, "list_in_background", lambda *a, **kw: real_list(*a, **kw, page=5, depth=2))
+    monkeypatch.setattr(copier, "FLUSH_SECONDS", 0.0)
+    calls = {"n": 0}
+
+    def record(self: Manifest, results: Any) -> None:
+        if results:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        real_record(self, results)
+
+    monkeypatch.setattr(Manifest, "record", record)
+    rec = RecordingReporter()
+    try:
+        copy_bucket(_cfg(buckets, tmp_path, mode="stream"), rec)
+    except KeyboardInterrupt:
+        # still handling it (as the CLI's error boundary does): its traceback keeps copy_bucket's frames
+        deadline = time.monotonic() + 1.5  # the listing thread notices a stop within 0.5 s
+        while time.monotonic() < deadline and any(t.name == "s3-list-source" for t in threading.enumerate()):
+            time.sleep(0.1)
+        assert not any(t.name == "s3-list-source" for t in threading.enumerate())
+        assert rec.tasks["list source"].finished
+    else:
+        pytest.fail("the copy was not interrupted")
+
+
 def test_interrupted_copy_resumes_without_double_counting(buckets: BucketPair, tmp_path: Path) -> None:
     n = 600  # big enough that SIGTERM lands mid-copy even on an idle machine
     for i in range(n):

@@ -63,3 +63,32 @@ def test_null_reporter_and_bytes() -> None:
     rep.on_done("x")
     rep.close()
     assert human_bytes(0) == "0 B" and human_bytes(1536) == "1.5 KiB" and human_bytes(3 * 1024**3) == "3.0 GiB"
+
+
+def test_names_that_look_like_rich_markup_are_printed_as_they_are() -> None:
+    """Table names, S3 keys and error text may contain "[...]": shown literally, never parsed as markup."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from migrate.cli.common import _fact_table, _render_report_rich
+    from migrate.model import Diff, Outcome, Report
+
+    con = Console(file=io.StringIO(), width=200)
+    _fact_table(con, "table list", [{"table": "public.weird[/x]", "bytes": 10}, {"table": "s.[bold]shown"}])
+    report = Report(kind="s3", source="s3://a", target="s3://b")
+    report.diffs.append(Diff("object", "drafts/[/final].csv", Outcome.ERROR, "failed: [red]x"))
+    report.errors.append("1 objects failed: drafts/[/final].csv")
+    _render_report_rich(con, report, max_diffs=10, table_cls=Table)
+    text = con.file.getvalue()
+    assert "public.weird[/x]" in text and "s.[bold]shown" in text
+    assert "drafts/[/final].csv" in text and "failed: [red]x" in text
+
+    out = io.StringIO()
+    rep = RichReporter(out)
+    rep.on_start("copy public.t[/x]", total=1)
+    rep.on_done("copy public.t[/x]", message="[/oops]")
+    rep.note("key [/k] done")
+    rep.close()
+    assert "copy public.t[/x]" in out.getvalue() and "[/oops]" in out.getvalue() and "key [/k]" in out.getvalue()
