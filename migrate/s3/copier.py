@@ -1,4 +1,5 @@
 """`s3 copy`: list, reconcile with the manifest, copy what is not yet verified, check every object.
+The copy starts with the first page of the source listing; the listing runs ahead in a thread.
 
 Modes: server-side (CopyObject / UploadPartCopy with the target credential), stream (GET with the
 source credential, PUT / multipart upload with the target credential, bounded memory, no temp files),
