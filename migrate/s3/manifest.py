@@ -226,12 +226,6 @@ class Manifest:
             yield from rows
             last = rows[-1].key
 
-    def todo_totals(self) -> tuple[int, int]:
-        n, b = self.db.execute(
-            "SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE status IN ('pending', 'failed')"
-        ).fetchone()
-        return int(n), int(b)
-
     def record(self, results: list[tuple[str, str, str | None, str | None, str | None]]) -> None:
         """Write (key, status, evidence, target_etag, detail) results in one transaction."""
         if not results:
