@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 
 # User schemas: not the system ones, not another session's temp schemas.
 USER_SCHEMA = (
@@ -84,7 +85,7 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     rows = conn.execute(
         f"""
         SELECT n.nspname, c.relname, c.oid::bigint,
-               pg_table_size(c.oid), greatest(c.reltuples, 0)::bigint, c.relpages::bigint,
+               pg_table_size(c.oid), c.reltuples::bigint, c.relpages::bigint,
                pg_indexes_size(c.oid)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'r' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}
@@ -118,7 +119,24 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     ).fetchall()
     for oid, col in pks:
         by_oid[oid].pk_int_column = col
+    for t in tables:
+        # reltuples is -1 until the first VACUUM or ANALYZE (PostgreSQL 14+; 0 before): a freshly loaded
+        # source would show 0 rows. Ask the planner instead, which estimates from the table's current
+        # size and row width without reading it (for an empty file it would assume 10 pages: not asked).
+        if t.rows_estimate < 0 or (t.rows_estimate == 0 and t.pages == 0):
+            t.rows_estimate = _planner_rows(conn, t) if t.bytes > 0 else 0
     return tables
+
+
+def _planner_rows(conn: psycopg.Connection, table: TableInfo) -> int:
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY {}.{}").format(
+        sql.Identifier(table.schema), sql.Identifier(table.name))
+    try:
+        with conn.transaction():  # a savepoint: a table we may not read must not end the caller's transaction
+            plan = conn.execute(query).fetchone()
+        return max(int(plan[0][0]["Plan"]["Plan Rows"]), 0)  # type: ignore[index]
+    except (psycopg.Error, TypeError, KeyError, IndexError, ValueError):
+        return 0
 
 
 def take_inventory(conn: psycopg.Connection) -> Inventory:

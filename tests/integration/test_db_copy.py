@@ -145,6 +145,24 @@ def test_dry_run_and_plan_write_nothing(dbs) -> None:  # type: ignore[no-untyped
     assert target_relations(dbs) == []
 
 
+def test_plan_estimates_rows_of_a_never_analyzed_table(dbs) -> None:  # type: ignore[no-untyped-def]
+    """A freshly loaded source has reltuples = -1 (never vacuumed or analyzed): the plan must not say 0."""
+    dbs.source_sql(
+        "CREATE TABLE fresh (id int PRIMARY KEY, note text) WITH (autovacuum_enabled = off);"
+        "INSERT INTO fresh SELECT g, repeat('x', 40) FROM generate_series(1, 20000) g;"
+        "CREATE TABLE analysed (id int) WITH (autovacuum_enabled = off);"
+        "INSERT INTO analysed SELECT generate_series(1, 3000); ANALYZE analysed;"
+        "CREATE TABLE empty_one (id int);"
+    )
+    res = run_cli("db", "plan", "--json", env=env_for(dbs))
+    assert res.code == 0, res.output
+    rows = {t["table"]: t["rows (estimate)"] for t in json.loads(res.out)["facts"]["table list"]}
+    assert 20000 / 3 <= rows["public.fresh"] <= 20000 * 3, rows
+    assert rows["public.analysed"] == 3000
+    assert rows["public.empty_one"] == 0
+    assert json.loads(res.out)["facts"]["rows (estimate)"] == sum(rows.values())
+
+
 def test_non_empty_target_is_refused_then_clean_replaces_it(dbs) -> None:  # type: ignore[no-untyped-def]
     dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
     dbs.target_sql("SET ROLE rds_master; CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42);")
