@@ -201,6 +201,27 @@ class PlainReporter:
         self._thread.join(timeout=1)
 
 
+def amount_of(done: float, total: float | None, unit: str) -> str:
+    """"12.0 MiB/48.0 MiB 25%", "1,200/3,000 objects 40%", or the amount alone without a total."""
+    if not total:
+        return _amount(done, unit)
+    pct = min(100.0 * done / total, 100.0)
+    shown = _amount(done, unit) if unit == "bytes" or not unit else f"{done:,.0f}"
+    return f"{shown}/{_amount(total, unit)} {pct:.0f}%"
+
+
+def _amount_column() -> Any:
+    """A Rich column (built lazily: Rich is imported only for a terminal) showing `amount_of`."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class AmountColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(amount_of(task.completed, task.total, task.fields.get("unit", "")))
+
+    return AmountColumn()
+
+
 class RichReporter:
     """Live bars on a terminal (stderr, so stdout stays clean for tables and JSON)."""
 
@@ -208,7 +229,6 @@ class RichReporter:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
             TextColumn,
             TimeElapsedColumn,
@@ -219,8 +239,7 @@ class RichReporter:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
+            _amount_column(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self._console,

@@ -92,6 +92,13 @@ class CopyUnit:
     def whole(self) -> bool:
         return self.parts == 1
 
+    @property
+    def estimate(self) -> int:
+        """Bytes this COPY is expected to carry, for percentages and ETAs: the table's size on disk
+        over its ranges. Binary COPY output is close to it, but not equal (no tuple headers or free
+        space; TOAST comes back decompressed), so the copy grows the estimate when it is passed."""
+        return max(self.table.bytes // self.parts, 1)
+
     def target_sql(self, fmt: str) -> str:
         cols = ", ".join(sql.Identifier(c).as_string(None) for c in self.table.columns)
         # FREEZE (whole tables only, after TRUNCATE in the same transaction): rows land frozen, so the
@@ -150,6 +157,7 @@ class _Copier:
         self.bytes = 0
         self.early_built: set[tuple[int, int]] = set()
         self._count_lock = threading.Lock()
+        self._data_total = 0  # estimated bytes of the data phase's copies, corrected as they land
 
     # ---- orchestration -------------------------------------------------------------------
     def run(self) -> None:
@@ -402,7 +410,8 @@ class _Copier:
         remaining: dict[int, int] = {}
         for u in units:
             remaining[u.table.oid] = remaining.get(u.table.oid, 0) + 1
-        self.reporter.on_start("data", total=len(units), unit="copies")
+        self._data_total = sum(u.estimate for u in units)
+        self.reporter.on_start("data", total=self._data_total, unit="bytes")
         failures: list[str] = []
         hint: str | None = None
         copies = collections.deque(units)
@@ -436,7 +445,6 @@ class _Copier:
                         continue
                     if unit is None:
                         continue  # an index build finished
-                    self.reporter.on_progress("data", 1)
                     remaining[unit.table.oid] -= 1
                     if remaining[unit.table.oid] == 0:
                         builds.extend(by_table.get(unit.table.oid, []))
@@ -503,6 +511,12 @@ class _Copier:
         finally:
             self.reporter.on_done(task, ok=ok)
 
+    def _grow_data_total(self, delta: int) -> None:
+        if delta:
+            with self._count_lock:  # totals reach the reporter in the order they were computed
+                self._data_total += delta
+                self.reporter.on_total("data", self._data_total)
+
     def copy_unit(self, unit: CopyUnit) -> None:
         try:
             self._copy_unit(unit, "binary")
@@ -526,7 +540,8 @@ class _Copier:
             "-c", "COMMIT",
         ]
         task = f"copy {unit.label}"
-        self.reporter.on_start(task, unit="bytes")
+        estimate = unit.estimate
+        self.reporter.on_start(task, total=estimate, unit="bytes")
         conn = self._target()
         proc = self.children.popen(argv, env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         moved = 0
@@ -546,7 +561,13 @@ class _Copier:
                         for block in _blocks(fd):
                             copy.write(block)
                             moved += len(block)
+                            if moved > estimate:  # bigger than its size on disk: keep the bars below 100%
+                                grown = moved + moved // 4
+                                self._grow_data_total(grown - estimate)
+                                estimate = grown
+                                self.reporter.on_total(task, estimate)
                             self.reporter.on_progress(task, len(block))
+                            self.reporter.on_progress("data", len(block))
                         rc = proc.wait()
                         if rc != 0 or self.children.cancelled.is_set():
                             # Raising inside the COPY block makes psycopg abort it: nothing is committed.
@@ -574,7 +595,10 @@ class _Copier:
             with self._count_lock:
                 self.rows += rows
                 self.bytes += moved
+            self._grow_data_total(moved - estimate)  # landed: its actual size replaces the estimate
         finally:
+            if not ok and moved:
+                self.reporter.on_progress("data", -moved)  # rolled back (or retried as text): not copied
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()

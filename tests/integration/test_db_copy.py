@@ -85,6 +85,24 @@ def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-u
     assert any("big_pk [" in t for t in copies) and any("big_nopk [" in t for t in copies), copies
     assert report.totals["rows"] == 40000
     assert_same_database(dbs)
+    # Progress in bytes with percentages: every copy has a total (its estimate) that its bar never
+    # passes; the overall "data" bar ends exactly at the bytes copied, at 100%, never above it.
+    totals: dict[str, float] = {}
+    done: dict[str, float] = {}
+    for kind, task, value in rec.events:
+        if task != "data" and not task.startswith("copy "):
+            continue
+        if kind == "start":
+            assert value and value > 0, (task, value)
+            totals[task], done[task] = value, 0
+        elif kind == "total":
+            totals[task] = value
+        elif kind == "progress":
+            done[task] += value
+        assert done.get(task, 0) <= totals.get(task, 0), (kind, task, done.get(task), totals.get(task))
+    data_phase = next(p for p in report.phases if p.name == "data")
+    assert done["data"] == totals["data"] == data_phase.bytes > 0
+    assert rec.tasks["data"].unit == "bytes"
 
 
 def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -92,3 +92,18 @@ def test_names_that_look_like_rich_markup_are_printed_as_they_are() -> None:
     rep.note("key [/k] done")
     rep.close()
     assert "copy public.t[/x]" in out.getvalue() and "[/oops]" in out.getvalue() and "key [/k]" in out.getvalue()
+
+
+def test_amounts_show_units_and_percentages_on_a_terminal() -> None:
+    from migrate.progress import amount_of
+
+    assert amount_of(12 * 1024**2, 48 * 1024**2, "bytes") == "12.0 MiB/48.0 MiB 25%"
+    assert amount_of(1200, 3000, "objects") == "1,200/3,000 objects 40%"
+    assert amount_of(7, None, "copies") == "7 copies"
+    assert amount_of(30, 20, "bytes").endswith(" 100%")  # an estimate overrun never shows above 100%
+    out = io.StringIO()
+    rep = RichReporter(out)
+    rep.on_start("data", total=8 * 1024**2, unit="bytes")
+    rep.on_progress("data", 2 * 1024**2)
+    rep.close()  # the final refresh shows the running bar
+    assert "2.0 MiB/8.0 MiB 25%" in out.getvalue(), out.getvalue()
