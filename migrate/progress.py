@@ -235,7 +235,7 @@ class RichReporter:
             TimeRemainingColumn,
         )
 
-        self._console = Console(file=stream or sys.stderr)
+        self._console = Console(file=stream or sys.stderr, log_path=False)  # no source file:line on log lines
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
