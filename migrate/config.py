@@ -296,6 +296,7 @@ class DbCopyConfig:
     db: DbJobConfig
     mode: str = "parallel"  # parallel | stream
     clean: bool = False  # drop the target's user objects first (needs confirmation)
+    resume: bool = False  # continue an interrupted parallel copy recorded in the target
     verify: bool = True
     split_threshold_bytes: int = 256 * 1024 * 1024  # tables above this are copied in ranges
     sections: tuple[str, ...] = ("pre-data", "data", "post-data")

@@ -70,6 +70,9 @@ def plan_cmd(ctx: click.Context, source: str | None, target: str | None, jobs: i
               show_envvar=True, help="parallel: snapshot + parallel COPY; stream: pg_dump | pg_restore.")
 @click.option("--clean", is_flag=True, envvar="MIGRATE_DB_CLEAN", help="Drop the target's existing user objects first.")
 @click.option("--yes", "-y", is_flag=True, envvar="MIGRATE_YES", help="Do not ask for confirmation (with --clean).")
+@click.option("--resume", is_flag=True, envvar="MIGRATE_DB_RESUME",
+              help="Continue a failed or interrupted parallel copy: keep what it committed, copy the rest. "
+                   "The source must not have changed since.")
 @click.option("--no-verify", is_flag=True, envvar="MIGRATE_DB_NO_VERIFY", help="Skip the verification at the end.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
 @click.option("--report", "report_path", metavar="PATH", envvar="MIGRATE_REPORT",
@@ -77,13 +80,19 @@ def plan_cmd(ctx: click.Context, source: str | None, target: str | None, jobs: i
 @click.pass_context
 def copy_cmd(
     ctx: click.Context, source: str | None, target: str | None, jobs: int | None, mode: str, clean: bool,
-    yes: bool, no_verify: bool, dry_run: bool, report_path: str | None,
+    yes: bool, resume: bool, no_verify: bool, dry_run: bool, report_path: str | None,
 ) -> int:
     """Copy schema, data, indexes, constraints, sequences and large objects into the target."""
     from migrate.db.copier import copy_database
     from migrate.db.planner import plan_database
 
-    cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode, clean=clean, verify=not no_verify)
+    if resume and clean:
+        raise ConfigError("--resume keeps what an interrupted copy wrote; --clean drops it", hint="choose one")
+    if resume and mode == "stream":
+        raise ConfigError("--resume continues a parallel copy; a stream copy cannot be resumed",
+                          hint="use --mode parallel --resume, or rerun the stream copy with --clean --yes")
+    cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode, clean=clean, resume=resume,
+                       verify=not no_verify)
     if dry_run:
         plan = plan_database(cfg)
         render_plan(ctx, plan)

@@ -27,6 +27,7 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import fcntl
+import hashlib
 import logging
 import math
 import os
@@ -45,6 +46,7 @@ from psycopg import sql
 
 from migrate.config import DbCopyConfig, redact
 from migrate.db import inventory as inv
+from migrate.db import resume
 from migrate.db.connect import connect, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
@@ -93,6 +95,11 @@ class CopyUnit:
         return self.parts == 1
 
     @property
+    def key(self) -> str:
+        """Names this COPY in the target's resume record: a range's bounds, or the whole table."""
+        return f"{self.part + 1}/{self.parts} {self.where or 'all'}"
+
+    @property
     def estimate(self) -> int:
         """Bytes this COPY is expected to carry, for percentages and ETAs: the table's size on disk
         over its ranges. Binary COPY output is close to it, but not equal (no tuple headers or free
@@ -119,6 +126,7 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
     if blockers:
         raise PreflightError("; ".join(blockers))
     report = Report(kind="db-copy", source=cfg.db.source.display(), target=cfg.db.target.display())
+    report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")]
     copier = _Copier(cfg, detail, reporter, report)
     try:
         copier.run()
@@ -127,7 +135,8 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
         done = ", ".join(p.name for p in report.phases) or "nothing"
         raise Interrupted(
             f"interrupted during {copier.phase}; completed phases: {done}",
-            hint="the target is incomplete: rerun with --clean --yes",
+            hint=("the copy is complete: run `db verify` to check it" if copier.phase == "verify"
+                  else f"the target is incomplete: {copier.rerun_hint}"),
         ) from None
     except BaseException:
         copier.abort()
@@ -158,6 +167,18 @@ class _Copier:
         self.early_built: set[tuple[int, int]] = set()
         self._count_lock = threading.Lock()
         self._data_total = 0  # estimated bytes of the data phase's copies, corrected as they land
+        # The target's record of what is done (parallel mode): the interrupted run's, when resuming.
+        self.state: resume.ResumeState | None = detail.resume if cfg.resume else None
+        self.resuming = self.state is not None
+        self.recording = self.resuming  # a new record is opened by run() (parallel mode)
+        self.kept_copies = 0
+
+    @property
+    def rerun_hint(self) -> str:
+        """What a rerun should be, given the phase that failed or was interrupted."""
+        if self.cfg.mode == "parallel" and self.phase in ("data", "large objects", "sequences", "analyze"):
+            return "rerun with --resume to continue (the source must not change meanwhile), or --clean --yes"
+        return "rerun with --clean --yes"
 
     # ---- orchestration -------------------------------------------------------------------
     def run(self) -> None:
@@ -167,15 +188,24 @@ class _Copier:
         if self.cfg.mode == "stream":
             self._phase("dump | restore", 1, self.stream_copy)
         else:
+            if self.resuming:
+                self.reporter.note("resuming the interrupted copy recorded in the target")
+            else:
+                self.state = resume.ResumeState()
+                self._open_record()
             self._phase("snapshot", 1, self.export_snapshot)
             self._phase("pre-data", 1, self.schema_dump)
-            self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
+            if not self.resuming:
+                self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
+                self._record(lambda c: resume.mark(c, resume.STEP, "", "pre-data"))
             self._phase("data", jobs, self.copy_data)
-            self._phase("large objects", 1, _server_errors("copying large objects", self.copy_large_objects))
-            self._phase("sequences", 1, _server_errors("setting sequences", self.copy_sequences))
+            self._phase("large objects", 1, self._guard("copying large objects", self.copy_large_objects))
+            self._phase("sequences", 1, self._guard("setting sequences", self.copy_sequences))
             self.release_snapshot()
-            self._phase("post-data", jobs, lambda: self.restore_section("post-data", jobs))
-        self._phase("analyze", jobs, _server_errors("analyzing the target", self.analyze))
+            self._phase("post-data", jobs, self.post_data)
+        self._phase("analyze", jobs, self._guard("analyzing the target", self.analyze))
+        if self.state is not None:
+            self._record(resume.drop_state)  # the copy is complete: nothing left to resume
         if self.cfg.verify:
             from migrate.db.verify import verify_databases
 
@@ -187,6 +217,18 @@ class _Copier:
             self.report.phases.append(
                 PhaseResult("verify", time.monotonic() - started, jobs, note=verification.status.value)
             )
+
+    def _guard(self, what: str, fn: Callable[[], PhaseResult]) -> Callable[[], PhaseResult]:
+        """Turn a server error inside a phase into one clear CopyFailed line."""
+
+        def wrapped() -> PhaseResult:
+            try:
+                return fn()
+            except psycopg.Error as exc:
+                raise CopyFailed(f"{what} failed: {_first_line(str(exc))}",
+                                 hint=f"fix the cause, then {self.rerun_hint}") from None
+
+        return wrapped
 
     def _phase(self, name: str, concurrency: int, fn: Callable[[], object], merge: bool = False) -> None:
         self.phase = name
@@ -245,6 +287,32 @@ class _Copier:
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
+
+    def _open_record(self) -> None:
+        try:
+            with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+                resume.create_state(conn)
+            self.recording = True
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self.report.warnings.append(
+                f"no resume record: the target user may not create schema {resume.SCHEMA}"
+                f" ({_first_line(str(exc))}); if this copy fails, rerun it with --clean --yes")
+
+    def _mark(self, conn: psycopg.Connection, kind: str, table: str, name: str) -> None:
+        """Record a step in `conn`'s transaction (so it commits with the work it records)."""
+        if self.recording:
+            resume.mark(conn, kind, table, name)
+
+    def _record(self, fn: Callable[[psycopg.Connection], None]) -> None:
+        """One change to the resume record, committed at once (phase boundaries)."""
+        if not self.recording:
+            return
+        try:
+            with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+                fn(conn)
+        except psycopg.Error as exc:
+            raise CopyFailed(f"could not update the copy's record in the target ({resume.SCHEMA}):"
+                             f" {_first_line(str(exc))}") from None
 
     # ---- phases --------------------------------------------------------------------------
     def clean_target(self) -> None:
@@ -312,6 +380,27 @@ class _Copier:
         res = self._run_tool(argv, tool_env(src), "pg_dump")
         if res.returncode != 0:
             raise ToolError(f"pg_dump of the schema failed: {_last_error(res.stderr)}")
+        digest = self._schema_digest()
+        assert self.state is not None
+        if not self.resuming:
+            self._record(lambda c: resume.mark(c, resume.META, "", f"schema {digest}"))
+        elif self.state.schema_hash() != digest:
+            raise CopyFailed("--resume: the source's schema changed since the interrupted copy, so what it copied"
+                             " cannot be kept", hint="rerun with --clean --yes")
+
+    def _schema_digest(self) -> str:
+        """A fingerprint of the source's schema: the SQL its archive restores (definitions, not just
+        names)."""
+        tool = self.detail.tools["pg_restore"]
+        res = self._run_tool([tool.path, "-f", "-", str(self.tmp / "schema.dump")], dict(os.environ),
+                             "pg_restore -f -")
+        if res.returncode != 0:
+            raise ToolError(f"pg_restore could not read the schema archive: {_last_error(res.stderr)}")
+        # Not the lines that differ between two dumps of the same schema: \restrict's random key
+        # (pg_dump 17.6, 16.10, 15.14 and later), the versions of the server and of pg_dump.
+        lines = [ln for ln in res.stdout.splitlines()
+                 if not ln.startswith((b"\\restrict ", b"\\unrestrict ", b"-- Dumped from", b"-- Dumped by"))]
+        return hashlib.sha256(b"\n".join(lines)).hexdigest()
 
     def _toc(self, section: str) -> Path:
         """pg_restore's table of contents for one section, minus what a non-superuser may not do."""
@@ -336,6 +425,16 @@ class _Copier:
         path = self.tmp / f"{section}.list"
         path.write_text("\n".join(kept) + "\n")
         return path
+
+    def post_data(self) -> None:
+        """pg_restore's post-data, recorded as started first: it runs in several transactions (-j) and
+        cannot be resumed part-way (the preflight refuses a resume after a half-done post-data)."""
+        assert self.state is not None
+        if self.state.step("post-data"):
+            return
+        self._record(lambda c: resume.mark(c, resume.STEP, "", "post-data started"))
+        self.restore_section("post-data", self.cfg.db.jobs)
+        self._record(lambda c: resume.mark(c, resume.STEP, "", "post-data"))
 
     def restore_section(self, section: str, jobs: int) -> None:
         tool = self.detail.tools["pg_restore"]
@@ -403,10 +502,18 @@ class _Copier:
         coord.execute("SELECT pg_catalog.set_config('search_path', '', true)")
         early = inv.early_indexes(coord, self.detail.source.tables)
         self.early_built = {(e.catalog, e.object_oid) for e in early}
+        state = self.state
+        assert state is not None
+        if state.step("data"):  # the interrupted run got past its data phase
+            return PhaseResult("data", 0.0, jobs, note="copied by the interrupted run")
+        names = {t.oid: t.qualified for t in self.detail.source.tables}
         by_table: dict[int, list[inv.EarlyIndex]] = {}
         for e in sorted(early, key=lambda e: e.bytes, reverse=True):  # the longest build of a table first
-            by_table.setdefault(e.table_oid, []).append(e)
+            if not state.has(resume.INDEX, names.get(e.table_oid, ""), e.name):  # built by an interrupted run
+                by_table.setdefault(e.table_oid, []).append(e)
         units = self.plan_units()
+        if self.resuming:
+            units = self._units_left(units)
         remaining: dict[int, int] = {}
         for u in units:
             remaining[u.table.oid] = remaining.get(u.table.oid, 0) + 1
@@ -416,6 +523,9 @@ class _Copier:
         hint: str | None = None
         copies = collections.deque(units)
         builds: collections.deque[inv.EarlyIndex] = collections.deque()
+        for oid, items in by_table.items():
+            if oid not in remaining:  # landed in the interrupted run: only its builds are left
+                builds.extend(items)
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
         running: dict[cf.Future[None], tuple[str, CopyUnit | None]] = {}
 
@@ -464,27 +574,55 @@ class _Copier:
         if failures:
             self.report.errors.extend(failures)
             raise CopyFailed(f"copying table {failures[0]}",
-                             hint=hint or "fix the cause, then rerun with --clean --yes")
+                             hint=hint or f"fix the cause, then {self.rerun_hint}")
         self.finish_indexes(early)
+        self._record(lambda c: resume.mark(c, resume.STEP, "", "data"))
+        kept = f"; {self.kept_copies} copies kept from the interrupted run" if self.resuming else ""
         return PhaseResult("data", 0.0, jobs, items=len(units), rows=self.rows, bytes=self.bytes,
-                           note=f"{len(early)} indexes/keys built as tables landed")
+                           note=f"{len(early)} indexes/keys built as tables landed{kept}")
+
+    def _units_left(self, units: list[CopyUnit]) -> list[CopyUnit]:
+        """--resume: the units the interrupted run did not commit. A table whose recorded ranges are not
+        this run's (another --jobs changes the split) is emptied and copied again whole."""
+        state = self.state
+        assert state is not None
+        by_table: dict[str, list[CopyUnit]] = {}
+        for u in units:
+            by_table.setdefault(u.table.qualified, []).append(u)
+        left: list[CopyUnit] = []
+        for name, mine in by_table.items():
+            done = state.copies(name)
+            if not done <= {u.key for u in mine}:
+                log.info("%s: copied in other ranges by the interrupted run: copying it again", name)
+                conn = self._target()
+                table = mine[0].table
+                conn.execute(f"TRUNCATE ONLY {qualified(table.schema, table.name)}")
+                resume.forget_copies(conn, name)
+                conn.commit()
+                done = set()
+            self.kept_copies += sum(u.key in done for u in mine)
+            left += [u for u in mine if u.key not in done]
+        keep = {id(u) for u in left}
+        return [u for u in units if id(u) in keep]  # in the planned order
 
     def finish_indexes(self, early: list[inv.EarlyIndex]) -> None:
         """Attach the built unique indexes as their constraints, CLUSTER ON, REPLICA IDENTITY: catalog
         changes that need locks conflicting with index builds, so they run after all of them."""
         steps = [stmt for e in early for stmt in e.finish]
-        if not steps:
+        assert self.state is not None
+        if not steps or self.state.step("keys attached"):
             return
         conn = self._target()
         try:
             conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
             for stmt in steps:
                 conn.execute(stmt.encode())
+            self._mark(conn, resume.STEP, "", "keys attached")
             conn.commit()
         except psycopg.Error as exc:
             conn.rollback()
             raise CopyFailed(f"attaching the keys failed: {_first_line(str(exc))}",
-                             hint="fix the cause, then rerun with --clean --yes") from None
+                             hint=f"fix the cause, then {self.rerun_hint}") from None
 
     def build_index(self, item: inv.EarlyIndex) -> None:
         if self.children.cancelled.is_set():
@@ -501,6 +639,7 @@ class _Copier:
                 # are unaffected. B-tree builds want the opposite (in-memory sorts), so GIN only.
                 conn.execute("SELECT pg_catalog.set_config('maintenance_work_mem', %s, true)", (GIN_BUILD_MEMORY,))
             conn.execute(item.statement.encode())
+            self._mark(conn, resume.INDEX, self._table_name(item.table_oid), item.name)
             conn.commit()
             ok = True
         except psycopg.Error as exc:
@@ -510,6 +649,9 @@ class _Copier:
             raise CopyFailed(f"building {item.name} failed: {_first_line(str(exc))}") from None
         finally:
             self.reporter.on_done(task, ok=ok)
+
+    def _table_name(self, oid: int) -> str:
+        return next((t.qualified for t in self.detail.source.tables if t.oid == oid), "")
 
     def _grow_data_total(self, delta: int) -> None:
         if delta:
@@ -590,6 +732,7 @@ class _Copier:
                         raise KeyboardInterrupt from None
                     raise CopyFailed(f"writing to the target failed: {_first_line(str(exc))}") from None
                 rows = max(cur.rowcount, 0)
+            self._mark(conn, resume.COPY, unit.table.qualified, unit.key)
             conn.commit()
             ok = True
             with self._count_lock:
@@ -616,6 +759,10 @@ class _Copier:
             return PhaseResult("large objects", 0.0, 1, items=0)
         total = 0
         conn = self._target()
+        if self.resuming:  # each large object commits whole: those on the target are done
+            there = {r[0] for r in conn.execute("SELECT oid FROM pg_largeobject_metadata").fetchall()}
+            conn.commit()
+            oids = [o for o in oids if o not in there]
         self.reporter.on_start("large objects", total=len(oids), unit="objects")
         for oid in oids:
             conn.execute("SELECT lo_create(%s)", (oid,))
@@ -709,19 +856,6 @@ class _Copier:
                 "SELECT coalesce(sum(n_live_tup), 0)::bigint FROM pg_stat_user_tables"
             ).fetchone()[0]  # type: ignore[index]
         return PhaseResult("dump | restore", 0.0, 1, items=len(self.detail.source.tables), rows=int(rows))
-
-
-def _server_errors(what: str, fn: Callable[[], PhaseResult]) -> Callable[[], PhaseResult]:
-    """Turn a server error inside a phase into one clear CopyFailed line."""
-
-    def wrapped() -> PhaseResult:
-        try:
-            return fn()
-        except psycopg.Error as exc:
-            raise CopyFailed(f"{what} failed: {_first_line(str(exc))}",
-                             hint="fix the cause, then rerun with --clean --yes") from None
-
-    return wrapped
 
 
 class _SourceFailed(Exception):

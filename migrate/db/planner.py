@@ -8,6 +8,7 @@ from typing import Any
 
 from migrate.config import DbCopyConfig
 from migrate.db import inventory as inv
+from migrate.db import resume
 from migrate.db.connect import connect
 from migrate.db.pgtools import PgTool, find_tool
 from migrate.errors import ToolError
@@ -23,6 +24,7 @@ class DbPlanDetail:
     source: inv.Inventory
     target_relations: list[str]
     tools: dict[str, PgTool] = field(default_factory=dict)
+    resume: resume.ResumeState | None = None  # the target's record of an interrupted copy
 
 
 def plan_database(cfg: DbCopyConfig) -> Plan:
@@ -40,12 +42,15 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
     with connect(db.source, "source") as src:
         src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         source = inv.take_inventory(src)
+        source_has_state_schema = src.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                              (resume.SCHEMA,)).fetchone() is not None
         src.rollback()
     with connect(db.target, "target") as tgt:
         tgt.execute("BEGIN READ ONLY")
         target_version = str(tgt.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         target_version_num = int(tgt.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
-        target_relations = inv.user_relations(tgt)
+        state = resume.read_state(tgt)
+        target_relations = [r for r in inv.user_relations(tgt) if not r.startswith(f"{resume.SCHEMA}.")]
         extensions = inv.extension_availability(tgt, sorted(source.extensions))
         target_user, target_su = tgt.execute(
             "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
@@ -53,7 +58,7 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
         tgt.rollback()
 
     plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
-    detail = DbPlanDetail(source=source, target_relations=target_relations)
+    detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state)
     source_major = source.server_version_num // 10000
     tools_needed = ["pg_dump", "pg_restore"] + (["psql"] if cfg.mode == "parallel" else [])
     for name in tools_needed:
@@ -103,17 +108,59 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
                 f"extension {name} is available on the target but {target_user} may not create it"
                 " (create it first as a privileged user, or grant rds_superuser)"
             )
-    if target_relations:
-        shown = ", ".join(target_relations[:5]) + (" …" if len(target_relations) > 5 else "")
-        if cfg.clean:
-            plan.warnings.append(f"--clean: {len(target_relations)} existing relations will be dropped ({shown})")
-        else:
-            plan.blockers.append(
-                f"the target database already holds {len(target_relations)} user relations ({shown});"
-                " nothing was written — use --clean --yes to replace them"
-            )
+    shown = ", ".join(target_relations[:5]) + (" …" if len(target_relations) > 5 else "")
+    if state is not None:
+        facts["interrupted copy on the target"] = state.summary()
+    if cfg.clean and (target_relations or state is not None):
+        plan.warnings.append(f"--clean: {len(target_relations)} existing relations will be dropped ({shown})")
+    elif cfg.resume:
+        _resume_checks(plan, state, target_relations, shown)
+        if state is not None and not cfg.verify:
+            plan.warnings.append("--resume with --no-verify: nothing will check that the source did not change"
+                                 " between the runs")
+    elif state is not None:
+        plan.blockers.append(
+            "the target holds an interrupted paas-migrate copy; nothing was written — use --resume to"
+            " continue it (the source must not have changed), or --clean --yes to start again"
+        )
+    elif target_relations:
+        plan.blockers.append(
+            f"the target database already holds {len(target_relations)} user relations ({shown});"
+            " nothing was written — use --clean --yes to replace them"
+        )
+    if source_has_state_schema and cfg.mode == "parallel":
+        plan.blockers.append(f"the source has a schema named {resume.SCHEMA}, which paas-migrate keeps its copy"
+                             " record in on the target: rename it, or use --mode stream")
     plan.steps = _steps(cfg, source)
     return plan, detail
+
+
+def _resume_checks(plan: Plan, state: resume.ResumeState | None, target_relations: list[str], shown: str) -> None:
+    """--resume: what can be continued, and what cannot (a blocker each, nothing written)."""
+    if state is None and target_relations:
+        plan.blockers.append(
+            f"--resume: the target holds {len(target_relations)} user relations ({shown}) but no record of an"
+            " interrupted paas-migrate copy; nothing was written — use --clean --yes to replace them"
+        )
+    elif state is None:
+        plan.warnings.append("--resume: nothing to resume (the target is empty): copying from the start")
+    elif not state.step("pre-data"):
+        plan.blockers.append(
+            "--resume: the interrupted copy stopped before its schema was complete, so no data was copied;"
+            " nothing was written — rerun with --clean --yes"
+        )
+    elif state.step("post-data started") and not state.step("post-data"):
+        plan.blockers.append(
+            "--resume: the interrupted copy stopped while restoring constraints and triggers (post-data),"
+            " which cannot be continued part-way; nothing was written — rerun with --clean --yes"
+        )
+    else:
+        done = state.summary()
+        plan.warnings.append(
+            f"--resume: keeping {done['copies']} table copies and {done['index builds']} index builds of the"
+            " interrupted run; they were read from the source then, so it must not have changed since"
+            " (the verification at the end checks)"
+        )
 
 
 def _mb(n: int) -> str:

@@ -1,0 +1,89 @@
+"""What an interrupted parallel `db copy` had finished, kept in the target database itself.
+
+The record lives where the copy does, not on local disk: `db copy` usually runs in an ECS task, and a
+rerun is a new task with a fresh filesystem. It is one small table in its own schema. Each step is
+recorded in the same transaction as the work it records (a table range's COPY, an index build, the
+keys attached afterwards), so a step is marked done exactly when its work is committed. The schema
+is dropped when the copy finishes, before verification; `--clean` drops it with everything else.
+
+Read-only helpers say nothing about whether resuming is *consistent*: that needs a source that did
+not change between the runs (the service stopped). The copy's verification compares the whole target
+with the source as it is at the end, so a source that did change is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+SCHEMA = "_paas_migrate"
+TABLE = "copy_state"
+
+# Step kinds
+COPY = "copy"  # one COPY unit: name = the unit's key
+INDEX = "index"  # one early index/key build: name = the index's name
+STEP = "step"  # a whole phase: name = "pre-data", "keys attached", "post-data started", "post-data"
+META = "meta"  # facts about the interrupted run: name = "schema <sha256>"
+
+
+@dataclass
+class ResumeState:
+    done: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, table, name)
+
+    def has(self, kind: str, table: str, name: str) -> bool:
+        return (kind, table, name) in self.done
+
+    def step(self, name: str) -> bool:
+        return self.has(STEP, "", name)
+
+    def schema_hash(self) -> str | None:
+        for kind, _, name in self.done:
+            if kind == META and name.startswith("schema "):
+                return name.split(" ", 1)[1]
+        return None
+
+    def copies(self, table: str) -> set[str]:
+        return {name for kind, t, name in self.done if kind == COPY and t == table}
+
+    def summary(self) -> dict[str, int]:
+        return {"copies": sum(k == COPY for k, _, _ in self.done),
+                "index builds": sum(k == INDEX for k, _, _ in self.done)}
+
+
+def _ident() -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(TABLE))
+
+
+def read_state(conn: psycopg.Connection) -> ResumeState | None:
+    """The record of an interrupted copy in this target database, or None. Read-only."""
+    found = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{TABLE}",)).fetchone()
+    if not found or found[0] is None:
+        return None
+    rows = conn.execute(sql.SQL("SELECT kind, tbl, name FROM {}").format(_ident())).fetchall()
+    return ResumeState({(str(k), str(t), str(n)) for k, t, n in rows})
+
+
+def create_state(conn: psycopg.Connection) -> None:
+    """The record's schema and table (autocommit connection or the caller commits)."""
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (kind text NOT NULL, tbl text NOT NULL, name text NOT NULL,"
+                " at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (kind, tbl, name))").format(_ident())
+    )
+
+
+def mark(conn: psycopg.Connection, kind: str, table: str, name: str) -> None:
+    """Record a step inside the caller's transaction: it commits with the work it records."""
+    conn.execute(sql.SQL("INSERT INTO {} (kind, tbl, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING")
+                 .format(_ident()), (kind, table, name))
+
+
+def forget_copies(conn: psycopg.Connection, table: str) -> None:
+    """Forget a table's copied ranges (its rows are being truncated); its built indexes stay built."""
+    conn.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND tbl = %s").format(_ident()), (COPY, table))
+
+
+def drop_state(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))

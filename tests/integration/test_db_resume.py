@@ -1,0 +1,184 @@
+"""db copy --resume against real clusters: what an interrupted copy committed is kept, the rest is copied,
+and the result equals the source by pg_dump's account (an oracle independent of our verify)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.integration.test_db_copy import assert_same_database, env_for
+from tests.support.cli import interrupt, run_cli, start_cli
+
+STATE = "_paas_migrate"
+
+
+def _wait_for_copy_of(dbs, table: str, timeout: float = 60) -> int:  # type: ignore[no-untyped-def]
+    """The source backend running the COPY of `table` (the copy runs it through psql)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
+                " AND query LIKE 'COPY %%' AND query LIKE %s", (f"%{table}%",)
+            ).fetchone()
+            if row:
+                return int(row[0])
+            time.sleep(0.01)
+    raise AssertionError(f"the copy never started a COPY of {table}")
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+
+def _state_exists(dbs) -> bool:  # type: ignore[no-untyped-def]
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE,)).fetchone() is not None
+
+
+def _seed(dbs) -> None:  # type: ignore[no-untyped-def]
+    # Copied biggest first with one job: a_big lands (and its key is built) before b_mid starts.
+    dbs.source_sql(
+        "CREATE TABLE a_big (id int PRIMARY KEY, v text);"
+        "INSERT INTO a_big SELECT g, md5(g::text) || md5((g+1)::text) FROM generate_series(1, 600000) g;"
+        "CREATE TABLE b_mid (id int PRIMARY KEY, v text, a int REFERENCES a_big);"
+        "INSERT INTO b_mid SELECT g, md5(g::text), g FROM generate_series(1, 400000) g;"
+        "CREATE TABLE c_small (id serial PRIMARY KEY, v text); INSERT INTO c_small (v) VALUES ('x'), ('y');"
+        "SELECT lo_from_bytea(0, '\\x00ff'::bytea);"
+    )
+
+
+def _killed_copy(dbs) -> None:  # type: ignore[no-untyped-def]
+    """A copy whose source connection dies while it copies b_mid: exit 1, a_big already committed."""
+    proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", env=env_for(dbs))
+    pid = _wait_for_copy_of(dbs, "b_mid")
+    with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "b_mid" in err and "--resume" in err, err
+    assert _count(dbs.target_admin_url, "a_big") == 600000
+    assert _count(dbs.target_admin_url, "b_mid") == 0
+
+
+def test_resume_keeps_what_committed_and_copies_the_rest(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _seed(dbs)
+    _killed_copy(dbs)
+    # A plain rerun is refused: it names both ways forward and writes nothing.
+    res = run_cli("db", "copy", "--no-verify", env=env_for(dbs))
+    assert res.code == 1, res.output
+    assert "--resume" in res.err and "--clean --yes" in res.err and len(res.err.strip().splitlines()) == 1
+    assert _count(dbs.target_admin_url, "a_big") == 600000
+    # The plan says what would be kept.
+    res = run_cli("db", "plan", "--json", env=env_for(dbs))
+    assert json.loads(res.out)["facts"]["interrupted copy on the target"] == {"copies": 1, "index builds": 1}
+    report_path = tmp_path / "resume.json"
+    res = run_cli("db", "copy", "--resume", "--report", str(report_path), env=env_for(dbs))
+    assert res.code == 0, res.output  # verification included: it matches
+    report = json.loads(report_path.read_text())
+    data = next(p for p in report["phases"] if p["name"] == "data")
+    # Only what the interrupted run had not committed was copied again.
+    assert data["rows"] == 400000 + 2, data
+    assert "1 copies kept" in data["note"], data
+    assert any(w.startswith("--resume: keeping 1 table copies") for w in report["warnings"]), report["warnings"]
+    assert not _state_exists(dbs)
+    assert_same_database(dbs)
+    # Finished: nothing is left to resume, and the target counts as not empty again.
+    res = run_cli("db", "copy", "--resume", "--no-verify", env=env_for(dbs))
+    assert res.code == 1 and "no record of an interrupted" in res.err, res.output
+
+
+def test_resume_refuses_when_it_cannot_continue(dbs) -> None:  # type: ignore[no-untyped-def]
+    _seed(dbs)
+    for args, code, text in [
+        (("--resume", "--clean", "--yes"), 2, "--resume keeps"),
+        (("--resume", "--mode", "stream"), 2, "cannot be resumed"),
+    ]:
+        res = run_cli("db", "copy", *args, env=env_for(dbs))
+        assert res.code == code and text in res.err, res.output
+    _killed_copy(dbs)
+    # A record that says post-data was under way: it cannot be continued part-way.
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        conn.execute(f"INSERT INTO {STATE}.copy_state (kind, tbl, name) VALUES ('step', '', 'post-data started')")
+    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
+    assert res.code == 1 and "post-data" in res.err and "--clean --yes" in res.err, res.output
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        conn.execute(f"DELETE FROM {STATE}.copy_state WHERE name = 'post-data started'")
+    # The source's schema changed since: what was copied cannot be trusted to fit it.
+    dbs.source_sql("ALTER TABLE b_mid ADD COLUMN extra int")
+    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
+    assert res.code == 1 and "schema changed" in res.err and len(res.err.strip().splitlines()) == 1, res.output
+    assert _count(dbs.target_admin_url, "a_big") == 600000  # refused: nothing touched
+    res = run_cli("db", "copy", "--clean", "--yes", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert not _state_exists(dbs)
+    assert_same_database(dbs)
+
+
+def test_resume_on_an_empty_target_copies_everything(dbs) -> None:  # type: ignore[no-untyped-def]
+    dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);")
+    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert_same_database(dbs)
+
+
+def test_resume_after_an_interrupt(dbs) -> None:  # type: ignore[no-untyped-def]
+    _seed(dbs)
+    proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", env=env_for(dbs))
+    _wait_for_copy_of(dbs, "b_mid")
+    res = interrupt(proc, signal.SIGTERM)
+    assert res.code == 130 and "--resume" in res.err, res.output
+    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert_same_database(dbs)
+
+
+@pytest.mark.parametrize("jobs", [2, 1])
+def test_resume_of_a_table_copied_in_ranges(dbs, monkeypatch, jobs: int) -> None:  # type: ignore[no-untyped-def]
+    """The first range of a split table commits, the second fails. Resumed with the same --jobs, the
+    committed range is kept; with another --jobs (another split) the table is emptied and copied whole.
+    Either way no row is copied twice."""
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.errors import CopyFailed
+    from migrate.progress import NullReporter
+
+    dbs.source_sql(
+        "CREATE TABLE ranged (id bigint PRIMARY KEY, v text);"
+        "INSERT INTO ranged SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g;"
+        "CREATE INDEX ranged_v ON ranged (v);"
+    )
+    real = copier._Copier._copy_unit
+    first_landed = threading.Event()
+
+    def failing(self, unit, fmt):  # type: ignore[no-untyped-def]
+        if unit.part == 0:
+            real(self, unit, fmt)
+            first_landed.set()
+            return
+        first_landed.wait(30)
+        raise CopyFailed("injected failure")
+
+    monkeypatch.setattr(copier._Copier, "_copy_unit", failing)
+
+    def cfg(j: int, resume: bool) -> DbCopyConfig:
+        return DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=j), verify=False,
+                            resume=resume, split_threshold_bytes=300_000)
+
+    with pytest.raises(CopyFailed, match="injected failure"):
+        copier.copy_database(cfg(2, False), NullReporter())
+    kept = _count(dbs.target_admin_url, "ranged")
+    assert 0 < kept < 20000
+    monkeypatch.setattr(copier._Copier, "_copy_unit", real)
+    report = copier.copy_database(cfg(jobs, True), NullReporter())
+    data = next(p for p in report.phases if p.name == "data")
+    assert data.rows == (20000 - kept if jobs == 2 else 20000), (data.rows, kept)
+    assert not _state_exists(dbs)
+    assert_same_database(dbs)
