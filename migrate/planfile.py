@@ -335,11 +335,13 @@ def resolve_environment(
     resolver: Resolver | None = None,
     state_dir: str | Path | None = None,
     only: str | None = None,
+    resume: bool = False,
 ) -> EnvConfig:
     """Resolve every reference of one environment into runnable configs.
 
     Contacts Secrets Manager / SSM and reads VCAP_SERVICES as the references require; never
     writes a secret anywhere. `only` ("db" or "s3") skips resolving the other part entirely.
+    `resume` continues an interrupted database copy (`db copy --resume`).
     """
     from migrate.orchestrate import BucketJob, EnvConfig
 
@@ -347,7 +349,7 @@ def resolve_environment(
     base_state = Path(state_dir or r.environ.get("MIGRATE_STATE_DIR") or ".migrate-state")
     db_cfg = None
     if spec.database is not None and only in (None, "db"):
-        db_cfg = _resolve_database(spec.database, r)
+        db_cfg = _resolve_database(spec.database, r, resume)
     jobs: list[BucketJob] = []
     if only in (None, "s3"):
         for b in spec.buckets:
@@ -358,7 +360,7 @@ def resolve_environment(
     return EnvConfig(name=spec.name, db=db_cfg, buckets=tuple(jobs), sources=spec.describe())
 
 
-def _resolve_database(d: DatabaseSpec, r: Resolver) -> Any:
+def _resolve_database(d: DatabaseSpec, r: Resolver, resume: bool = False) -> Any:
     from migrate.config import DbCopyConfig, DbJobConfig
 
     for role, ref in (("source", d.source), ("target", d.target)):
@@ -371,7 +373,10 @@ def _resolve_database(d: DatabaseSpec, r: Resolver) -> Any:
         job = DbJobConfig.build(src, tgt, jobs=d.jobs, environ={})
     except ConfigError as exc:
         raise ConfigError(f"{d.where}: {exc.message}", hint=exc.hint) from None
-    return DbCopyConfig(db=job, mode=d.mode, clean=False, verify=True)
+    if resume and d.mode == "stream":
+        raise ConfigError(f"{d.where}: --resume continues a parallel copy; this database is copied with"
+                          " mode = \"stream\", which cannot be resumed")
+    return DbCopyConfig(db=job, mode=d.mode, clean=False, resume=resume, verify=True)
 
 
 def _has_password(url: str) -> bool:
@@ -435,9 +440,11 @@ def load_environment(
     environ: Mapping[str, str] | None = None,
     state_dir: str | Path | None = None,
     only: str | None = None,
+    resume: bool = False,
 ) -> EnvConfig:
     """load() + resolve_environment(): what `run` and `demo` both do before orchestrating."""
     spec = load(path).environment(env_name)
     return resolve_environment(
-        spec, resolver=Resolver(dict(os.environ) if environ is None else environ), state_dir=state_dir, only=only
+        spec, resolver=Resolver(dict(os.environ) if environ is None else environ), state_dir=state_dir, only=only,
+        resume=resume,
     )

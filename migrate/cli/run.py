@@ -90,11 +90,13 @@ def execute(
               help="Write the final report as Markdown (for a change ticket) to PATH.")
 @click.option("--state-dir", metavar="DIR", envvar="MIGRATE_STATE_DIR",
               help="Where bucket copies keep their resumable manifests (default .migrate-state).")
+@click.option("--resume", is_flag=True, envvar="MIGRATE_DB_RESUME",
+              help="Continue an interrupted database copy (as `db copy --resume`); bucket copies always resume.")
 @output_options
 @click.pass_context
 def command(
     ctx: click.Context, plan_file: str, env_name: str, dry_run: bool, only: str | None,
-    report_path: str | None, markdown_path: str | None, state_dir: str | None,
+    report_path: str | None, markdown_path: str | None, state_dir: str | None, resume: bool,
 ) -> int:
     """Run the database and bucket migrations of one environment, then verify everything.
 
@@ -106,6 +108,6 @@ def command(
     from migrate.planfile import load_environment
 
     environ: dict[str, Any] = dict(os.environ)
-    env = load_environment(plan_file, env_name, environ=environ, state_dir=state_dir, only=only)
+    env = load_environment(plan_file, env_name, environ=environ, state_dir=state_dir, only=only, resume=resume)
     return execute(ctx, env, dry_run=dry_run, report_path=report_path, markdown_path=markdown_path,
                    title=f"paas-migrate run: {env_name}")

@@ -307,10 +307,12 @@ class _Copier:
         """One change to the resume record, committed at once (phase boundaries)."""
         if not self.recording:
             return
+        conn = self._target()  # this (main) thread's: idle between phases
         try:
-            with connect(self.cfg.db.target, "target", autocommit=True) as conn:
-                fn(conn)
+            fn(conn)
+            conn.commit()
         except psycopg.Error as exc:
+            conn.rollback()
             raise CopyFailed(f"could not update the copy's record in the target ({resume.SCHEMA}):"
                              f" {_first_line(str(exc))}") from None
 

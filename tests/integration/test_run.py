@@ -167,6 +167,38 @@ def test_run_end_to_end_with_reports_and_no_secrets(scenario: dict[str, Any]) ->
 
 @pytest.mark.postgres
 @pytest.mark.s3
+def test_run_resume_continues_an_interrupted_database_copy(scenario: dict[str, Any], monkeypatch: Any) -> None:
+    """The database copy of a run fails after one table landed; `run` again is refused (naming --resume),
+    `run --resume` keeps that table, copies the rest, and the whole run verifies."""
+    from migrate.db import copier
+
+    s = scenario
+    real = copier._Copier._copy_unit
+
+    def fail_on_organisations(self: Any, unit: Any, fmt: str) -> None:
+        if unit.table.name == "organisations":
+            raise CopyFailed("injected failure")
+        real(self, unit, fmt)
+
+    monkeypatch.setattr(copier._Copier, "_copy_unit", fail_on_organisations)
+    cfg = DbCopyConfig(db=DbJobConfig.build(s["dbs"].source_url, s["dbs"].target_url, jobs=1), verify=False)
+    with pytest.raises(CopyFailed, match="organisations"):
+        copier.copy_database(cfg, RecordingReporter())
+    again = run_cli("run", "--plan", str(s["plan"]), "--env", "test", env=s["env"])
+    assert again.code == ExitCode.FAILURE and "--resume" in again.err, again.err[-2000:]
+    assert _target_keys(s["buckets"]) == []  # a blocker: nothing written, buckets included
+    report_path = s["tmp"] / "resume.json"
+    res = run_cli("run", "--plan", str(s["plan"]), "--env", "test", "--resume", "--report", str(report_path),
+                  env=s["env"])
+    assert res.code == ExitCode.SUCCESS, res.err[-3000:]
+    db = json.loads(report_path.read_text())["children"][0]
+    data = next(p for p in db["phases"] if p["name"] == "data")
+    assert "1 copies kept" in data["note"] and data["rows"] == 20, data
+    assert db["children"][0]["status"] == "success"  # the copy's own verification
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
 def test_a_blocker_stops_before_any_bucket_is_written(scenario: dict[str, Any]) -> None:
     s = scenario
     s["dbs"].target_sql("CREATE TABLE leftover (id int); INSERT INTO leftover VALUES (1);")
