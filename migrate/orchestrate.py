@@ -257,7 +257,7 @@ class _Runner:
             detail = f" ({exc.message})" if isinstance(exc, Interrupted) else ""
             hint = exc.hint if isinstance(exc, Interrupted) and exc.hint else (
                 "bucket copies resume where they stopped (run again, e.g. with --only s3); "
-                "a partly copied database must be cleared before it is copied again"
+                "a partly copied database continues with --resume (or starts again after db copy --clean --yes)"
             )
             raise Interrupted(f"interrupted during {name}{detail}; finished before that: {done}", hint=hint) from None
         except MigrateError as exc:

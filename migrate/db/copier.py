@@ -56,7 +56,7 @@ from migrate.db.pgtools import (
     tool_env,
 )
 from migrate.db.planner import DbPlanDetail, plan_with_detail
-from migrate.errors import CopyFailed, Interrupted, MigrateError, PreflightError, ToolError
+from migrate.errors import ConfigError, CopyFailed, Interrupted, MigrateError, PreflightError, ToolError
 from migrate.model import PhaseResult, Plan, Report
 from migrate.progress import Reporter
 
@@ -95,6 +95,11 @@ class CopyUnit:
         return self.parts == 1
 
     @property
+    def record_name(self) -> str:
+        """The table's name in the resume record: quoted, so that no two tables share it."""
+        return qualified(self.table.schema, self.table.name)
+
+    @property
     def key(self) -> str:
         """Names this COPY in the target's resume record: a range's bounds, or the whole table."""
         return f"{self.part + 1}/{self.parts} {self.where or 'all'}"
@@ -121,6 +126,8 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
     without --clean. Interrupts end every child process and raise Interrupted. `plan`, if given, is
     not trusted: the preflight runs again right before anything is written (a plan may be stale).
     """
+    if cfg.clean and cfg.resume:
+        raise ConfigError("--resume keeps what an interrupted copy wrote; --clean drops it", hint="choose one")
     fresh_plan, detail = plan_with_detail(cfg)
     blockers = fresh_plan.blockers
     if blockers:
@@ -138,6 +145,11 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
             hint=("the copy is complete: run `db verify` to check it" if copier.phase == "verify"
                   else f"the target is incomplete: {copier.rerun_hint}"),
         ) from None
+    except (CopyFailed, ToolError) as exc:
+        copier.abort()
+        if exc.hint is None and copier.phase not in ("preflight", "verify"):
+            exc.hint = f"fix the cause, then {copier.rerun_hint}"  # what a rerun should be, from where it stopped
+        raise
     except BaseException:
         copier.abort()
         raise
@@ -171,18 +183,23 @@ class _Copier:
         self.state: resume.ResumeState | None = detail.resume if cfg.resume else None
         self.resuming = self.state is not None
         self.recording = self.resuming  # a new record is opened by run() (parallel mode)
+        self._lock_conn: psycopg.Connection | None = None
         self.kept_copies = 0
 
     @property
     def rerun_hint(self) -> str:
-        """What a rerun should be, given the phase that failed or was interrupted."""
-        if self.cfg.mode == "parallel" and self.phase in ("data", "large objects", "sequences", "analyze"):
+        """What a rerun should be, given the phase that failed or was interrupted: --resume where the
+        record allows it (see the preflight's resume checks), else starting again."""
+        resumable = self.recording and self.phase != "post-data" and (
+            self.resuming or self.phase in ("data", "large objects", "sequences", "analyze"))
+        if resumable:
             return "rerun with --resume to continue (the source must not change meanwhile), or --clean --yes"
         return "rerun with --clean --yes"
 
     # ---- orchestration -------------------------------------------------------------------
     def run(self) -> None:
         jobs = self.cfg.db.jobs
+        self._take_lock()
         if self.cfg.clean:
             self._phase("clean", 1, self.clean_target)
         if self.cfg.mode == "stream":
@@ -267,6 +284,9 @@ class _Copier:
 
     def cleanup(self) -> None:
         self.release_snapshot()
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                self._lock_conn.close()
         with self._conns_lock:
             conns, self._conns = list(self._conns), []
         for c in conns:
@@ -288,15 +308,28 @@ class _Copier:
                 self._conns.append(conn)
         return conn
 
+    def _take_lock(self) -> None:
+        conn = connect(self.cfg.db.target, "target", autocommit=True)
+        self._lock_conn = conn  # the lock lasts as long as this session (closed by cleanup)
+        if not resume.try_lock(conn):
+            raise CopyFailed("another paas-migrate copy is writing into this target database; nothing was written",
+                             hint="wait for it to end (or stop it), then run again")
+
     def _open_record(self) -> None:
         try:
-            with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+            with connect(self.cfg.db.target, "target") as conn:
                 resume.create_state(conn)
+                conn.commit()
             self.recording = True
         except psycopg.errors.InsufficientPrivilege as exc:
             self.report.warnings.append(
                 f"no resume record: the target user may not create schema {resume.SCHEMA}"
                 f" ({_first_line(str(exc))}); if this copy fails, rerun it with --clean --yes")
+        except psycopg.Error as exc:
+            raise CopyFailed(f"could not create the copy's record (schema {resume.SCHEMA}) in the target:"
+                             f" {_first_line(str(exc))}",
+                             hint=f"drop schema {resume.SCHEMA} if it is left from an earlier attempt, or use"
+                                  " --clean --yes") from None
 
     def _mark(self, conn: psycopg.Connection, kind: str, table: str, name: str) -> None:
         """Record a step in `conn`'s transaction (so it commits with the work it records)."""
@@ -508,7 +541,7 @@ class _Copier:
         assert state is not None
         if state.step("data"):  # the interrupted run got past its data phase
             return PhaseResult("data", 0.0, jobs, note="copied by the interrupted run")
-        names = {t.oid: t.qualified for t in self.detail.source.tables}
+        names = {t.oid: qualified(t.schema, t.name) for t in self.detail.source.tables}
         by_table: dict[int, list[inv.EarlyIndex]] = {}
         for e in sorted(early, key=lambda e: e.bytes, reverse=True):  # the longest build of a table first
             if not state.has(resume.INDEX, names.get(e.table_oid, ""), e.name):  # built by an interrupted run
@@ -570,6 +603,12 @@ class _Copier:
                     self.abort()
                     break
                 fill()
+        except BaseException:
+            # Ctrl-C / SIGTERM (an ECS stop gives 30 s before SIGKILL): end the running copies and
+            # builds now. Waiting for the pool first would let each finish (and commit) whole tables.
+            self.children.cancelled.set()
+            self.abort()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.reporter.on_done("data", ok=not failures)
@@ -590,17 +629,23 @@ class _Copier:
         assert state is not None
         by_table: dict[str, list[CopyUnit]] = {}
         for u in units:
-            by_table.setdefault(u.table.qualified, []).append(u)
+            by_table.setdefault(u.record_name, []).append(u)
         left: list[CopyUnit] = []
         for name, mine in by_table.items():
             done = state.copies(name)
             if not done <= {u.key for u in mine}:
-                log.info("%s: copied in other ranges by the interrupted run: copying it again", name)
+                self.report.warnings.append(
+                    f"--resume: {name} was copied in other ranges by the interrupted run (another --jobs?):"
+                    " copying it again whole")
                 conn = self._target()
-                table = mine[0].table
-                conn.execute(f"TRUNCATE ONLY {qualified(table.schema, table.name)}")
-                resume.forget_copies(conn, name)
-                conn.commit()
+                try:
+                    conn.execute(f"TRUNCATE ONLY {name}")
+                    resume.forget_copies(conn, name)
+                    conn.commit()
+                except psycopg.Error as exc:
+                    conn.rollback()
+                    raise CopyFailed(f"--resume: could not empty {name} to copy it again: {_first_line(str(exc))}",
+                                     hint="rerun with --clean --yes") from None
                 done = set()
             self.kept_copies += sum(u.key in done for u in mine)
             left += [u for u in mine if u.key not in done]
@@ -653,7 +698,8 @@ class _Copier:
             self.reporter.on_done(task, ok=ok)
 
     def _table_name(self, oid: int) -> str:
-        return next((t.qualified for t in self.detail.source.tables if t.oid == oid), "")
+        """A table's name in the resume record (quoted: see CopyUnit.record_name)."""
+        return next((qualified(t.schema, t.name) for t in self.detail.source.tables if t.oid == oid), "")
 
     def _grow_data_total(self, delta: int) -> None:
         if delta:
@@ -734,7 +780,7 @@ class _Copier:
                         raise KeyboardInterrupt from None
                     raise CopyFailed(f"writing to the target failed: {_first_line(str(exc))}") from None
                 rows = max(cur.rowcount, 0)
-            self._mark(conn, resume.COPY, unit.table.qualified, unit.key)
+            self._mark(conn, resume.COPY, unit.record_name, unit.key)
             conn.commit()
             ok = True
             with self._count_lock:

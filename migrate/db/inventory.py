@@ -128,13 +128,25 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     return tables
 
 
+SMALL_TABLE_BYTES = 10 * 8192  # below this the planner assumes 10 pages: count instead (it is cheap)
+
+
 def _planner_rows(conn: psycopg.Connection, table: TableInfo) -> int:
-    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY {}.{}").format(
-        sql.Identifier(table.schema), sql.Identifier(table.name))
+    """The planner's row estimate for a never-analyzed table (a count for a small one); 0 if the table
+    cannot be read or is locked (the estimate is only shown, never relied on)."""
+    rel = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    small = table.bytes <= SMALL_TABLE_BYTES
+    query = (sql.SQL("SELECT count(*) FROM ONLY {}") if small else
+             sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY {}")).format(rel)
     try:
         with conn.transaction():  # a savepoint: a table we may not read must not end the caller's transaction
-            plan = conn.execute(query).fetchone()
-        return max(int(plan[0][0]["Plan"]["Plan Rows"]), 0)  # type: ignore[index]
+            old = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+            conn.execute("SELECT set_config('lock_timeout', '2s', true)")
+            row = conn.execute(query).fetchone()
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (old[0] if old else "0",))
+        if small:
+            return int(row[0])  # type: ignore[index]
+        return max(int(row[0][0]["Plan"]["Plan Rows"]), 0)  # type: ignore[index]
     except (psycopg.Error, TypeError, KeyError, IndexError, ValueError):
         return 0
 

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from migrate.config import DbCopyConfig
 from migrate.db import inventory as inv
 from migrate.db import resume
@@ -49,8 +51,15 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
         tgt.execute("BEGIN READ ONLY")
         target_version = str(tgt.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         target_version_num = int(tgt.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
-        state = resume.read_state(tgt)
+        state, state_error = None, None
+        try:
+            with tgt.transaction():  # a savepoint: a record we may not read must not end this transaction
+                state = resume.read_state(tgt)
+        except psycopg.Error as exc:
+            state_error = str(exc).splitlines()[0]
         target_relations = [r for r in inv.user_relations(tgt) if not r.startswith(f"{resume.SCHEMA}.")]
+        may_record = bool(tgt.execute(
+            "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])  # type: ignore[index]
         extensions = inv.extension_availability(tgt, sorted(source.extensions))
         target_user, target_su = tgt.execute(
             "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
@@ -111,8 +120,16 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
     shown = ", ".join(target_relations[:5]) + (" …" if len(target_relations) > 5 else "")
     if state is not None:
         facts["interrupted copy on the target"] = state.summary()
-    if cfg.clean and (target_relations or state is not None):
+    if state_error and not cfg.clean:
+        plan.blockers.append(f"cannot read the record of an interrupted copy ({resume.SCHEMA}): {state_error}")
+    if cfg.mode == "parallel" and not may_record and not (cfg.resume and state is not None):
+        plan.warnings.append(
+            f"the target user may not create schemas, so no resume record ({resume.SCHEMA}) can be kept:"
+            " a copy that fails part-way must start again with --clean --yes")
+    if cfg.clean and target_relations:
         plan.warnings.append(f"--clean: {len(target_relations)} existing relations will be dropped ({shown})")
+    elif cfg.clean and state is not None:
+        plan.warnings.append("--clean: the interrupted copy's record will be dropped")
     elif cfg.resume:
         _resume_checks(plan, state, target_relations, shown)
         if state is not None and not cfg.verify:

@@ -66,8 +66,9 @@ def read_state(conn: psycopg.Connection) -> ResumeState | None:
 
 
 def create_state(conn: psycopg.Connection) -> None:
-    """The record's schema and table (autocommit connection or the caller commits)."""
-    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+    """The record's schema and table, in the caller's transaction (so both exist, or neither). An
+    empty schema of that name (an interrupted first attempt of this) is reused."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
     conn.execute(
         sql.SQL("CREATE TABLE {} (kind text NOT NULL, tbl text NOT NULL, name text NOT NULL,"
                 " at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (kind, tbl, name))").format(_ident())
@@ -75,9 +76,20 @@ def create_state(conn: psycopg.Connection) -> None:
 
 
 def mark(conn: psycopg.Connection, kind: str, table: str, name: str) -> None:
-    """Record a step inside the caller's transaction: it commits with the work it records."""
-    conn.execute(sql.SQL("INSERT INTO {} (kind, tbl, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING")
-                 .format(_ident()), (kind, table, name))
+    """Record a step inside the caller's transaction: it commits with the work it records. A step
+    recorded twice is an error that rolls the work back (it would be done twice)."""
+    conn.execute(sql.SQL("INSERT INTO {} (kind, tbl, name) VALUES (%s, %s, %s)").format(_ident()),
+                 (kind, table, name))
+
+
+# One copy at a time into a target database: two (an ECS task started while the last one is still
+# stopping) would both copy what neither has recorded yet. Advisory locks are per database.
+LOCK_KEY = 0x7061_6173_6D69_6772  # "paasmigr"
+
+
+def try_lock(conn: psycopg.Connection) -> bool:
+    """Take the target's copy lock for the life of `conn`'s session; False if another session holds it."""
+    return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0])  # type: ignore[index]
 
 
 def forget_copies(conn: psycopg.Connection, table: str) -> None:

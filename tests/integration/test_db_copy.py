@@ -171,6 +171,7 @@ def test_plan_estimates_rows_of_a_never_analyzed_table(dbs) -> None:  # type: ig
         "CREATE TABLE analysed (id int) WITH (autovacuum_enabled = off);"
         "INSERT INTO analysed SELECT generate_series(1, 3000); ANALYZE analysed;"
         "CREATE TABLE empty_one (id int);"
+        "CREATE TABLE tiny (id int) WITH (autovacuum_enabled = off); INSERT INTO tiny VALUES (1), (2), (3);"
     )
     res = run_cli("db", "plan", "--json", env=env_for(dbs))
     assert res.code == 0, res.output
@@ -178,6 +179,7 @@ def test_plan_estimates_rows_of_a_never_analyzed_table(dbs) -> None:  # type: ig
     assert 20000 / 3 <= rows["public.fresh"] <= 20000 * 3, rows
     assert rows["public.analysed"] == 3000
     assert rows["public.empty_one"] == 0
+    assert rows["public.tiny"] == 3  # one page: counted (the planner would assume 10 pages)
     assert json.loads(res.out)["facts"]["rows (estimate)"] == sum(rows.values())
 
 

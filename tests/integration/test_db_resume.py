@@ -60,7 +60,7 @@ def _killed_copy(dbs) -> None:  # type: ignore[no-untyped-def]
     proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", env=env_for(dbs))
     pid = _wait_for_copy_of(dbs, "b_mid")
     with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert "b_mid" in err and "--resume" in err, err
@@ -135,6 +135,9 @@ def test_resume_after_an_interrupt(dbs) -> None:  # type: ignore[no-untyped-def]
     _wait_for_copy_of(dbs, "b_mid")
     res = interrupt(proc, signal.SIGTERM)
     assert res.code == 130 and "--resume" in res.err, res.output
+    # The stop ended the running COPY at once (an ECS stop allows 30 s): nothing of it was committed.
+    assert _count(dbs.target_admin_url, "b_mid") == 0
+    assert _count(dbs.target_admin_url, "a_big") == 600000
     res = run_cli("db", "copy", "--resume", env=env_for(dbs))
     assert res.code == 0, res.output
     assert_same_database(dbs)
@@ -182,3 +185,75 @@ def test_resume_of_a_table_copied_in_ranges(dbs, monkeypatch, jobs: int) -> None
     assert data.rows == (20000 - kept if jobs == 2 else 20000), (data.rows, kept)
     assert not _state_exists(dbs)
     assert_same_database(dbs)
+
+
+def test_a_second_copy_into_the_same_target_is_refused_while_one_runs(dbs) -> None:  # type: ignore[no-untyped-def]
+    """Two copies at once (an ECS task started while the last one still stops) would both copy what
+    neither has recorded: the target's advisory lock lets one through."""
+    from migrate.db.resume import LOCK_KEY
+
+    dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+    with psycopg.connect(dbs.target_admin_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        for args in ((), ("--resume",), ("--mode", "stream")):
+            res = run_cli("db", "copy", *args, env=env_for(dbs))
+            assert res.code == 1 and "another paas-migrate copy" in res.err, res.output
+        with psycopg.connect(dbs.target_admin_url) as conn:
+            assert conn.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
+    res = run_cli("db", "copy", env=env_for(dbs))  # the lock went with its session
+    assert res.code == 0, res.output
+
+
+def test_a_failed_post_data_is_recorded_and_not_resumed_part_way(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.errors import CopyFailed
+    from migrate.progress import NullReporter
+
+    _seed(dbs)
+    real = copier._Copier.restore_section
+
+    def failing(self, section, jobs):  # type: ignore[no-untyped-def]
+        if section == "post-data":
+            raise CopyFailed("injected post-data failure")
+        real(self, section, jobs)
+
+    monkeypatch.setattr(copier._Copier, "restore_section", failing)
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False)
+    with pytest.raises(CopyFailed) as info:
+        copier.copy_database(cfg, NullReporter())
+    assert info.value.hint and "--clean --yes" in info.value.hint and "--resume" not in info.value.hint
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        steps = {r[0] for r in conn.execute(f"SELECT name FROM {STATE}.copy_state WHERE kind = 'step'")}
+    assert {"pre-data", "data", "post-data started"} <= steps and "post-data" not in steps, steps
+    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
+    assert res.code == 1 and "post-data" in res.err and "--clean --yes" in res.err, res.output
+
+
+def test_without_create_on_the_database_the_copy_keeps_no_record_and_says_so(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.errors import CopyFailed
+    from migrate.progress import NullReporter
+    from tests.support.services import RDS_USER
+
+    dbs.source_sql("CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 10);"
+                   "CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b VALUES (1);")
+    with psycopg.connect(dbs.target_cluster.url(dbs.target_db), autocommit=True) as admin:
+        admin.execute(f"REVOKE CREATE ON DATABASE {dbs.target_db} FROM {RDS_USER}, PUBLIC")
+    res = run_cli("db", "plan", env=env_for(dbs))
+    assert res.code == 0 and "no resume record" in res.output, res.output
+    real = copier._Copier._copy_unit
+
+    def failing(self, unit, fmt):  # type: ignore[no-untyped-def]
+        if unit.table.name == "b":
+            raise CopyFailed("injected failure")
+        real(self, unit, fmt)
+
+    monkeypatch.setattr(copier._Copier, "_copy_unit", failing)
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=1), verify=False)
+    with pytest.raises(CopyFailed) as info:
+        copier.copy_database(cfg, NullReporter())
+    # No record, so no --resume: the hint says what will work.
+    assert info.value.hint and "--clean --yes" in info.value.hint and "--resume" not in info.value.hint
+    assert not _state_exists(dbs)
