@@ -391,10 +391,8 @@ class _Copier:
 
     def _run_tool(self, argv: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess[bytes]:
         proc = self.children.popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = proc.communicate()
-        finally:
-            self.children.forget(proc)
+        out, err = proc.communicate()  # interrupted: it stays known, so abort() ends it (and its queries)
+        self.children.forget(proc)
         if self.children.cancelled.is_set():
             raise KeyboardInterrupt
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
@@ -887,12 +885,10 @@ class _Copier:
         dump.stdout.close()  # the restore process holds the pipe now
         dump_err = _collect(dump.stderr)
         restore_err = _collect(restore.stderr)
-        try:
-            restore_rc = restore.wait()
-            dump_rc = dump.wait()
-        finally:
-            self.children.forget(dump)
-            self.children.forget(restore)
+        restore_rc = restore.wait()  # interrupted: both stay known, so abort() ends them (and their queries)
+        dump_rc = dump.wait()
+        self.children.forget(dump)
+        self.children.forget(restore)
         if self.children.cancelled.is_set():
             raise KeyboardInterrupt
         if dump_rc != 0:

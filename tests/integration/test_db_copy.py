@@ -275,11 +275,12 @@ def _children_alive(parent_pid: int) -> list[str]:
         if not entry.name.isdigit():
             continue
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if ("pg_dump" in cmd or "psql" in cmd or "pg_restore" in cmd) and "paas-migrate" not in cmd:
-            alive.append(cmd)
+        # The client programs themselves (their arguments may name our temporary directory).
+        if argv and Path(argv[0].decode(errors="replace")).name in ("pg_dump", "pg_restore", "psql"):
+            alive.append(b" ".join(argv).decode(errors="replace"))
     return alive
 
 
@@ -358,3 +359,38 @@ def test_forced_row_level_security_fails_loudly_instead_of_copying_a_subset(dbs)
     res = run_cli("db", "verify", env=env)
     assert res.code == 1, res.output
     assert "tenant_rows" in res.out
+
+
+@pytest.mark.parametrize("mode", ["parallel", "stream"])
+def test_interrupt_during_pg_restore_cancels_its_server_work(dbs, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """An ECS stop while pg_restore builds indexes (post-data of a partitioned table; or anything in
+    stream mode): pg_restore is ended with its queries, nothing keeps running on the target."""
+    dbs.source_sql(
+        "CREATE TABLE p (id int, v text) PARTITION BY RANGE (id);"
+        "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100000000);"
+        "INSERT INTO p SELECT g, md5(g::text) FROM generate_series(1, 2000000) g;"
+        "CREATE INDEX p_v ON p (v); CREATE INDEX p_v_id ON p (v, id); CREATE INDEX p_id_v ON p (id, v);"
+    )
+    before = set(_children_alive(os.getpid()))
+    proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", "--mode", mode, env=env_for(dbs))
+    active = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
+              " AND pid <> pg_backend_pid()")
+    with psycopg.connect(dbs.target_admin_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 120
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
+            " AND application_name = 'pg_restore' AND query ILIKE 'CREATE INDEX%'"
+        ).fetchone():
+            assert time.monotonic() < deadline and proc.poll() is None, "pg_restore never built an index"
+            time.sleep(0.02)
+        res = interrupt(proc, signal.SIGTERM)
+        assert res.code == 130, res.output
+        # Ended before we exited (not left to finish the restore on its own)...
+        assert [c for c in _children_alive(os.getpid()) if c not in before] == []
+        # ...and its queries were cancelled, not left running on the server.
+        deadline = time.monotonic() + 2
+        while conn.execute(active).fetchone() != (0,):
+            assert time.monotonic() < deadline, conn.execute(
+                "SELECT application_name, left(query, 80) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND pid <> pg_backend_pid()").fetchall()
+            time.sleep(0.1)
