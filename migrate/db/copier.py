@@ -44,7 +44,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migrate.config import DbCopyConfig, redact
+from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
 from migrate.db import resume
 from migrate.db.connect import connect, qualified
@@ -66,6 +66,7 @@ BLOCK = 128 * 1024
 PIPE_SIZE = 1024 * 1024
 LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "16MB"
+STREAM_POLL_SECONDS = 1.0  # how often a stream copy's progress is read from the target
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -885,8 +886,11 @@ class _Copier:
         dump.stdout.close()  # the restore process holds the pipe now
         dump_err = _collect(dump.stderr)
         restore_err = _collect(restore.stderr)
-        restore_rc = restore.wait()  # interrupted: both stay known, so abort() ends them (and their queries)
-        dump_rc = dump.wait()
+        watch = _RestoreWatch(tgt, self.detail.source.tables, self.reporter, STREAM_POLL_SECONDS)
+        with contextlib.closing(watch):
+            restore_rc = restore.wait()  # interrupted: both stay known, so abort() ends them (and their queries)
+            dump_rc = dump.wait()
+            watch.complete = restore_rc == 0 and dump_rc == 0
         self.children.forget(dump)
         self.children.forget(restore)
         if self.children.cancelled.is_set():
@@ -910,6 +914,84 @@ class _SourceFailed(Exception):
 
 class _BinaryUnsupported(Exception):
     pass
+
+
+class _RestoreWatch:
+    """Progress of a stream copy, read from the target: pg_restore's COPY (pg_stat_progress_copy,
+    PostgreSQL 14+) per table and overall, against the source's table sizes. Read-only; a failure
+    to watch only means no progress is shown."""
+
+    def __init__(self, target: DatabaseURL, tables: list[inv.TableInfo], reporter: Reporter,
+                 interval: float) -> None:
+        self._target = target
+        self._sizes = {(t.schema, t.name): t.bytes for t in tables}
+        self._reporter = reporter
+        self._interval = interval
+        self._total = max(sum(self._sizes.values()), 1)
+        self._shown = 0  # bytes advanced on the overall task
+        self.complete = False  # set when the restore succeeded: the overall bar then ends full
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="restore-progress", daemon=True)
+        self._reporter.on_start("dump | restore", total=self._total, unit="bytes")
+        self._thread.start()
+
+    def _run(self) -> None:
+        current: tuple[str, str] | None = None
+        seen = estimate = 0
+        try:
+            with connect(self._target, "target", autocommit=True) as conn:
+                while not self._stop.wait(self._interval):
+                    row = conn.execute(
+                        "SELECT n.nspname, c.relname, p.bytes_processed FROM pg_stat_progress_copy p"
+                        " JOIN pg_stat_activity a USING (pid) JOIN pg_class c ON c.oid = p.relid"
+                        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " WHERE a.datname = current_database() AND a.application_name = 'pg_restore'"
+                    ).fetchone()
+                    table = (str(row[0]), str(row[1])) if row else None
+                    if table != current:
+                        if current is not None:
+                            self._finish(current, seen, estimate)
+                        current, seen = table, 0
+                        if table is not None:
+                            estimate = max(self._sizes.get(table, 0), 1)
+                            self._reporter.on_start(f"copy {table[0]}.{table[1]}", total=estimate, unit="bytes")
+                    if row is not None and current is not None:
+                        now = int(row[2] or 0)
+                        if now > estimate:
+                            grown = now + now // 4
+                            self._grow(grown - estimate)
+                            estimate = grown
+                            self._reporter.on_total(f"copy {current[0]}.{current[1]}", estimate)
+                        if now > seen:
+                            self._reporter.on_progress(f"copy {current[0]}.{current[1]}", now - seen)
+                            self._advance(now - seen)
+                            seen = now
+                if current is not None:
+                    self._finish(current, seen, estimate)
+        except (psycopg.Error, MigrateError) as exc:
+            log.debug("stream copy progress unavailable: %s", exc)
+
+    def _advance(self, n: int) -> None:
+        n = min(n, self._total - self._shown)
+        if n > 0:
+            self._shown += n
+            self._reporter.on_progress("dump | restore", n)
+
+    def _grow(self, delta: int) -> None:
+        self._total += delta
+        self._reporter.on_total("dump | restore", self._total)
+
+    def _finish(self, table: tuple[str, str], seen: int, estimate: int) -> None:
+        # Polled, so the last bytes of a table may not have been seen: its estimate counts as done.
+        self._advance(max(estimate - seen, 0))
+        self._reporter.on_done(f"copy {table[0]}.{table[1]}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.complete:  # tables too quick to be seen by a poll, and the index builds after the data
+            self._advance(self._total - self._shown)
+        self._reporter.on_done("dump | restore", ok=self.complete)
 
 
 def _blocks(fd: int) -> Iterator[bytes]:

@@ -394,3 +394,36 @@ def test_interrupt_during_pg_restore_cancels_its_server_work(dbs, mode: str) -> 
                 "SELECT application_name, left(query, 80) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND state = 'active' AND pid <> pg_backend_pid()").fetchall()
             time.sleep(0.1)
+
+
+def test_stream_copy_shows_progress_read_from_the_target(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """pg_dump | pg_restore is a pipe we do not read: its progress comes from the target's
+    pg_stat_progress_copy, per table and overall, never above 100%, full at the end."""
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.progress import RecordingReporter
+
+    monkeypatch.setattr(copier, "STREAM_POLL_SECONDS", 0.02)
+    dbs.source_sql(
+        "CREATE TABLE big (id int PRIMARY KEY, v text);"
+        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 600000) g;"
+        "CREATE TABLE small (id int); INSERT INTO small VALUES (1);"
+    )
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=1), mode="stream", verify=False)
+    rec = RecordingReporter()
+    report = copier.copy_database(cfg, rec)
+    assert report.status.value == "success"
+    totals: dict[str, float] = {}
+    done: dict[str, float] = {}
+    for kind, task, value in rec.events:
+        if kind == "start":
+            totals[task], done[task] = value or 0, 0
+        elif kind == "total":
+            totals[task] = value
+        elif kind == "progress":
+            done[task] += value
+            assert done[task] <= totals[task], (task, done[task], totals[task])
+    assert done["copy public.big"] > 0 and rec.tasks["copy public.big"].finished, rec.tasks
+    assert done["dump | restore"] == totals["dump | restore"] > 0
+    assert rec.tasks["dump | restore"].ok and rec.tasks["dump | restore"].unit == "bytes"
+    assert_same_database(dbs)
