@@ -129,13 +129,21 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
     """
     if cfg.clean and cfg.resume:
         raise ConfigError("--resume keeps what an interrupted copy wrote; --clean drops it", hint="choose one")
-    fresh_plan, detail = plan_with_detail(cfg)
+    # The target's copy lock first: the plan reads the resume record, which must not change under us.
+    lock = _lock_target(cfg)
+    try:
+        fresh_plan, detail = plan_with_detail(cfg)
+    except BaseException:
+        lock.close()
+        raise
     blockers = fresh_plan.blockers
     if blockers:
+        lock.close()
         raise PreflightError("; ".join(blockers))
     report = Report(kind="db-copy", source=cfg.db.source.display(), target=cfg.db.target.display())
     report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")]
     copier = _Copier(cfg, detail, reporter, report)
+    copier._lock_conn = lock
     try:
         copier.run()
     except KeyboardInterrupt:
@@ -146,10 +154,19 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
             hint=("the copy is complete: run `db verify` to check it" if copier.phase == "verify"
                   else f"the target is incomplete: {copier.rerun_hint}"),
         ) from None
-    except (CopyFailed, ToolError) as exc:
+    except psycopg.Error as exc:  # a server error in a phase that has no message of its own
         copier.abort()
-        if exc.hint is None and copier.phase not in ("preflight", "verify"):
-            exc.hint = f"fix the cause, then {copier.rerun_hint}"  # what a rerun should be, from where it stopped
+        raise CopyFailed(f"{copier.phase} failed: {_first_line(str(exc))}",
+                         hint=f"fix the cause, then {copier.rerun_hint}") from None
+    except MigrateError as exc:
+        copier.abort()
+        if copier.phase not in ("preflight", "verify"):
+            # Whatever the cause's own advice, say what the rerun should be from where this stopped.
+            rerun = f"then {copier.rerun_hint}"
+            if exc.hint is None:
+                exc.hint = f"fix the cause, {rerun}"
+            elif "--resume" not in exc.hint and "--clean" not in exc.hint:
+                exc.hint = f"{exc.hint}; {rerun}"
         raise
     except BaseException:
         copier.abort()
@@ -194,13 +211,13 @@ class _Copier:
         resumable = self.recording and self.phase != "post-data" and (
             self.resuming or self.phase in ("data", "large objects", "sequences", "analyze"))
         if resumable:
-            return "rerun with --resume to continue (the source must not change meanwhile), or --clean --yes"
-        return "rerun with --clean --yes"
+            return ("rerun with --resume to continue (the source must not change meanwhile),"
+                    " or start again with db copy --clean --yes")
+        return "start again with db copy --clean --yes"
 
     # ---- orchestration -------------------------------------------------------------------
     def run(self) -> None:
         jobs = self.cfg.db.jobs
-        self._take_lock()
         if self.cfg.clean:
             self._phase("clean", 1, self.clean_target)
         if self.cfg.mode == "stream":
@@ -309,13 +326,6 @@ class _Copier:
                 self._conns.append(conn)
         return conn
 
-    def _take_lock(self) -> None:
-        conn = connect(self.cfg.db.target, "target", autocommit=True)
-        self._lock_conn = conn  # the lock lasts as long as this session (closed by cleanup)
-        if not resume.try_lock(conn):
-            raise CopyFailed("another paas-migrate copy is writing into this target database; nothing was written",
-                             hint="wait for it to end (or stop it), then run again")
-
     def _open_record(self) -> None:
         try:
             with connect(self.cfg.db.target, "target") as conn:
@@ -420,7 +430,7 @@ class _Copier:
             self._record(lambda c: resume.mark(c, resume.META, "", f"schema {digest}"))
         elif self.state.schema_hash() != digest:
             raise CopyFailed("--resume: the source's schema changed since the interrupted copy, so what it copied"
-                             " cannot be kept", hint="rerun with --clean --yes")
+                             " cannot be kept", hint="start again with db copy --clean --yes")
 
     def _schema_digest(self) -> str:
         """A fingerprint of the source's schema: the SQL its archive restores (definitions, not just
@@ -495,7 +505,7 @@ class _Copier:
             for e in fatal:
                 self.report.errors.append(f"{what}: {summarize(e)}")
             raise CopyFailed(f"restoring the {what} schema failed: {first}{more}",
-                             hint="fix the cause, then rerun with --clean --yes")
+                             hint="fix the cause, then start again with db copy --clean --yes")
         if res.returncode != 0 and not errors:
             raise ToolError(f"pg_restore ({what}) failed: {_last_error(res.stderr)}")
 
@@ -644,7 +654,7 @@ class _Copier:
                 except psycopg.Error as exc:
                     conn.rollback()
                     raise CopyFailed(f"--resume: could not empty {name} to copy it again: {_first_line(str(exc))}",
-                                     hint="rerun with --clean --yes") from None
+                                     hint="start again with db copy --clean --yes") from None
                 done = set()
             self.kept_copies += sum(u.key in done for u in mine)
             left += [u for u in mine if u.key not in done]
@@ -878,27 +888,30 @@ class _Copier:
             [dump_tool.path, "-Fc", "-Z0", *self._dump_args(), "--dbname", libpq_target(src)],
             env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
+        # A name of its own, so that its progress can be found on the target (see _RestoreWatch).
+        app = f"paas-migrate restore {os.getpid()}"
         restore = self.children.popen(
             [restore_tool.path, "--no-owner", "--no-acl", "--dbname", libpq_target(tgt)],
-            env=tool_env(tgt), stdin=dump.stdout, stderr=subprocess.PIPE,
+            env={**tool_env(tgt), "PGAPPNAME": app}, stdin=dump.stdout, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         assert dump.stdout is not None
         dump.stdout.close()  # the restore process holds the pipe now
         dump_err = _collect(dump.stderr)
         restore_err = _collect(restore.stderr)
-        watch = _RestoreWatch(tgt, self.detail.source.tables, self.reporter, STREAM_POLL_SECONDS)
+        watch = _RestoreWatch(tgt, app, self.detail.source.tables, self.reporter, STREAM_POLL_SECONDS)
         with contextlib.closing(watch):
             restore_rc = restore.wait()  # interrupted: both stay known, so abort() ends them (and their queries)
             dump_rc = dump.wait()
-            watch.complete = restore_rc == 0 and dump_rc == 0
-        self.children.forget(dump)
-        self.children.forget(restore)
-        if self.children.cancelled.is_set():
-            raise KeyboardInterrupt
-        if dump_rc != 0:
-            raise ToolError(f"pg_dump failed: {_last_error(dump_err())}")
-        res = subprocess.CompletedProcess(["pg_restore"], restore_rc, b"", restore_err())
-        self._classify_restore(res, "dump | restore")
+            self.children.forget(dump)
+            self.children.forget(restore)
+            if self.children.cancelled.is_set():
+                raise KeyboardInterrupt
+            if dump_rc != 0:
+                raise ToolError(f"pg_dump failed: {_last_error(dump_err())}")
+            res = subprocess.CompletedProcess(["pg_restore"], restore_rc, b"", restore_err())
+            self._classify_restore(res, "dump | restore")  # raises on a fatal error; harmless ones are warnings
+            watch.complete = True
         with connect(tgt, "target") as conn:
             rows = conn.execute(
                 "SELECT coalesce(sum(n_live_tup), 0)::bigint FROM pg_stat_user_tables"
@@ -921,15 +934,16 @@ class _RestoreWatch:
     PostgreSQL 14+) per table and overall, against the source's table sizes. Read-only; a failure
     to watch only means no progress is shown."""
 
-    def __init__(self, target: DatabaseURL, tables: list[inv.TableInfo], reporter: Reporter,
+    def __init__(self, target: DatabaseURL, app: str, tables: list[inv.TableInfo], reporter: Reporter,
                  interval: float) -> None:
         self._target = target
+        self._app = app
         self._sizes = {(t.schema, t.name): t.bytes for t in tables}
         self._reporter = reporter
         self._interval = interval
         self._total = max(sum(self._sizes.values()), 1)
         self._shown = 0  # bytes advanced on the overall task
-        self.complete = False  # set when the restore succeeded: the overall bar then ends full
+        self.complete = False  # set when the restore succeeded: the bars then end full
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="restore-progress", daemon=True)
         self._reporter.on_start("dump | restore", total=self._total, unit="bytes")
@@ -938,38 +952,52 @@ class _RestoreWatch:
     def _run(self) -> None:
         current: tuple[str, str] | None = None
         seen = estimate = 0
+        # Connect after the first interval, not before pg_restore (a role's connection limit).
+        if self._stop.wait(self._interval):
+            return
         try:
             with connect(self._target, "target", autocommit=True) as conn:
-                while not self._stop.wait(self._interval):
+                if int(conn.execute("SHOW server_version_num").fetchone()[0]) < 140000:  # type: ignore[index]
+                    self._reporter.note("dump | restore: no progress to show (the target is older than"
+                                        " PostgreSQL 14, which has no pg_stat_progress_copy)")
+                    return
+                while True:
                     row = conn.execute(
                         "SELECT n.nspname, c.relname, p.bytes_processed FROM pg_stat_progress_copy p"
                         " JOIN pg_stat_activity a USING (pid) JOIN pg_class c ON c.oid = p.relid"
                         " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                        " WHERE a.datname = current_database() AND a.application_name = 'pg_restore'"
+                        " WHERE a.datname = current_database() AND a.application_name = %s", (self._app,)
                     ).fetchone()
                     table = (str(row[0]), str(row[1])) if row else None
                     if table != current:
                         if current is not None:
-                            self._finish(current, seen, estimate)
+                            self._finish(current, seen, estimate, ok=True)  # pg_restore moved on: it landed
                         current, seen = table, 0
                         if table is not None:
                             estimate = max(self._sizes.get(table, 0), 1)
-                            self._reporter.on_start(f"copy {table[0]}.{table[1]}", total=estimate, unit="bytes")
+                            self._reporter.on_start(self._task(table), total=estimate, unit="bytes")
                     if row is not None and current is not None:
                         now = int(row[2] or 0)
                         if now > estimate:
                             grown = now + now // 4
                             self._grow(grown - estimate)
                             estimate = grown
-                            self._reporter.on_total(f"copy {current[0]}.{current[1]}", estimate)
+                            self._reporter.on_total(self._task(current), estimate)
                         if now > seen:
-                            self._reporter.on_progress(f"copy {current[0]}.{current[1]}", now - seen)
+                            self._reporter.on_progress(self._task(current), now - seen)
                             self._advance(now - seen)
                             seen = now
-                if current is not None:
-                    self._finish(current, seen, estimate)
+                    if self._stop.wait(self._interval):
+                        break
         except (psycopg.Error, MigrateError) as exc:
             log.debug("stream copy progress unavailable: %s", exc)
+        finally:
+            if current is not None:
+                self._finish(current, seen, estimate, ok=self.complete)
+
+    @staticmethod
+    def _task(table: tuple[str, str]) -> str:
+        return f"copy {table[0]}.{table[1]}"
 
     def _advance(self, n: int) -> None:
         n = min(n, self._total - self._shown)
@@ -981,17 +1009,38 @@ class _RestoreWatch:
         self._total += delta
         self._reporter.on_total("dump | restore", self._total)
 
-    def _finish(self, table: tuple[str, str], seen: int, estimate: int) -> None:
-        # Polled, so the last bytes of a table may not have been seen: its estimate counts as done.
-        self._advance(max(estimate - seen, 0))
-        self._reporter.on_done(f"copy {table[0]}.{table[1]}")
+    def _finish(self, table: tuple[str, str], seen: int, estimate: int, *, ok: bool) -> None:
+        if ok:  # polled, so its last bytes may not have been seen: the table's estimate counts as done
+            self._reporter.on_progress(self._task(table), max(estimate - seen, 0))
+            self._advance(max(estimate - seen, 0))
+        self._reporter.on_done(self._task(table), ok=ok)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=2)  # a daemon: never holds up an interrupt for long
         if self.complete:  # tables too quick to be seen by a poll, and the index builds after the data
             self._advance(self._total - self._shown)
         self._reporter.on_done("dump | restore", ok=self.complete)
+
+
+def _lock_target(cfg: DbCopyConfig) -> psycopg.Connection:
+    """A session holding the target database's copy lock (closing it releases the lock)."""
+    conn = connect(cfg.db.target, "target", autocommit=True)
+    try:
+        if resume.try_lock(conn):
+            return conn
+        holder = resume.lock_holder(conn)
+    except BaseException:
+        conn.close()
+        raise
+    conn.close()
+    who = f" (session pid {holder})" if holder else ""
+    raise CopyFailed(
+        f"another session holds this target database's copy lock{who}: another paas-migrate copy is writing"
+        " into it; nothing was written",
+        hint="wait for it to end or stop it; a session left by a stopped task can be ended with"
+             " pg_terminate_backend(pid). Connect to the database directly, not through a transaction pooler",
+    )
 
 
 def _blocks(fd: int) -> Iterator[bytes]:

@@ -164,12 +164,12 @@ def _resume_checks(plan: Plan, state: resume.ResumeState | None, target_relation
     elif not state.step("pre-data"):
         plan.blockers.append(
             "--resume: the interrupted copy stopped before its schema was complete, so no data was copied;"
-            " nothing was written — rerun with --clean --yes"
+            " nothing was written — start again with db copy --clean --yes"
         )
     elif state.step("post-data started") and not state.step("post-data"):
         plan.blockers.append(
             "--resume: the interrupted copy stopped while restoring constraints and triggers (post-data),"
-            " which cannot be continued part-way; nothing was written — rerun with --clean --yes"
+            " which cannot be continued part-way; nothing was written — start again with db copy --clean --yes"
         )
     else:
         done = state.summary()

@@ -87,6 +87,21 @@ def mark(conn: psycopg.Connection, kind: str, table: str, name: str) -> None:
 LOCK_KEY = 0x7061_6173_6D69_6772  # "paasmigr"
 
 
+def lock_holder(conn: psycopg.Connection) -> str | None:
+    """Who holds the copy lock: "pid, from ADDRESS, since TIME", or None if unknown."""
+    row = conn.execute(
+        "SELECT a.pid, a.client_addr, date_trunc('second', a.backend_start)"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
+        (LOCK_KEY,),
+    ).fetchone()
+    if not row:
+        return None
+    return f"{row[0]}, from {row[1] or 'a local socket'}, since {row[2]}"
+
+
 def try_lock(conn: psycopg.Connection) -> bool:
     """Take the target's copy lock for the life of `conn`'s session; False if another session holds it."""
     return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0])  # type: ignore[index]
