@@ -198,6 +198,8 @@ def test_a_second_copy_into_the_same_target_is_refused_while_one_runs(dbs) -> No
         for args in ((), ("--resume",), ("--mode", "stream")):
             res = run_cli("db", "copy", *args, env=env_for(dbs))
             assert res.code == 1 and "another paas-migrate copy" in res.err, res.output
+            pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+            assert f"session pid {pid}," in res.err and "pg_terminate_backend" in res.err, res.err
         with psycopg.connect(dbs.target_admin_url) as conn:
             assert conn.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
     res = run_cli("db", "copy", env=env_for(dbs))  # the lock went with its session
