@@ -259,3 +259,28 @@ def test_without_create_on_the_database_the_copy_keeps_no_record_and_says_so(dbs
     # No record, so no --resume: the hint says what will work.
     assert info.value.hint and "--clean --yes" in info.value.hint and "--resume" not in info.value.hint
     assert not _state_exists(dbs)
+
+
+def test_resume_after_kill_9_twice(dbs) -> None:  # type: ignore[no-untyped-def]
+    """No goodbye at all (an OOM kill, a host gone): what the server committed is kept, what it had not
+    is not, twice over; the third run finishes and equals the source."""
+    import os
+
+    _seed(dbs)
+    for table, args in (("a_big", ()), ("b_mid", ("--resume",))):
+        proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", *args, env=env_for(dbs))
+        _wait_for_copy_of(dbs, table)
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+    assert _state_exists(dbs)
+    deadline = time.monotonic() + 30  # the killed run's sessions end as the server notices
+    while True:
+        res = run_cli("db", "copy", "--resume", env=env_for(dbs))
+        if res.code == 0 or "another session holds" not in res.err or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert res.code == 0, res.output
+    assert not _state_exists(dbs)
+    assert_same_database(dbs)
