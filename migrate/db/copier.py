@@ -197,6 +197,7 @@ class _Copier:
         self.early_built: set[tuple[int, int]] = set()
         self._count_lock = threading.Lock()
         self._data_total = 0  # estimated bytes of the data phase's copies, corrected as they land
+        self.analyzed: set[str] = set()  # tables analyzed in the data phase
         # The target's record of what is done (parallel mode): the interrupted run's, when resuming.
         self.state: resume.ResumeState | None = detail.resume if cfg.resume else None
         self.resuming = self.state is not None
@@ -551,10 +552,16 @@ class _Copier:
         if state.step("data"):  # the interrupted run got past its data phase
             return PhaseResult("data", 0.0, jobs, note="copied by the interrupted run")
         names = {t.oid: qualified(t.schema, t.name) for t in self.detail.source.tables}
+        labels = {t.oid: t.qualified for t in self.detail.source.tables}
         by_table: dict[int, list[inv.EarlyIndex]] = {}
         for e in sorted(early, key=lambda e: e.bytes, reverse=True):  # the longest build of a table first
             if not state.has(resume.INDEX, names.get(e.table_oid, ""), e.name):  # built by an interrupted run
                 by_table.setdefault(e.table_oid, []).append(e)
+        # ANALYZE each table as soon as its data and indexes are in (the analyze phase then has only
+        # the rest), unless its statistics depend on something post-data creates.
+        late = inv.analyze_after_post_data(coord, self.detail.source.tables, early)
+        builds_left: dict[int, int] = {}
+        analyses: collections.deque[int] = collections.deque()
         units = self.plan_units()
         if self.resuming:
             units = self._units_left(units)
@@ -570,24 +577,33 @@ class _Copier:
         for oid, items in by_table.items():
             if oid not in remaining:  # landed in the interrupted run: only its builds are left
                 builds.extend(items)
+                builds_left[oid] = len(items)
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
-        running: dict[cf.Future[None], tuple[str, CopyUnit | None]] = {}
+        running: dict[cf.Future[None], tuple[str, CopyUnit | None, int]] = {}
 
         def fill() -> None:
-            while len(running) < jobs and (builds or copies):
+            while len(running) < jobs and (builds or analyses or copies):
                 if builds:
                     e = builds.popleft()
-                    running[pool.submit(self.build_index, e)] = (f"index {e.name}", None)
+                    running[pool.submit(self.build_index, e)] = (f"index {e.name}", None, e.table_oid)
+                elif analyses:
+                    oid = analyses.popleft()
+                    label = labels[oid]
+                    running[pool.submit(self.analyze_table, names[oid], label)] = (f"analyze {label}", None, 0)
                 else:
                     u = copies.popleft()
-                    running[pool.submit(self.copy_unit, u)] = (u.label, u)
+                    running[pool.submit(self.copy_unit, u)] = (u.label, u, u.table.oid)
+
+        def indexes_done(oid: int) -> None:
+            if oid not in late:
+                analyses.append(oid)
 
         try:
             fill()
             while running:
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
-                    label, unit = running.pop(fut)
+                    label, unit, oid = running.pop(fut)
                     exc = fut.exception()
                     if exc is not None:
                         if isinstance(exc, KeyboardInterrupt):
@@ -598,15 +614,24 @@ class _Copier:
                         failures.append(f"{label}: {message}")
                         continue
                     if unit is None:
-                        continue  # an index build finished
-                    remaining[unit.table.oid] -= 1
-                    if remaining[unit.table.oid] == 0:
-                        builds.extend(by_table.get(unit.table.oid, []))
+                        if oid:  # an index build finished: the table's last one?
+                            builds_left[oid] -= 1
+                            if builds_left[oid] == 0:
+                                indexes_done(oid)
+                        continue
+                    remaining[oid] -= 1
+                    if remaining[oid] == 0:
+                        items = by_table.get(oid, [])
+                        builds.extend(items)
+                        builds_left[oid] = len(items)
+                        if not items:
+                            indexes_done(oid)
                 if failures:
                     # Fail fast: the copy is unusable anyway, and the rest would only take time.
                     self.children.cancelled.set()
                     copies.clear()
                     builds.clear()
+                    analyses.clear()
                     for f in running:
                         f.cancel()
                     self.abort()
@@ -857,7 +882,31 @@ class _Copier:
         conn.commit()
         return PhaseResult("sequences", 0.0, 1, items=len(seqs))
 
+    def analyze_table(self, rel: str, label: str) -> None:
+        """ANALYZE one table (`rel`, quoted) in the data phase: its data and indexes are in."""
+        if self.children.cancelled.is_set():
+            raise KeyboardInterrupt
+        task = f"analyze {label}"
+        self.reporter.on_start(task)
+        conn = self._target()
+        ok = False
+        try:
+            conn.execute(f"ANALYZE {rel}")
+            conn.commit()
+            ok = True
+        except psycopg.Error as exc:
+            conn.rollback()
+            if self.children.cancelled.is_set():
+                raise KeyboardInterrupt from None
+            raise CopyFailed(f"analyzing {label} failed: {_first_line(str(exc))}") from None
+        finally:
+            self.reporter.on_done(task, ok=ok)
+        with self._count_lock:
+            self.analyzed.add(rel)
+
     def analyze(self) -> PhaseResult:
+        """ANALYZE what the data phase did not: partitioned parents, materialized views, and tables
+        whose statistics depend on post-data objects (see inv.analyze_after_post_data)."""
         with connect(self.cfg.db.target, "target") as conn:
             tables = [
                 qualified(s, n)
@@ -865,6 +914,7 @@ class _Copier:
                     f"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                     f" WHERE c.relkind IN ('r', 'p', 'm') AND {inv.USER_SCHEMA}"
                 ).fetchall()
+                if qualified(s, n) not in self.analyzed
             ]
 
         def one(rel: str) -> None:
@@ -878,7 +928,8 @@ class _Copier:
         with cf.ThreadPoolExecutor(max_workers=self.cfg.db.jobs, thread_name_prefix="analyze") as pool:
             for fut in [pool.submit(one, t) for t in tables]:
                 fut.result()
-        return PhaseResult("analyze", 0.0, self.cfg.db.jobs, items=len(tables))
+        early = f"; {len(self.analyzed)} analyzed as they landed" if self.analyzed else ""
+        return PhaseResult("analyze", 0.0, self.cfg.db.jobs, items=len(tables), note=f"{len(tables)} tables{early}")
 
     # ---- stream mode ---------------------------------------------------------------------
     def stream_copy(self) -> PhaseResult:

@@ -307,3 +307,24 @@ def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[Ear
             item.finish.append(f"ALTER TABLE ONLY {rel} REPLICA IDENTITY USING INDEX {idx}")
         out.append(item)
     return out
+
+
+def analyze_after_post_data(conn: psycopg.Connection, tables: list[TableInfo], early: list[EarlyIndex]) -> set[int]:
+    """Tables whose statistics depend on something post-data creates, so ANALYZE waits for it: an
+    expression index pg_restore builds (its expressions get statistics), extended statistics objects
+    (CREATE STATISTICS is post-data), and inheritance parents (their statistics cover children that may
+    land later). Every other table can be analyzed as soon as its data and indexes are in. Read-only."""
+    oids = [t.oid for t in tables]
+    early_indexes = [e.object_oid for e in early if e.catalog == 1259]
+    early_constraints = [e.object_oid for e in early if e.catalog == 2606]
+    rows = conn.execute(
+        """
+        SELECT i.indrelid::bigint FROM pg_index i
+        WHERE i.indexprs IS NOT NULL AND i.indrelid = ANY(%(t)s) AND NOT i.indexrelid = ANY(%(i)s)
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.oid = ANY(%(c)s))
+        UNION SELECT stxrelid::bigint FROM pg_statistic_ext WHERE stxrelid = ANY(%(t)s)
+        UNION SELECT inhparent::bigint FROM pg_inherits WHERE inhparent = ANY(%(t)s)
+        """,
+        {"t": oids, "i": early_indexes, "c": early_constraints},
+    ).fetchall()
+    return {int(r[0]) for r in rows}

@@ -56,6 +56,11 @@ def test_copy_of_hard_schema_equals_source(dbs, mode: str, tmp_path: Path) -> No
             " OR relname = 'users' AND last_autoanalyze IS NOT NULL"
         ).fetchone()
         assert analyzed == (1,)
+        # Every table and materialized view, whichever phase analyzed it.
+        missing = conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NULL AND last_autoanalyze IS NULL"
+        ).fetchall()
+        assert missing == [], missing
     data = json.loads(report.read_text())
     assert data["status"] == "success"
     assert data["totals"]["mode"] == mode
@@ -64,6 +69,30 @@ def test_copy_of_hard_schema_equals_source(dbs, mode: str, tmp_path: Path) -> No
     assert verification["outcomes"]["match"] > 50
     assert sum(n for k, n in verification["outcomes"].items() if k != "match") == 0
     assert dbs.source_cluster.password not in report.read_text()
+
+
+def test_statistics_that_depend_on_post_data_are_computed_after_it(dbs) -> None:  # type: ignore[no-untyped-def]
+    """Tables are analyzed as they land, except where the statistics need post-data objects: extended
+    statistics (CREATE STATISTICS is post-data) and inheritance parents (their children land later)."""
+    dbs.source_sql(
+        "CREATE TABLE ext (a int, b int); INSERT INTO ext SELECT g % 100, g % 100 FROM generate_series(1, 5000) g;"
+        "CREATE STATISTICS ext_s (dependencies) ON a, b FROM ext;"
+        "CREATE TABLE par (id int, v int); CREATE TABLE chi () INHERITS (par);"
+        "INSERT INTO par VALUES (1, 1); INSERT INTO chi SELECT g, g FROM generate_series(1, 5000) g;"
+    )
+    res = run_cli("db", "copy", "--jobs", "2", "--no-verify", env=env_for(dbs))
+    assert res.code == 0, res.output
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        deps = conn.execute(
+            "SELECT d.stxddependencies IS NOT NULL FROM pg_statistic_ext e"
+            " JOIN pg_statistic_ext_data d ON d.stxoid = e.oid WHERE e.stxname = 'ext_s'"
+        ).fetchall()
+        assert deps == [(True,)]
+        # The parent's whole-tree statistics count the child's rows.
+        tree = conn.execute(
+            "SELECT count(*) FROM pg_statistic WHERE starelid = 'par'::regclass AND stainherit"
+        ).fetchone()
+        assert tree is not None and tree[0] > 0
 
 
 def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-untyped-def]
@@ -125,7 +154,8 @@ def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeyp
     rec = RecordingReporter()
     report = copier.copy_database(cfg, rec)
     assert report.status.value == "success"
-    heavy = [(k, t) for k, t, _ in rec.events if k in ("start", "done") and t.startswith(("copy ", "index "))]
+    heavy = [(k, t) for k, t, _ in rec.events
+             if k in ("start", "done") and t.startswith(("copy ", "index ", "analyze "))]
     starts = [t for k, t in heavy if k == "start"]
     assert starts[:2] == ["copy public.chain [1/2]", "copy public.chain [2/2]"] or \
         starts[:2] == ["copy public.chain [2/2]", "copy public.chain [1/2]"], starts
@@ -140,6 +170,13 @@ def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeyp
         running += 1 if k == "start" else -1
         peak = max(peak, running)
     assert peak <= 2, heavy
+    # Each table is analyzed in the data phase, after its last index build.
+    for table, last_index in (("chain", "index public.chain_n"), ("side_a", "index public.side_a_pkey")):
+        assert f"analyze public.{table}" in starts, " | ".join(starts)
+        analyzed = starts.index(f"analyze public.{table}")
+        assert analyzed > starts.index(last_index), starts
+        assert heavy.index(("done", last_index)) < heavy.index(("start", f"analyze public.{table}")), heavy
+    assert "analyze public.side_b" in starts  # no index: analyzed as soon as it landed
     assert_same_database(dbs)
 
 
