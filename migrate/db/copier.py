@@ -705,14 +705,28 @@ class _Copier:
             raise CopyFailed(f"attaching the keys failed: {_first_line(str(exc))}",
                              hint=f"fix the cause, then {self.rerun_hint}") from None
 
-    def build_index(self, item: inv.EarlyIndex) -> None:
+    def _target_job(self, task: str, what: str, work: Callable[[psycopg.Connection], object]) -> None:
+        """One job of the data phase on this worker's target connection, in a transaction of its own,
+        shown as `task`. An interrupt cancels it (KeyboardInterrupt); a server error is one line."""
         if self.children.cancelled.is_set():
             raise KeyboardInterrupt
-        task = f"index {item.name}"
         self.reporter.on_start(task)
         conn = self._target()
         ok = False
         try:
+            work(conn)
+            conn.commit()
+            ok = True
+        except psycopg.Error as exc:
+            conn.rollback()
+            if self.children.cancelled.is_set():
+                raise KeyboardInterrupt from None
+            raise CopyFailed(f"{what} failed: {_first_line(str(exc))}") from None
+        finally:
+            self.reporter.on_done(task, ok=ok)
+
+    def build_index(self, item: inv.EarlyIndex) -> None:
+        def work(conn: psycopg.Connection) -> None:
             conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
             if item.method == "gin":
                 # Measured (bench/, PostgreSQL 15): high-cardinality GIN builds run 35-45% faster with
@@ -721,15 +735,8 @@ class _Copier:
                 conn.execute("SELECT pg_catalog.set_config('maintenance_work_mem', %s, true)", (GIN_BUILD_MEMORY,))
             conn.execute(item.statement.encode())
             self._mark(conn, resume.INDEX, self._table_name(item.table_oid), item.name)
-            conn.commit()
-            ok = True
-        except psycopg.Error as exc:
-            conn.rollback()
-            if self.children.cancelled.is_set():
-                raise KeyboardInterrupt from None
-            raise CopyFailed(f"building {item.name} failed: {_first_line(str(exc))}") from None
-        finally:
-            self.reporter.on_done(task, ok=ok)
+
+        self._target_job(f"index {item.name}", f"building {item.name}", work)
 
     def _table_name(self, oid: int) -> str:
         """A table's name in the resume record (quoted: see CopyUnit.record_name)."""
@@ -884,23 +891,7 @@ class _Copier:
 
     def analyze_table(self, rel: str, label: str) -> None:
         """ANALYZE one table (`rel`, quoted) in the data phase: its data and indexes are in."""
-        if self.children.cancelled.is_set():
-            raise KeyboardInterrupt
-        task = f"analyze {label}"
-        self.reporter.on_start(task)
-        conn = self._target()
-        ok = False
-        try:
-            conn.execute(f"ANALYZE {rel}")
-            conn.commit()
-            ok = True
-        except psycopg.Error as exc:
-            conn.rollback()
-            if self.children.cancelled.is_set():
-                raise KeyboardInterrupt from None
-            raise CopyFailed(f"analyzing {label} failed: {_first_line(str(exc))}") from None
-        finally:
-            self.reporter.on_done(task, ok=ok)
+        self._target_job(f"analyze {label}", f"analyzing {label}", lambda conn: conn.execute(f"ANALYZE {rel}"))
         with self._count_lock:
             self.analyzed.add(rel)
 
