@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.test_db_copy import assert_same_database, env_for
 from tests.support.cli import interrupt, run_cli, start_cli
+from tests.support.dbfaults import fail_copy_of
 
 STATE = "_paas_migrate"
 
@@ -245,14 +246,7 @@ def test_without_create_on_the_database_the_copy_keeps_no_record_and_says_so(dbs
         admin.execute(f"REVOKE CREATE ON DATABASE {dbs.target_db} FROM {RDS_USER}, PUBLIC")
     res = run_cli("db", "plan", env=env_for(dbs))
     assert res.code == 0 and "no resume record" in res.output, res.output
-    real = copier._Copier._copy_unit
-
-    def failing(self, unit, fmt):  # type: ignore[no-untyped-def]
-        if unit.table.name == "b":
-            raise CopyFailed("injected failure")
-        real(self, unit, fmt)
-
-    monkeypatch.setattr(copier._Copier, "_copy_unit", failing)
+    fail_copy_of(monkeypatch, "b")
     cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=1), verify=False)
     with pytest.raises(CopyFailed) as info:
         copier.copy_database(cfg, NullReporter())

@@ -17,6 +17,7 @@ from migrate.local.s3server import REGION, SOURCE_KEYS, TARGET_KEYS
 from migrate.model import Diff, Outcome, Plan, Report, Status, Step
 from migrate.progress import RecordingReporter
 from tests.support.cli import run_cli
+from tests.support.dbfaults import fail_copy_of
 from tests.support.services import RDS_PASSWORD
 
 SEED_SQL = """
@@ -173,14 +174,7 @@ def test_run_resume_continues_an_interrupted_database_copy(scenario: dict[str, A
     from migrate.db import copier
 
     s = scenario
-    real = copier._Copier._copy_unit
-
-    def fail_on_organisations(self: Any, unit: Any, fmt: str) -> None:
-        if unit.table.name == "organisations":
-            raise CopyFailed("injected failure")
-        real(self, unit, fmt)
-
-    monkeypatch.setattr(copier._Copier, "_copy_unit", fail_on_organisations)
+    fail_copy_of(monkeypatch, "organisations")
     cfg = DbCopyConfig(db=DbJobConfig.build(s["dbs"].source_url, s["dbs"].target_url, jobs=1), verify=False)
     with pytest.raises(CopyFailed, match="organisations"):
         copier.copy_database(cfg, RecordingReporter())
