@@ -301,6 +301,13 @@ class DbCopyConfig:
     split_threshold_bytes: int = 256 * 1024 * 1024  # tables above this are copied in ranges
     sections: tuple[str, ...] = ("pre-data", "data", "post-data")
 
+    def __post_init__(self) -> None:
+        if self.resume and self.clean:
+            raise ConfigError("--resume keeps what an interrupted copy wrote; --clean drops it", hint="choose one")
+        if self.resume and self.mode == "stream":
+            raise ConfigError("--resume continues a parallel copy; a stream copy cannot be resumed",
+                              hint="use --mode parallel --resume, or start again with --clean --yes")
+
 
 # ---- S3 section: owned by the s3 work (S3CopyConfig and friends go below this line) ----
 

@@ -373,10 +373,10 @@ def _resolve_database(d: DatabaseSpec, r: Resolver, resume: bool = False) -> Any
         job = DbJobConfig.build(src, tgt, jobs=d.jobs, environ={})
     except ConfigError as exc:
         raise ConfigError(f"{d.where}: {exc.message}", hint=exc.hint) from None
-    if resume and d.mode == "stream":
-        raise ConfigError(f"{d.where}: --resume continues a parallel copy; this database is copied with"
-                          " mode = \"stream\", which cannot be resumed")
-    return DbCopyConfig(db=job, mode=d.mode, clean=False, resume=resume, verify=True)
+    try:
+        return DbCopyConfig(db=job, mode=d.mode, clean=False, resume=resume, verify=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{d.where}: {exc.message}", hint=exc.hint) from None
 
 
 def _has_password(url: str) -> bool:

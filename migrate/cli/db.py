@@ -86,11 +86,6 @@ def copy_cmd(
     from migrate.db.copier import copy_database
     from migrate.db.planner import plan_database
 
-    if resume and clean:
-        raise ConfigError("--resume keeps what an interrupted copy wrote; --clean drops it", hint="choose one")
-    if resume and mode == "stream":
-        raise ConfigError("--resume continues a parallel copy; a stream copy cannot be resumed",
-                          hint="use --mode parallel --resume, or rerun the stream copy with --clean --yes")
     cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode, clean=clean, resume=resume,
                        verify=not no_verify)
     if dry_run:

@@ -56,7 +56,7 @@ from migrate.db.pgtools import (
     tool_env,
 )
 from migrate.db.planner import DbPlanDetail, plan_with_detail
-from migrate.errors import ConfigError, CopyFailed, Interrupted, MigrateError, PreflightError, ToolError
+from migrate.errors import CopyFailed, Interrupted, MigrateError, PreflightError, ToolError
 from migrate.model import PhaseResult, Plan, Report
 from migrate.progress import Reporter
 
@@ -127,8 +127,6 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
     without --clean. Interrupts end every child process and raise Interrupted. `plan`, if given, is
     not trusted: the preflight runs again right before anything is written (a plan may be stale).
     """
-    if cfg.clean and cfg.resume:
-        raise ConfigError("--resume keeps what an interrupted copy wrote; --clean drops it", hint="choose one")
     # The target's copy lock first: the plan reads the resume record, which must not change under us.
     lock = _lock_target(cfg)
     try:
