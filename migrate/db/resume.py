@@ -24,7 +24,7 @@ TABLE = "copy_state"
 # Step kinds
 COPY = "copy"  # one COPY unit: name = the unit's key
 INDEX = "index"  # one early index/key build: name = the index's name
-STEP = "step"  # a whole phase: name = "pre-data", "keys attached", "post-data started", "post-data"
+STEP = "step"  # a whole phase: "pre-data", "keys attached", "data", "post-data started", "post-data"
 META = "meta"  # facts about the interrupted run: name = "schema <sha256>"
 
 
