@@ -44,6 +44,16 @@ def _state_exists(dbs) -> bool:  # type: ignore[no-untyped-def]
         return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE,)).fetchone() is not None
 
 
+def _wait_until_unlocked(dbs, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    from migrate.db.resume import lock_holder
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dbs.target_admin_url, autocommit=True) as conn:
+        while lock_holder(conn) is not None:
+            assert time.monotonic() < deadline, lock_holder(conn)
+            time.sleep(0.1)
+
+
 def _seed(dbs) -> None:  # type: ignore[no-untyped-def]
     # Copied biggest first with one job: a_big lands (and its key is built) before b_mid starts.
     dbs.source_sql(
@@ -268,13 +278,9 @@ def test_resume_after_kill_9_twice(dbs) -> None:  # type: ignore[no-untyped-def]
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL
+        _wait_until_unlocked(dbs)  # the server ends the dead run's sessions as it notices them
     assert _state_exists(dbs)
-    deadline = time.monotonic() + 30  # the killed run's sessions end as the server notices
-    while True:
-        res = run_cli("db", "copy", "--resume", env=env_for(dbs))
-        if res.code == 0 or "another session holds" not in res.err or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
     assert res.code == 0, res.output
     assert not _state_exists(dbs)
     assert_same_database(dbs)
