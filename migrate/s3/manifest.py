@@ -7,6 +7,7 @@ Only the thread that owns a Manifest touches its connection (workers hand result
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -91,33 +92,35 @@ class Manifest:
     def load_listing(self, table: str, batches: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:
         assert table in ("src", "dst")
         count = total = 0
-        self._begin()
-        try:
+        with self._transaction():
             self.db.execute(f"DELETE FROM {table}")
             for batch in batches:
                 self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?)", batch)
                 count += len(batch)
                 total += sum(r[1] for r in batch)
+        return count, total
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction: committed at the end of the block, rolled back if it raises (a signal
+        included). Never nested: a transaction a signal left open is rolled back first."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self.db.execute("BEGIN")
+        try:
+            yield
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        return count, total
-
-    def _begin(self) -> None:
-        # A signal can interrupt us between BEGIN and COMMIT: never nest, roll the half-done batch back.
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
-        self.db.execute("BEGIN")
 
     def reconcile(self) -> None:
         """Bring `objects` in line with fresh listings: new or changed source objects become pending, done
         objects whose target copy changed or vanished become pending, and pending ones whose target
         already has the same size and ETag are done ("etag-match": equal ETags mean equal content)."""
-        self._begin()
-        self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
-        self._reconcile("")
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
+            self._reconcile("")
 
     def _reconcile(self, scope: str) -> None:
         """The reconcile statements for the keys of `scope` (SQL on `key`; "" for every listed key)."""
@@ -166,16 +169,14 @@ class Manifest:
     # ---- a source listing streamed page by page (copy starts before the listing ends) ----------------
     def start_source(self) -> None:
         """Forget the previous source listing; the target's (load_listing("dst", ...)) must be loaded."""
-        self._begin()
-        self.db.execute("DELETE FROM src")
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS page (key TEXT PRIMARY KEY) WITHOUT ROWID")
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self.db.execute("DELETE FROM src")
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS page (key TEXT PRIMARY KEY) WITHOUT ROWID")
 
     def add_source(self, batch: list[tuple[Any, ...]]) -> tuple[dict[str, tuple[int, int]], list[Row]]:
         """Load one page of the source listing and reconcile its keys (as reconcile() does); returns the
         page's plan categories and its rows still to copy, in key order. One transaction."""
-        self._begin()
-        try:
+        with self._transaction():
             self.db.execute("DELETE FROM page")
             self.db.executemany("INSERT OR REPLACE INTO src VALUES (?, ?, ?, ?, ?)", batch)
             self.db.executemany("INSERT OR IGNORE INTO page VALUES (?)", [(r[0],) for r in batch])
@@ -185,17 +186,12 @@ class Manifest:
             rows = [Row(*r) for r in self.db.execute(
                 "SELECT key, size, etag, algo, storage_class, status FROM objects "
                 f"WHERE status IN ('pending', 'failed') {scope} ORDER BY key")]
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
         return cats, rows
 
     def finish_source(self) -> None:
         """The source listing is complete: forget objects that are no longer on the source."""
-        self._begin()
-        self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
 
     def listed_on_source(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM src WHERE key = ?", (key,)).fetchone() is not None
@@ -231,12 +227,11 @@ class Manifest:
         if not results:
             return
         now = time.time()
-        self._begin()
-        self.db.executemany(
-            "UPDATE objects SET status = ?, evidence = ?, target_etag = ?, detail = ?, updated = ? WHERE key = ?",
-            [(s, e, t, d, now, k) for k, s, e, t, d in results],
-        )
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self.db.executemany(
+                "UPDATE objects SET status = ?, evidence = ?, target_etag = ?, detail = ?, updated = ? WHERE key = ?",
+                [(s, e, t, d, now, k) for k, s, e, t, d in results],
+            )
 
     def status_counts(self) -> dict[str, tuple[int, int]]:
         out = {s: (0, 0) for s in (PENDING, VERIFIED, SIZE_ONLY, FAILED)}
