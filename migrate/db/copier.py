@@ -140,8 +140,7 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
         raise PreflightError("; ".join(blockers))
     report = Report(kind="db-copy", source=cfg.db.source.display(), target=cfg.db.target.display())
     report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")]
-    copier = _Copier(cfg, detail, reporter, report)
-    copier._lock_conn = lock
+    copier = _Copier(cfg, detail, reporter, report, lock)
     try:
         copier.run()
     except KeyboardInterrupt:
@@ -177,7 +176,8 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
 
 
 class _Copier:
-    def __init__(self, cfg: DbCopyConfig, detail: DbPlanDetail, reporter: Reporter, report: Report) -> None:
+    def __init__(self, cfg: DbCopyConfig, detail: DbPlanDetail, reporter: Reporter, report: Report,
+                 lock: psycopg.Connection | None = None) -> None:
         self.cfg = cfg
         self.detail = detail
         self.reporter = reporter
@@ -200,7 +200,7 @@ class _Copier:
         self.state: resume.ResumeState | None = detail.resume if cfg.resume else None
         self.resuming = self.state is not None
         self.recording = self.resuming  # a new record is opened by run() (parallel mode)
-        self._lock_conn: psycopg.Connection | None = None
+        self._lock_conn = lock  # holds the target's copy lock; closed by cleanup()
         self.kept_copies = 0
 
     @property
