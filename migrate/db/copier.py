@@ -14,7 +14,8 @@ Parallel mode, in order (each phase's connection and concurrency as in pgcopydb'
                 fires during the load and the target's rows equal the source's.
 4. large objects, 5. sequences (values read in the snapshot).
 6. post-data  — `pg_restore --section=post-data -j N`: indexes in parallel, then constraints,
-                triggers, materialized-view data.
+                triggers, materialized-view data. Resumed, it restores only the entries whose object
+                is not on the target yet (each entry is one transaction).
 7. analyze    — ANALYZE every table in parallel (an unanalysed database is slow the next morning).
 8. verify     — `db verify` (unless --no-verify).
 
@@ -68,6 +69,8 @@ LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "16MB"
 STREAM_POLL_SECONDS = 1.0  # how often a stream copy's progress is read from the target
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+TOC_ENTRY = re.compile(r"\s*\d+;\s+(\d+)\s+(\d+)\s+(.*)")  # pg_restore -l: "id; catalog oid DESC ..."
+PG_CLASS = 1259  # pg_class's oid (fixed in every cluster)
 
 
 @dataclass
@@ -193,6 +196,7 @@ class _Copier:
         self.rows = 0
         self.bytes = 0
         self.early_built: set[tuple[int, int]] = set()
+        self.restored: set[tuple[int, int]] = set()  # post-data entries an interrupted run restored
         self._count_lock = threading.Lock()
         self._data_total = 0  # estimated bytes of the data phase's copies, corrected as they land
         self.analyzed: set[str] = set()  # tables analyzed in the data phase
@@ -207,8 +211,8 @@ class _Copier:
     def rerun_hint(self) -> str:
         """What a rerun should be, given the phase that failed or was interrupted: --resume where the
         record allows it (see the preflight's resume checks), else starting again."""
-        resumable = self.recording and self.phase != "post-data" and (
-            self.resuming or self.phase in ("data", "large objects", "sequences", "analyze"))
+        resumable = self.recording and (
+            self.resuming or self.phase in ("data", "large objects", "sequences", "post-data", "analyze"))
         if resumable:
             return ("rerun with --resume to continue (the source must not change meanwhile),"
                     " or start again with db copy --clean --yes")
@@ -445,22 +449,26 @@ class _Copier:
                  if not ln.startswith((b"\\restrict ", b"\\unrestrict ", b"-- Dumped from", b"-- Dumped by"))]
         return hashlib.sha256(b"\n".join(lines)).hexdigest()
 
-    def _toc(self, section: str) -> Path:
-        """pg_restore's table of contents for one section, minus what a non-superuser may not do."""
+    def _toc_lines(self, section: str) -> list[str]:
         tool = self.detail.tools["pg_restore"]
         res = self._run_tool([tool.path, "-l", f"--section={section}", str(self.tmp / "schema.dump")],
                              dict(os.environ), "pg_restore -l")
         if res.returncode != 0:
             raise ToolError(f"pg_restore could not read the schema archive: {_last_error(res.stderr)}")
+        return res.stdout.decode("utf-8", "replace").splitlines()
+
+    def _toc(self, section: str) -> Path:
+        """pg_restore's table of contents for one section, minus what a non-superuser may not do and
+        what is already on the target (built early, or restored by an interrupted run)."""
         kept, skipped = [], []
-        for line in res.stdout.decode("utf-8", "replace").splitlines():
+        for line in self._toc_lines(section):
             # COMMENT ON EXTENSION needs the extension's owner (on RDS: rdsadmin, never us).
             if re.search(r"\bCOMMENT - EXTENSION\b", line):
                 skipped.append(line)
                 continue
-            m = re.match(r"\s*\d+;\s+(\d+)\s+(\d+)\s", line)
-            if m and (int(m.group(1)), int(m.group(2))) in self.early_built:
-                continue  # built as soon as its table's data landed
+            m = TOC_ENTRY.match(line)
+            if m and (int(m.group(1)), int(m.group(2))) in self.early_built | self.restored:
+                continue
             kept.append(line)
         for line in skipped:
             name = re.sub(r"^.*COMMENT - EXTENSION\s+", "", line).split()[0]
@@ -469,15 +477,43 @@ class _Copier:
         path.write_text("\n".join(kept) + "\n")
         return path
 
-    def post_data(self) -> None:
-        """pg_restore's post-data, recorded as started first: it runs in several transactions (-j) and
-        cannot be resumed part-way (the preflight refuses a resume after a half-done post-data)."""
+    def post_data(self) -> PhaseResult | None:
+        """pg_restore's post-data, recorded as started first and as done at the end. In between, it
+        runs its entries in several sessions (-j), each entry one implicit transaction: a resumed
+        post-data restores only the entries whose object is not on the target yet."""
         assert self.state is not None
         if self.state.step("post-data"):
-            return
-        self._record(lambda c: resume.mark(c, resume.STEP, "", "post-data started"))
+            return None
+        resumed = self.state.step("post-data started")
+        if resumed:
+            self.restored = self._restored_by_interrupted_run()
+        else:
+            self._record(lambda c: resume.mark(c, resume.STEP, "", "post-data started"))
         self.restore_section("post-data", self.cfg.db.jobs)
         self._record(lambda c: resume.mark(c, resume.STEP, "", "post-data"))
+        if not resumed:
+            return None
+        return PhaseResult("post-data", 0.0, self.cfg.db.jobs,
+                           note=f"{len(self.restored)} objects kept from the interrupted run")
+
+    def _restored_by_interrupted_run(self) -> set[tuple[int, int]]:
+        """The post-data entries (as keyed in the table of contents) whose index, constraint, trigger,
+        rule, policy, statistics object or materialized view data the interrupted run created."""
+        asked: dict[tuple[int, int], tuple[int, int]] = {}  # source object -> its TOC key
+        for line in self._toc_lines("post-data"):
+            m = TOC_ENTRY.match(line)
+            if not m:
+                continue
+            key = (int(m.group(1)), int(m.group(2)))
+            if key in self.early_built:
+                continue  # built in the data phase, not by pg_restore
+            if key[0] == 0 and m.group(3).startswith("MATERIALIZED VIEW DATA "):
+                asked[(PG_CLASS, key[1])] = key  # its REFRESH: done if the view is populated
+            elif key[0] and key[1]:
+                asked[key] = key
+        with connect(self.cfg.db.source, "source") as src, connect(self.cfg.db.target, "target") as tgt:
+            found = resume.already_restored(src, tgt, list(asked))
+        return {asked[k] for k in found}
 
     def restore_section(self, section: str, jobs: int) -> None:
         tool = self.detail.tools["pg_restore"]
@@ -504,7 +540,7 @@ class _Copier:
             for e in fatal:
                 self.report.errors.append(f"{what}: {summarize(e)}")
             raise CopyFailed(f"restoring the {what} schema failed: {first}{more}",
-                             hint="fix the cause, then start again with db copy --clean --yes")
+                             hint=f"fix the cause, then {self.rerun_hint}")
         if res.returncode != 0 and not errors:
             raise ToolError(f"pg_restore ({what}) failed: {_last_error(res.stderr)}")
 

@@ -166,16 +166,13 @@ def _resume_checks(plan: Plan, state: resume.ResumeState | None, target_relation
             "--resume: the interrupted copy stopped before its schema was complete, so no data was copied;"
             " nothing was written — start again with db copy --clean --yes"
         )
-    elif state.step("post-data started") and not state.step("post-data"):
-        plan.blockers.append(
-            "--resume: the interrupted copy stopped while restoring constraints and triggers (post-data),"
-            " which cannot be continued part-way; nothing was written — start again with db copy --clean --yes"
-        )
     else:
         done = state.summary()
+        post = (" and the indexes, constraints and triggers its post-data restored"
+                if state.step("post-data started") and not state.step("post-data") else "")
         plan.warnings.append(
             f"--resume: keeping {done['copies']} table copies and {done['index builds']} index builds of the"
-            " interrupted run; they were read from the source then, so it must not have changed since"
+            f" interrupted run{post}; they were read from the source then, so it must not have changed since"
             " (the verification at the end checks)"
         )
 

@@ -114,3 +114,45 @@ def forget_copies(conn: psycopg.Connection, table: str) -> None:
 
 def drop_state(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+
+
+# Post-data objects whose creation is one TOC entry that pg_restore runs as one implicit transaction:
+# each exists on the target whole, or not at all. (The other post-data entries — comments, index
+# attachments, ROW SECURITY — are idempotent and simply run again.)
+_CREATED = {
+    "pg_class": "relkind IN ('i', 'I') OR relkind = 'm' AND relispopulated",  # indexes; refreshed mat. views
+    "pg_constraint": "true",
+    "pg_trigger": "NOT tgisinternal",
+    "pg_rewrite": "true",
+    "pg_policy": "true",
+    "pg_statistic_ext": "true",
+    "pg_event_trigger": "true",
+}
+
+
+def already_restored(source: psycopg.Connection, target: psycopg.Connection,
+                     objects: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which of these source objects — (catalog oid, object oid), as in pg_restore's table of contents;
+    a materialized view's oid for its data — an interrupted post-data already created on the target.
+    Objects are matched by their address (type, qualified name, arguments), never by oid."""
+    if not objects:
+        return set()
+    rows = source.execute(
+        "SELECT t.classid, t.objid, a.type, a.object_names, a.object_args"
+        " FROM unnest(%s::oid[], %s::oid[]) AS t(classid, objid),"
+        " LATERAL pg_catalog.pg_identify_object_as_address(t.classid, t.objid, 0) AS a",
+        ([c for c, _ in objects], [o for _, o in objects]),
+    ).fetchall()
+    union = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}::regclass::oid, oid FROM pg_catalog.{} WHERE {}").format(
+            sql.Literal(f"pg_catalog.{cat}"), sql.Identifier(cat), sql.SQL(where))
+        for cat, where in _CREATED.items()
+    )
+    there = {
+        (str(t), tuple(n or ()), tuple(a or ()))
+        for t, n, a in target.execute(
+            sql.SQL("SELECT a.type, a.object_names, a.object_args FROM ({}) AS o(classid, objid),"
+                    " LATERAL pg_catalog.pg_identify_object_as_address(o.classid, o.objid, 0) AS a").format(union)
+        ).fetchall()
+    }
+    return {(int(c), int(o)) for c, o, t, n, a in rows if (str(t), tuple(n or ()), tuple(a or ())) in there}

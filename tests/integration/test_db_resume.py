@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_db_copy import assert_same_database, env_for
+from tests.integration.test_db_copy import HARD_SCHEMA, assert_same_database, env_for
 from tests.support.cli import interrupt, run_cli, start_cli
 from tests.support.dbfaults import fail_copy_of
 
@@ -115,13 +115,6 @@ def test_resume_refuses_when_it_cannot_continue(dbs) -> None:  # type: ignore[no
         res = run_cli("db", "copy", *args, env=env_for(dbs))
         assert res.code == code and text in res.err, res.output
     _killed_copy(dbs)
-    # A record that says post-data was under way: it cannot be continued part-way.
-    with psycopg.connect(dbs.target_admin_url) as conn:
-        conn.execute(f"INSERT INTO {STATE}.copy_state (kind, tbl, name) VALUES ('step', '', 'post-data started')")
-    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
-    assert res.code == 1 and "post-data" in res.err and "--clean --yes" in res.err, res.output
-    with psycopg.connect(dbs.target_admin_url) as conn:
-        conn.execute(f"DELETE FROM {STATE}.copy_state WHERE name = 'post-data started'")
     # The source's schema changed since: what was copied cannot be trusted to fit it.
     dbs.source_sql("ALTER TABLE b_mid ADD COLUMN extra int")
     res = run_cli("db", "copy", "--resume", env=env_for(dbs))
@@ -217,30 +210,57 @@ def test_a_second_copy_into_the_same_target_is_refused_while_one_runs(dbs) -> No
     assert res.code == 0, res.output
 
 
-def test_a_failed_post_data_is_recorded_and_not_resumed_part_way(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_copy_stopped_half_way_through_post_data_resumes_there(dbs, monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """pg_restore -j runs each post-data entry as one transaction: after a stop, the entries whose
+    object is on the target are kept (matched by name: the target's oids differ) and the rest run."""
     from migrate.config import DbCopyConfig, DbJobConfig
     from migrate.db import copier
     from migrate.errors import CopyFailed
     from migrate.progress import NullReporter
 
-    _seed(dbs)
-    real = copier._Copier.restore_section
+    dbs.source_sql(HARD_SCHEMA)
+    real_toc, real_restore = copier._Copier._toc, copier._Copier.restore_section
+    first_half: list[str] = []
 
-    def failing(self, section, jobs):  # type: ignore[no-untyped-def]
+    def half_toc(self, section):  # type: ignore[no-untyped-def]
+        path = real_toc(self, section)
         if section == "post-data":
-            raise CopyFailed("injected post-data failure")
-        real(self, section, jobs)
+            entries = [ln for ln in path.read_text().splitlines() if copier.TOC_ENTRY.match(ln)]
+            first_half[:] = entries[: len(entries) // 2]
+            path.write_text("\n".join(first_half) + "\n")
+        return path
 
-    monkeypatch.setattr(copier._Copier, "restore_section", failing)
+    def stopping(self, section, jobs):  # type: ignore[no-untyped-def]
+        real_restore(self, section, jobs)
+        if section == "post-data":
+            raise CopyFailed("injected: stopped half-way through post-data")
+
+    monkeypatch.setattr(copier._Copier, "_toc", half_toc)
+    monkeypatch.setattr(copier._Copier, "restore_section", stopping)
     cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False)
     with pytest.raises(CopyFailed) as info:
         copier.copy_database(cfg, NullReporter())
-    assert info.value.hint and "--clean --yes" in info.value.hint and "--resume" not in info.value.hint
+    assert info.value.hint and "--resume" in info.value.hint, info.value.hint
+    monkeypatch.undo()
     with psycopg.connect(dbs.target_admin_url) as conn:
         steps = {r[0] for r in conn.execute(f"SELECT name FROM {STATE}.copy_state WHERE kind = 'step'")}
     assert {"pre-data", "data", "post-data started"} <= steps and "post-data" not in steps, steps
-    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
-    assert res.code == 1 and "post-data" in res.err and "--clean --yes" in res.err, res.output
+    # What the stopped run created: every entry of the first half that creates an object.
+    created = [ln for ln in first_half if copier.TOC_ENTRY.match(ln).group(1) != "0"  # type: ignore[union-attr]
+               or " MATERIALIZED VIEW DATA " in ln]
+    assert created, first_half
+    res = run_cli("db", "copy", "--resume", "--dry-run", env=env_for(dbs))
+    assert res.code == 0 and "post-data restored" in " ".join(res.output.split()), res.output
+    report_path = tmp_path / "report.json"
+    res = run_cli("db", "copy", "--resume", "--report", str(report_path), env=env_for(dbs))
+    assert res.code == 0, res.output  # our verify included
+    post = next(p for p in json.loads(report_path.read_text())["phases"] if p["name"] == "post-data")
+    assert post["note"] == f"{len(created)} objects kept from the interrupted run", (post, created)
+    assert_same_database(dbs)
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'organisations_touch'").fetchone() == (1,)
+        assert conn.execute("SELECT relispopulated FROM pg_class WHERE relname = 'org_counts'").fetchone() == (True,)
+    assert not _state_exists(dbs)
 
 
 def test_without_create_on_the_database_the_copy_keeps_no_record_and_says_so(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
