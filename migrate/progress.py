@@ -125,6 +125,8 @@ def human_bytes(n: float) -> str:
 
 
 def _amount(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value:.0f}%"
     return human_bytes(value) if unit == "bytes" else f"{value:,.0f}{' ' + unit if unit else ''}"
 
 
@@ -186,7 +188,7 @@ class PlainReporter:
                     pct = 100.0 * t.done / t.total
                     eta = (t.total - t.done) / rate if rate > 0 else float("inf")
                     eta_s = f", ETA {eta:.0f}s" if eta != float("inf") else ""
-                    line = (
+                    line = f"progress: {name} {pct:.0f}%{eta_s}" if t.unit == "%" else (
                         f"progress: {name} {_amount(t.done, t.unit)}/{_amount(t.total, t.unit)}"
                         f" ({pct:.0f}%), {_amount(rate, t.unit)}/s{eta_s}"
                     )
@@ -206,6 +208,8 @@ def amount_of(done: float, total: float | None, unit: str) -> str:
     if not total:
         return _amount(done, unit)
     pct = min(100.0 * done / total, 100.0)
+    if unit == "%":
+        return f"{pct:.0f}%"
     shown = _amount(done, unit) if unit == "bytes" or not unit else f"{done:,.0f}"
     return f"{shown}/{_amount(total, unit)} {pct:.0f}%"
 

@@ -67,7 +67,7 @@ BLOCK = 128 * 1024
 PIPE_SIZE = 1024 * 1024
 LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "16MB"
-STREAM_POLL_SECONDS = 1.0  # how often a stream copy's progress is read from the target
+STREAM_POLL_SECONDS = 1.0  # how often server-side progress (stream COPY, index builds) is read from the target
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 TOC_ENTRY = re.compile(r"\s*\d+;\s+(\d+)\s+(\d+)\s+(.*)")  # pg_restore -l: "id; catalog oid DESC ..."
 PG_CLASS = 1259  # pg_class's oid (fixed in every cluster)
@@ -197,6 +197,7 @@ class _Copier:
         self.bytes = 0
         self.early_built: set[tuple[int, int]] = set()
         self.restored: set[tuple[int, int]] = set()  # post-data entries an interrupted run restored
+        self._watch: _BuildWatch | None = None  # the data phase's index build and ANALYZE percentages
         self._count_lock = threading.Lock()
         self._data_total = 0  # estimated bytes of the data phase's copies, corrected as they land
         self.analyzed: set[str] = set()  # tables analyzed in the data phase
@@ -614,6 +615,7 @@ class _Copier:
                 builds_left[oid] = len(items)
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
         running: dict[cf.Future[None], tuple[str, CopyUnit | None, int]] = {}
+        self._watch = _BuildWatch(self.cfg.db.target, self.reporter, STREAM_POLL_SECONDS)
 
         def fill() -> None:
             while len(running) < jobs and (builds or analyses or copies):
@@ -679,6 +681,8 @@ class _Copier:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self._watch.close()
+            self._watch = None
             self.reporter.on_done("data", ok=not failures)
         if failures:
             self.report.errors.extend(failures)
@@ -739,13 +743,17 @@ class _Copier:
             raise CopyFailed(f"attaching the keys failed: {_first_line(str(exc))}",
                              hint=f"fix the cause, then {self.rerun_hint}") from None
 
-    def _target_job(self, task: str, what: str, work: Callable[[psycopg.Connection], object]) -> None:
-        """One job of the data phase on this worker's target connection, in a transaction of its own,
-        shown as `task`. An interrupt cancels it (KeyboardInterrupt); a server error is one line."""
+    def _target_job(self, task: str, kind: str, what: str, work: Callable[[psycopg.Connection], object]) -> None:
+        """One job of the data phase (`kind`: "index" or "analyze") on this worker's target connection,
+        in a transaction of its own, shown as `task` with the percentage the server reports. An
+        interrupt cancels it (KeyboardInterrupt); a server error is one line."""
         if self.children.cancelled.is_set():
             raise KeyboardInterrupt
-        self.reporter.on_start(task)
+        self.reporter.on_start(task, total=100, unit="%")
         conn = self._target()
+        pid = conn.info.backend_pid
+        if self._watch is not None:
+            self._watch.watch(pid, task, kind)
         ok = False
         try:
             work(conn)
@@ -757,6 +765,9 @@ class _Copier:
                 raise KeyboardInterrupt from None
             raise CopyFailed(f"{what} failed: {_first_line(str(exc))}") from None
         finally:
+            shown = self._watch.forget(pid) if self._watch is not None else 0.0
+            if ok and shown < 100:
+                self.reporter.on_progress(task, 100 - shown)
             self.reporter.on_done(task, ok=ok)
 
     def build_index(self, item: inv.EarlyIndex) -> None:
@@ -770,7 +781,7 @@ class _Copier:
             conn.execute(item.statement.encode())
             self._mark(conn, resume.INDEX, self._table_name(item.table_oid), item.name)
 
-        self._target_job(f"index {item.name}", f"building {item.name}", work)
+        self._target_job(f"index {item.name}", "index", f"building {item.name}", work)
 
     def _table_name(self, oid: int) -> str:
         """A table's name in the resume record (quoted: see CopyUnit.record_name)."""
@@ -925,7 +936,8 @@ class _Copier:
 
     def analyze_table(self, rel: str, label: str) -> None:
         """ANALYZE one table (`rel`, quoted) in the data phase: its data and indexes are in."""
-        self._target_job(f"analyze {label}", f"analyzing {label}", lambda conn: conn.execute(f"ANALYZE {rel}"))
+        self._target_job(f"analyze {label}", "analyze", f"analyzing {label}",
+                         lambda conn: conn.execute(f"ANALYZE {rel}"))
         with self._count_lock:
             self.analyzed.add(rel)
 
@@ -1003,6 +1015,95 @@ class _SourceFailed(Exception):
 
 class _BinaryUnsupported(Exception):
     pass
+
+
+def server_percent(kind: str, phase: str, blocks_total: int, blocks_done: int,
+                   tuples_total: int, tuples_done: int) -> float:
+    """How far an index build or ANALYZE is, in percent, from its pg_stat_progress_* row. Phases
+    without a counter (a b-tree's sort) hold the percentage where the counted ones leave it."""
+    def part(done: int, total: int) -> float:
+        return min(done / total, 1.0) if total > 0 else 0.0
+
+    if kind == "analyze":
+        if phase.startswith("acquiring"):
+            return 90 * part(blocks_done, blocks_total)
+        return {"computing statistics": 90.0, "computing extended statistics": 95.0,
+                "finalizing analyze": 99.0}.get(phase, 0.0)
+    if phase == "building index: scanning table":  # b-tree: scan, sort, then load the leaves
+        return 40 * part(blocks_done, blocks_total)
+    if phase.startswith("building index: sorting"):
+        return 40.0
+    if phase == "building index: loading tuples in tree":
+        return 60 + 40 * part(tuples_done, tuples_total)
+    if phase == "building index":  # GIN, GiST, hash, BRIN: the scan is the build, then a final flush
+        return 95 * part(blocks_done, blocks_total)
+    return 0.0
+
+
+class _BuildWatch:
+    """Percentages for the data phase's index builds and ANALYZEs, read once a second from the
+    target's pg_stat_progress_create_index (PostgreSQL 12+) and pg_stat_progress_analyze (13+) for
+    the backends running them. Read-only; a failure to watch only means no percentage is shown."""
+
+    def __init__(self, target: DatabaseURL, reporter: Reporter, interval: float) -> None:
+        self._target = target
+        self._reporter = reporter
+        self._interval = interval
+        self._tasks: dict[int, tuple[str, str, float]] = {}  # backend pid -> (task, kind, percent shown)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="build-progress", daemon=True)
+        self._thread.start()
+
+    def watch(self, pid: int, task: str, kind: str) -> None:
+        with self._lock:
+            self._tasks[pid] = (task, kind, 0.0)
+
+    def forget(self, pid: int) -> float:
+        """Stop watching; the percentage shown so far. No progress for it is reported after this."""
+        with self._lock:
+            entry = self._tasks.pop(pid, None)
+        return entry[2] if entry else 0.0
+
+    def _run(self) -> None:
+        try:
+            if self._stop.wait(self._interval):
+                return
+            with connect(self._target, "target", autocommit=True) as conn:
+                version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+                views = []
+                if version >= 120000:
+                    views.append("SELECT pid, 'index', phase, blocks_total, blocks_done, tuples_total, tuples_done"
+                                 " FROM pg_catalog.pg_stat_progress_create_index")
+                if version >= 130000:
+                    views.append("SELECT pid, 'analyze', phase, sample_blks_total, sample_blks_scanned, 0, 0"
+                                 " FROM pg_catalog.pg_stat_progress_analyze")
+                if not views:
+                    return
+                query = f"SELECT * FROM ({' UNION ALL '.join(views)}) AS p WHERE pid = ANY(%s)"
+                while True:
+                    with self._lock:
+                        pids = list(self._tasks)
+                    if pids:
+                        self._show(conn.execute(query, (pids,)).fetchall())
+                    if self._stop.wait(self._interval):
+                        break
+        except (psycopg.Error, MigrateError) as exc:
+            log.debug("index build progress unavailable: %s", exc)
+
+    def _show(self, rows: list[tuple[object, ...]]) -> None:
+        for pid, kind, phase, bt, bd, tt, td in rows:
+            pct = server_percent(str(kind), str(phase), int(bt or 0), int(bd or 0), int(tt or 0), int(td or 0))  # type: ignore[call-overload]
+            with self._lock:  # held while reporting: forget() then means no more progress for the task
+                entry = self._tasks.get(int(pid))  # type: ignore[call-overload]
+                if entry is None or entry[1] != kind or pct <= entry[2]:
+                    continue
+                self._tasks[int(pid)] = (entry[0], entry[1], pct)  # type: ignore[call-overload]
+                self._reporter.on_progress(entry[0], pct - entry[2])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 class _RestoreWatch:

@@ -134,6 +134,39 @@ def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-u
     assert rec.tasks["data"].unit == "bytes"
 
 
+def test_index_builds_and_analyze_show_the_percentage_the_server_reports(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql(
+        "CREATE TABLE docs (id int PRIMARY KEY, v text, doc jsonb);"
+        "INSERT INTO docs SELECT g, md5(g::text), jsonb_build_object('n', md5(g::text))"
+        " FROM generate_series(1, 300000) g;"
+        "CREATE INDEX docs_v ON docs (v); CREATE INDEX docs_doc ON docs USING gin (doc);"
+    )
+    monkeypatch.setattr(copier, "STREAM_POLL_SECONDS", 0.02)  # sample the builds often
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False)
+    rec = RecordingReporter()
+    assert copier.copy_database(cfg, rec).status.value == "success"
+    jobs = {t for k, t, _ in rec.events if k == "start" and t.startswith(("index ", "analyze "))}
+    assert {"index public.docs_v", "index public.docs_doc", "analyze public.docs"} <= jobs, jobs
+    moved_by_server = set()
+    for task in jobs:
+        assert rec.tasks[task].unit == "%" and rec.tasks[task].total == 100, task
+        steps = [v for k, t, v in rec.events if k == "progress" and t == task]
+        shown = 0.0
+        for v in steps:
+            assert v > 0, (task, steps)
+            shown += v
+            assert shown <= 100 + 1e-9, (task, steps)
+        assert shown == pytest.approx(100), (task, steps)  # ends full
+        if len(steps) > 1:  # a percentage read while it ran, then the rest when it finished
+            moved_by_server.add(task)
+    assert {"index public.docs_v", "index public.docs_doc"} <= moved_by_server, moved_by_server
+    assert_same_database(dbs)
+
+
 def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The table with the most data + index work is split over the jobs and loaded first; its index
     builds start as it lands, before further copies; copies and builds together never exceed --jobs."""

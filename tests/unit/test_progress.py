@@ -107,3 +107,39 @@ def test_amounts_show_units_and_percentages_on_a_terminal() -> None:
     rep.on_progress("data", 2 * 1024**2)
     rep.close()  # the final refresh shows the running bar
     assert "2.0 MiB/8.0 MiB 25%" in out.getvalue(), out.getvalue()
+
+
+def test_percent_tasks_show_a_percentage_not_an_amount() -> None:
+    from migrate.progress import amount_of
+
+    assert amount_of(37.4, 100, "%") == "37%" and amount_of(120, 100, "%") == "100%"
+    out = io.StringIO()
+    rep = PlainReporter(out, interval=0.05)
+    rep.on_start("index public.t_pkey", total=100, unit="%")
+    rep.on_progress("index public.t_pkey", 25)
+    time.sleep(0.2)
+    rep.on_progress("index public.t_pkey", 75)
+    rep.on_done("index public.t_pkey")
+    rep.close()
+    lines = out.getvalue().splitlines()
+    assert any(re.search(r"progress: index public\.t_pkey 25%(, ETA \d+s)?$", ln) for ln in lines), lines
+    assert any(re.search(r"done: index public\.t_pkey 100% in ", ln) for ln in lines), lines
+
+
+def test_server_percent_rises_through_the_phases_and_stays_within_0_and_100() -> None:
+    from migrate.db.copier import server_percent
+
+    btree = [("initializing", 0, 0, 0, 0)]
+    btree += [("building index: scanning table", 1000, d, 0, 0) for d in (0, 500, 1000)]
+    btree += [("building index: sorting live tuples", 0, 0, 0, 0)]
+    btree += [("building index: loading tuples in tree", 0, 0, 5000, d) for d in (0, 2500, 5000)]
+    gin = [("building index", 800, d, 0, 0) for d in (0, 200, 800)]
+    analyze = [("initializing", 0, 0, 0, 0), ("acquiring sample rows", 300, 0, 0, 0),
+               ("acquiring sample rows", 300, 300, 0, 0), ("computing statistics", 300, 300, 0, 0),
+               ("computing extended statistics", 0, 0, 0, 0), ("finalizing analyze", 0, 0, 0, 0)]
+    for kind, rows in (("index", btree), ("index", gin), ("analyze", analyze)):
+        seen = [server_percent(kind, *r) for r in rows]
+        assert seen == sorted(seen) and seen[0] >= 0 and seen[-1] <= 100, (kind, seen)
+        assert len(set(seen)) >= len(seen) - 2, (kind, seen)  # it moves (a sort has no counter)
+    assert server_percent("index", "building index: scanning table", 1000, 500, 0, 0) == 20
+    assert server_percent("index", "building index", 0, 0, 0, 0) == 0  # no total yet: no division by zero
