@@ -30,8 +30,16 @@ from migrate.local.postgres import LocalPostgres  # noqa: E402
 RDS_USER, RDS_PW = "rds_master", "rds-master-password"
 
 
-def run_timed(argv: list[str], env: dict[str, str], shell: bool = False) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB) of the process tree's largest member, exit code."""
+def server_cpu(cluster: LocalPostgres) -> float:
+    """CPU seconds the cluster has used: its postmaster and every backend it has reaped."""
+    pid = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+def run_timed(argv: list[str], env: dict[str, str], shell: bool = False) -> tuple[float, float, int, float]:
+    """Wall seconds, peak RSS (MiB) of the process tree's largest member, exit code, and the CPU
+    seconds of the client process tree."""
     start = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, shell=shell)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -40,7 +48,7 @@ def run_timed(argv: list[str], env: dict[str, str], shell: bool = False) -> tupl
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         print(f"  ! {' '.join(argv)[:80]} exited {rc}: {err.strip()[-400:]}", file=sys.stderr)
-    return wall, usage.ru_maxrss / 1024, rc
+    return wall, usage.ru_maxrss / 1024, rc, usage.ru_utime + usage.ru_stime
 
 
 def seed(src: LocalPostgres, scale: int, gin: bool = True) -> None:
@@ -131,6 +139,7 @@ def main() -> int:
             names = [n for n in names if n in args.only]
         walls: dict[str, list[float]] = {n: [] for n in names}
         rss: dict[str, list[float]] = {n: [] for n in names}
+        cpus: dict[str, list[float]] = {n: [] for n in names}  # client tree + both servers
         verify_walls: list[float] = []
         verify_rss: list[float] = []
         counter = 0
@@ -141,14 +150,19 @@ def main() -> int:
                 db = f"t{counter}"
                 tgt.create_database(db, owner=RDS_USER)
                 argv, env, shell = peers(db)[name]
-                wall, peak, rc = run_timed(argv, env, shell=shell)
+                servers = server_cpu(src) + server_cpu(tgt)
+                wall, peak, rc, client = run_timed(argv, env, shell=shell)
+                time.sleep(0.3)  # the backends exit (and are reaped) after their clients
+                cpu = client + server_cpu(src) + server_cpu(tgt) - servers
                 if rc == 0:
                     walls[name].append(wall)
                     rss[name].append(peak)
-                print(f"round {r + 1}: {name:20s} {wall:7.2f}s  peak RSS {peak:6.1f} MiB  rc={rc}")
+                    cpus[name].append(cpu)
+                print(f"round {r + 1}: {name:20s} {wall:7.2f}s  peak RSS {peak:6.1f} MiB  CPU {cpu:6.1f}s"
+                      f" (client {client:.1f}s)  rc={rc}")
                 if name == "ours parallel" and rc == 0:
                     venv = dict(env)
-                    vw, vp, vrc = run_timed([py, "-m", "migrate", "db", "verify", "--jobs", str(args.jobs)], venv)
+                    vw, vp, vrc, _ = run_timed([py, "-m", "migrate", "db", "verify", "--jobs", str(args.jobs)], venv)
                     if vrc == 0:
                         verify_walls.append(vw)
                         verify_rss.append(vp)
@@ -159,7 +173,9 @@ def main() -> int:
         print("\nmedians (lower is better)")
         med = {n: statistics.median(v) for n, v in walls.items() if v}
         for n, v in med.items():
-            print(f"  {n:20s} {v:7.2f}s   peak RSS {max(rss[n]):6.1f} MiB")
+            cpu = statistics.median(cpus[n])
+            print(f"  {n:20s} {v:7.2f}s   peak RSS {max(rss[n]):6.1f} MiB   CPU {cpu:6.1f}s"
+                  f" (floor on {os.cpu_count()} cores: {cpu / (os.cpu_count() or 1):.2f}s)")
         if verify_walls:
             vmed = statistics.median(verify_walls)
             print(f"  {'ours verify':20s} {vmed:7.2f}s   peak RSS {max(verify_rss):6.1f} MiB")

@@ -71,6 +71,7 @@ STREAM_POLL_SECONDS = 1.0  # how often server-side progress (stream COPY, index 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 TOC_ENTRY = re.compile(r"\s*\d+;\s+(\d+)\s+(\d+)\s+(.*)")  # pg_restore -l: "id; catalog oid DESC ..."
 PG_CLASS = 1259  # pg_class's oid (fixed in every cluster)
+RESTORE_APP = f"paas-migrate restore {os.getpid()}"  # application_name of our pg_restore sessions
 
 
 @dataclass
@@ -462,13 +463,14 @@ class _Copier:
         """pg_restore's table of contents for one section, minus what a non-superuser may not do and
         what is already on the target (built early, or restored by an interrupted run)."""
         kept, skipped = [], []
+        there = self.early_built | self.restored
         for line in self._toc_lines(section):
             # COMMENT ON EXTENSION needs the extension's owner (on RDS: rdsadmin, never us).
             if re.search(r"\bCOMMENT - EXTENSION\b", line):
                 skipped.append(line)
                 continue
             m = TOC_ENTRY.match(line)
-            if m and (int(m.group(1)), int(m.group(2))) in self.early_built | self.restored:
+            if m and (int(m.group(1)), int(m.group(2))) in there:
                 continue
             kept.append(line)
         for line in skipped:
@@ -500,7 +502,7 @@ class _Copier:
     def _restored_by_interrupted_run(self) -> set[tuple[int, int]]:
         """The post-data entries (as keyed in the table of contents) whose index, constraint, trigger,
         rule, policy, statistics object or materialized view data the interrupted run created."""
-        asked: dict[tuple[int, int], tuple[int, int]] = {}  # source object -> its TOC key
+        asked: dict[tuple[int, int], tuple[int, int, bool]] = {}  # TOC key -> (catalog, oid, data?)
         for line in self._toc_lines("post-data"):
             m = TOC_ENTRY.match(line)
             if not m:
@@ -509,12 +511,11 @@ class _Copier:
             if key in self.early_built:
                 continue  # built in the data phase, not by pg_restore
             if key[0] == 0 and m.group(3).startswith("MATERIALIZED VIEW DATA "):
-                asked[(PG_CLASS, key[1])] = key  # its REFRESH: done if the view is populated
+                asked[key] = (PG_CLASS, key[1], True)  # its REFRESH: done if the view is populated
             elif key[0] and key[1]:
-                asked[key] = key
+                asked[key] = (key[0], key[1], False)
         with connect(self.cfg.db.source, "source") as src, connect(self.cfg.db.target, "target") as tgt:
-            found = resume.already_restored(src, tgt, list(asked))
-        return {asked[k] for k in found}
+            return resume.already_restored(src, tgt, asked)
 
     def restore_section(self, section: str, jobs: int) -> None:
         tool = self.detail.tools["pg_restore"]
@@ -525,7 +526,8 @@ class _Copier:
         if jobs > 1:
             argv += ["-j", str(jobs)]
         argv.append(str(self.tmp / "schema.dump"))
-        res = self._run_tool(argv, tool_env(tgt), "pg_restore")
+        # Named, so that a rerun can tell its sessions from anyone else's (see resume.leftover_sessions).
+        res = self._run_tool(argv, {**tool_env(tgt), "PGAPPNAME": RESTORE_APP}, "pg_restore")
         self._classify_restore(res, section)
 
     def _classify_restore(self, res: subprocess.CompletedProcess[bytes], what: str) -> None:
@@ -977,7 +979,7 @@ class _Copier:
             env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         # A name of its own, so that its progress can be found on the target (see _RestoreWatch).
-        app = f"paas-migrate restore {os.getpid()}"
+        app = RESTORE_APP
         restore = self.children.popen(
             [restore_tool.path, "--no-owner", "--no-acl", "--dbname", libpq_target(tgt)],
             env={**tool_env(tgt), "PGAPPNAME": app}, stdin=dump.stdout, stdout=subprocess.DEVNULL,

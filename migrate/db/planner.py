@@ -61,6 +61,7 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
         may_record = bool(tgt.execute(
             "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])  # type: ignore[index]
         extensions = inv.extension_availability(tgt, sorted(source.extensions))
+        leftovers = resume.leftover_sessions(tgt)
         target_user, target_su = tgt.execute(
             "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone()  # type: ignore[misc]
@@ -117,6 +118,12 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
                 f"extension {name} is available on the target but {target_user} may not create it"
                 " (create it first as a privileged user, or grant rds_superuser)"
             )
+    if leftovers:
+        plan.blockers.append(
+            f"{len(leftovers)} sessions of an earlier paas-migrate run are still working on the target"
+            f" (pid {'; '.join(leftovers[:3])}); nothing was written — wait for them to end, or end them"
+            " with SELECT pg_terminate_backend(pid), then rerun"
+        )
     shown = ", ".join(target_relations[:5]) + (" …" if len(target_relations) > 5 else "")
     if state is not None:
         facts["interrupted copy on the target"] = state.summary()
@@ -168,7 +175,7 @@ def _resume_checks(plan: Plan, state: resume.ResumeState | None, target_relation
         )
     else:
         done = state.summary()
-        post = (" and the indexes, constraints and triggers its post-data restored"
+        post = (" and the indexes, constraints, triggers and other objects its post-data restored"
                 if state.step("post-data started") and not state.step("post-data") else "")
         plan.warnings.append(
             f"--resume: keeping {done['copies']} table copies and {done['index builds']} index builds of the"

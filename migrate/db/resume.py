@@ -116,43 +116,75 @@ def drop_state(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
 
 
-# Post-data objects whose creation is one TOC entry that pg_restore runs as one implicit transaction:
-# each exists on the target whole, or not at all. (The other post-data entries — comments, index
-# attachments, ROW SECURITY — are idempotent and simply run again.)
-_CREATED = {
-    "pg_class": "relkind IN ('i', 'I') OR relkind = 'm' AND relispopulated",  # indexes; refreshed mat. views
-    "pg_constraint": "true",
-    "pg_trigger": "NOT tgisinternal",
-    "pg_rewrite": "true",
-    "pg_policy": "true",
-    "pg_statistic_ext": "true",
-    "pg_event_trigger": "true",
-}
+# Post-data entries that create one object, run by pg_restore as one implicit transaction with the
+# statements that alter it: each such object exists on the target whole, or not at all. Not here
+# (so run again; they are idempotent): a view's _RETURN rule (pg_dump splits a view it cannot create
+# at once into a placeholder and a CREATE OR REPLACE VIEW entry, and the placeholder has a _RETURN
+# rule too), a partition's copy of its parent's trigger (its entry only enables or disables it),
+# comments, index attachments, ROW SECURITY.
+def _created(server_version_num: int) -> dict[str, str]:
+    return {
+        "pg_class": "relkind IN ('i', 'I', 'm')",  # indexes; materialized views (data: see already_restored)
+        "pg_constraint": "true",
+        "pg_trigger": "NOT tgisinternal" + (" AND tgparentid = 0" if server_version_num >= 130000 else ""),
+        "pg_rewrite": "rulename <> '_RETURN'",
+        "pg_policy": "true",
+        "pg_statistic_ext": "true",
+        "pg_event_trigger": "true",
+    }
 
 
 def already_restored(source: psycopg.Connection, target: psycopg.Connection,
-                     objects: list[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Which of these source objects — (catalog oid, object oid), as in pg_restore's table of contents;
-    a materialized view's oid for its data — an interrupted post-data already created on the target.
-    Objects are matched by their address (type, qualified name, arguments), never by oid."""
-    if not objects:
+                     entries: dict[tuple[int, int], tuple[int, int, bool]]) -> set[tuple[int, int]]:
+    """Which post-data entries an interrupted run already restored on the target. `entries` maps an
+    entry (as keyed in pg_restore's table of contents) to the source object it creates — (catalog
+    oid, object oid, data) where `data` means a materialized view's REFRESH, done once the view is
+    populated. Objects are matched by their address (type, qualified name, arguments), never by oid."""
+    if not entries:
         return set()
-    rows = source.execute(
-        "SELECT t.classid, t.objid, a.type, a.object_names, a.object_args"
-        " FROM unnest(%s::oid[], %s::oid[]) AS t(classid, objid),"
-        " LATERAL pg_catalog.pg_identify_object_as_address(t.classid, t.objid, 0) AS a",
-        ([c for c, _ in objects], [o for _, o in objects]),
-    ).fetchall()
+    objects = sorted({(c, o) for c, o, _ in entries.values()})
+    addresses = {
+        (int(c), int(o)): (str(t), tuple(n or ()), tuple(a or ()))
+        for c, o, t, n, a in source.execute(
+            "SELECT t.classid, t.objid, a.type, a.object_names, a.object_args"
+            " FROM unnest(%s::oid[], %s::oid[]) AS t(classid, objid),"
+            " LATERAL pg_catalog.pg_identify_object_as_address(t.classid, t.objid, 0) AS a",
+            ([c for c, _ in objects], [o for _, o in objects]),
+        ).fetchall()
+        if t is not None
+    }
+    version = target.info.server_version
     union = sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {}::regclass::oid, oid FROM pg_catalog.{} WHERE {}").format(
-            sql.Literal(f"pg_catalog.{cat}"), sql.Identifier(cat), sql.SQL(where))
-        for cat, where in _CREATED.items()
+        sql.SQL("SELECT {}::regclass::oid, oid, {} FROM pg_catalog.{} WHERE {}").format(
+            sql.Literal(f"pg_catalog.{cat}"),
+            sql.SQL("relkind <> 'm' OR relispopulated" if cat == "pg_class" else "true"),
+            sql.Identifier(cat), sql.SQL(where))
+        for cat, where in _created(version).items()
     )
-    there = {
-        (str(t), tuple(n or ()), tuple(a or ()))
-        for t, n, a in target.execute(
-            sql.SQL("SELECT a.type, a.object_names, a.object_args FROM ({}) AS o(classid, objid),"
+    there: dict[tuple[str, tuple[str, ...], tuple[str, ...]], bool] = {
+        (str(t), tuple(n or ()), tuple(a or ())): bool(populated)
+        for t, n, a, populated in target.execute(
+            sql.SQL("SELECT a.type, a.object_names, a.object_args, o.populated"
+                    " FROM ({}) AS o(classid, objid, populated),"
                     " LATERAL pg_catalog.pg_identify_object_as_address(o.classid, o.objid, 0) AS a").format(union)
         ).fetchall()
     }
-    return {(int(c), int(o)) for c, o, t, n, a in rows if (str(t), tuple(n or ()), tuple(a or ())) in there}
+    done = set()
+    for key, (cat, oid, data) in entries.items():
+        address = addresses.get((cat, oid))
+        if address is not None and address in there and (there[address] or not data):
+            done.add(key)
+    return done
+
+
+def leftover_sessions(conn: psycopg.Connection) -> list[str]:
+    """Sessions of an earlier paas-migrate run still working in this database (a run killed with
+    SIGKILL leaves its pg_restore, and queries its server has not yet found orphaned): "pid: query"."""
+    return [
+        f"{pid}: {query}"
+        for pid, query in conn.execute(
+            "SELECT pid, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_catalog.pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'"
+            " AND application_name LIKE 'paas-migrate %' ORDER BY backend_start"
+        ).fetchall()
+    ]
