@@ -172,7 +172,8 @@ class PlainReporter:
         elapsed = time.monotonic() - t.started
         status = "done" if ok else "FAILED"
         extra = f" — {message}" if message else ""
-        self._write(f"{status}: {task} {_amount(t.done, t.unit)} in {elapsed:.1f}s{extra}")
+        amount = f" {_amount(t.done, t.unit)}" if t.total or t.done else ""  # a statement has no amount
+        self._write(f"{status}: {task}{amount} in {elapsed:.1f}s{extra}")
 
     def note(self, message: str) -> None:
         self._write(message)
@@ -192,6 +193,8 @@ class PlainReporter:
                         f"progress: {name} {_amount(t.done, t.unit)}/{_amount(t.total, t.unit)}"
                         f" ({pct:.0f}%), {_amount(rate, t.unit)}/s{eta_s}"
                     )
+                elif not t.done:  # a statement: no amount to show, only that it still runs
+                    line = f"progress: {name} running for {elapsed:.0f}s"
                 else:
                     line = f"progress: {name} {_amount(t.done, t.unit)}, {_amount(rate, t.unit)}/s"
                 self._write(line)
@@ -277,11 +280,12 @@ class RichReporter:
         # Finished tasks leave the live area (it would grow with every table) and become one log line.
         t = next((x for x in self._progress.tasks if x.id == tid), None)
         self._progress.remove_task(tid)
-        amount = _amount(t.completed, t.fields.get("unit", "")) if t is not None else ""
+        shown = t is not None and bool(t.total or t.completed)  # a statement has no amount
+        amount = f" {_amount(t.completed, t.fields.get('unit', ''))}" if t is not None and shown else ""
         elapsed = f" in {t.elapsed:.1f}s" if t is not None and t.elapsed is not None else ""
         mark = "[green]done[/green]" if ok else "[red]FAILED[/red]"
         extra = f" — {plain_text(message)}" if message else ""
-        self._progress.console.log(f"{mark} {plain_text(task)} {amount}{elapsed}{extra}")
+        self._progress.console.log(f"{mark} {plain_text(task)}{amount}{elapsed}{extra}")
 
     def note(self, message: str) -> None:
         self._progress.console.log(plain_text(message))

@@ -492,7 +492,13 @@ class _Copier:
             self.restored = self._restored_by_interrupted_run()
         else:
             self._record(lambda c: resume.mark(c, resume.STEP, "", "post-data started"))
-        self.restore_section("post-data", self.cfg.db.jobs)
+        watch = _BuildWatch(self.cfg.db.target, self.reporter, STREAM_POLL_SECONDS, app=RESTORE_APP)
+        ok = False
+        try:
+            self.restore_section("post-data", self.cfg.db.jobs)
+            ok = True
+        finally:
+            watch.close(ok)
         self._record(lambda c: resume.mark(c, resume.STEP, "", "post-data"))
         if not resumed:
             return None
@@ -1043,15 +1049,19 @@ def server_percent(kind: str, phase: str, blocks_total: int, blocks_done: int,
 
 
 class _BuildWatch:
-    """Percentages for the data phase's index builds and ANALYZEs, read once a second from the
-    target's pg_stat_progress_create_index (PostgreSQL 12+) and pg_stat_progress_analyze (13+) for
-    the backends running them. Read-only; a failure to watch only means no percentage is shown."""
+    """What the target is doing for us, read once a second: percentages of index builds and ANALYZEs
+    (pg_stat_progress_create_index, PostgreSQL 12+; pg_stat_progress_analyze, 13+) for the backends
+    running the data phase's jobs (`watch`); and, given `app`, every statement of the sessions with
+    that application name (pg_restore's post-data) as a task of its own while it runs. Read-only; a
+    failure to watch only means less is shown."""
 
-    def __init__(self, target: DatabaseURL, reporter: Reporter, interval: float) -> None:
+    def __init__(self, target: DatabaseURL, reporter: Reporter, interval: float, app: str | None = None) -> None:
         self._target = target
         self._reporter = reporter
         self._interval = interval
+        self._app = app
         self._tasks: dict[int, tuple[str, str, float]] = {}  # backend pid -> (task, kind, percent shown)
+        self._statements: dict[int, tuple[object, str]] = {}  # app session pid -> (query_start, task)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="build-progress", daemon=True)
@@ -1080,18 +1090,35 @@ class _BuildWatch:
                 if version >= 130000:
                     views.append("SELECT pid, 'analyze', phase, sample_blks_total, sample_blks_scanned, 0, 0"
                                  " FROM pg_catalog.pg_stat_progress_analyze")
-                if not views:
-                    return
-                query = f"SELECT * FROM ({' UNION ALL '.join(views)}) AS p WHERE pid = ANY(%s)"
+                query = f"SELECT * FROM ({' UNION ALL '.join(views)}) AS p WHERE pid = ANY(%s)" if views else ""
                 while True:
+                    if self._app is not None:
+                        self._follow(conn.execute(
+                            "SELECT pid, query_start, query FROM pg_catalog.pg_stat_activity WHERE state = 'active'"
+                            " AND datname = current_database() AND application_name = %s", (self._app,)).fetchall())
                     with self._lock:
                         pids = list(self._tasks)
-                    if pids:
+                    if pids and query:
                         self._show(conn.execute(query, (pids,)).fetchall())
                     if self._stop.wait(self._interval):
                         break
         except (psycopg.Error, MigrateError) as exc:
-            log.debug("index build progress unavailable: %s", exc)
+            log.debug("server-side progress unavailable: %s", exc)
+
+    def _follow(self, rows: list[tuple[object, ...]]) -> None:
+        """The app's sessions: a statement that ended is done, a new one starts a task."""
+        now = {int(pid): (started, _statement(str(query))) for pid, started, query in rows}  # type: ignore[call-overload]
+        for pid, (started, task) in list(self._statements.items()):
+            if now.get(pid, (None, ""))[0] != started:
+                del self._statements[pid]
+                self._end(pid, task, ok=True)
+        for pid, (started, task) in now.items():
+            if pid not in self._statements and task not in {t for _, t in self._statements.values()}:
+                self._statements[pid] = (started, task)
+                index = task.startswith("CREATE INDEX") or task.startswith("CREATE UNIQUE INDEX")
+                self._reporter.on_start(task, total=100 if index else None, unit="%" if index else "")
+                if index:
+                    self.watch(pid, task, "index")
 
     def _show(self, rows: list[tuple[object, ...]]) -> None:
         for pid, kind, phase, bt, bd, tt, td in rows:
@@ -1103,9 +1130,27 @@ class _BuildWatch:
                 self._tasks[int(pid)] = (entry[0], entry[1], pct)  # type: ignore[call-overload]
                 self._reporter.on_progress(entry[0], pct - entry[2])
 
-    def close(self) -> None:
+    def _end(self, pid: int, task: str, ok: bool) -> None:
+        """A statement of the app ended (its errors, if any, are pg_restore's to report)."""
+        with self._lock:
+            entry = self._tasks.pop(pid, None)
+        if entry is not None and ok and entry[2] < 100:  # an index build: it ends full
+            self._reporter.on_progress(task, 100 - entry[2])
+        self._reporter.on_done(task, ok=ok)
+
+    def close(self, ok: bool = True) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        for pid, (_, task) in self._statements.items():  # still running when the restore ended (or failed)
+            self._end(pid, task, ok)
+        self._statements.clear()
+
+
+def _statement(query: str) -> str:
+    """A statement as a task name: its first words, without comments and extra whitespace."""
+    lines = [ln for ln in query.splitlines() if not ln.lstrip().startswith("--")]
+    text = " ".join(" ".join(lines).split())
+    return text if len(text) <= 72 else text[:71] + "…"
 
 
 class _RestoreWatch:

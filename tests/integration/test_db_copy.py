@@ -167,6 +167,37 @@ def test_index_builds_and_analyze_show_the_percentage_the_server_reports(dbs, mo
     assert_same_database(dbs)
 
 
+def test_post_data_shows_each_statement_pg_restore_runs(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """pg_restore's post-data is a black box to us: its statements are read from the target while they
+    run (by its application name), an index build with its percentage."""
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql(
+        "CREATE TABLE p (id int, v text) PARTITION BY RANGE (id);"
+        "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100000000);"
+        "INSERT INTO p SELECT g, md5(g::text) FROM generate_series(1, 300000) g;"
+        "CREATE INDEX p_v ON p (v, id);"
+    )
+    monkeypatch.setattr(copier, "STREAM_POLL_SECONDS", 0.01)
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=1), verify=False)
+    rec = RecordingReporter()
+    assert copier.copy_database(cfg, rec).status.value == "success"
+    started = [t for k, t, _ in rec.events if k == "start"]
+    builds = [t for t in started if t.startswith("CREATE INDEX p1_v_id_idx ON public.p1 ")]
+    assert len(builds) == 1, started
+    task = rec.tasks[builds[0]]
+    assert task.unit == "%" and task.finished and task.ok and task.done == pytest.approx(100), task
+    steps = [v for k, t, v in rec.events if k == "progress" and t == builds[0]]
+    assert len(steps) > 1 and all(v > 0 for v in steps), steps  # read while it ran, then filled
+    assert started.index(builds[0]) > started.index("data"), started  # in post-data, after the data phase
+    # Every statement task that started also ended.
+    statements = [t for t in started if t.startswith(("CREATE ", "ALTER ", "SELECT ", "SET "))]
+    assert all(rec.tasks[t].finished for t in statements), [t for t in statements if not rec.tasks[t].finished]
+    assert_same_database(dbs)
+
+
 def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The table with the most data + index work is split over the jobs and loaded first; its index
     builds start as it lands, before further copies; copies and builds together never exceed --jobs."""
