@@ -171,6 +171,20 @@ def _split_db_url(url: str):
         )
     if not parts.hostname and "host=" not in parts.query:
         raise ConfigError("the URL has no host", hint="expected postgresql://USER@HOST:PORT/DBNAME")
+    if parts.netloc.count("@") > 1:
+        raise ConfigError("the URL has more than one '@'",
+                          hint="percent-encode special characters in the user name and password"
+                               " (@ as %40, : as %3A, / as %2F)")
+    if parts.query:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(url)  # libpq's own parser: unknown parameters (a typo'd sslmode) fail here
+        except ProgrammingError as exc:
+            raise ConfigError(f"the URL's parameters are not valid ({redact(str(exc).splitlines()[0])})",
+                              hint="see libpq's connection parameters: sslmode, sslrootcert, connect_timeout, …"
+                              ) from None
     return parts
 
 
@@ -239,9 +253,15 @@ class S3Side:
             )
         if key_id and profile:
             raise ConfigError(f"give either --{role}-profile or {prefix}AWS_* keys, not both")
+        endpoint = endpoint_url or env_value(prefix + "S3_ENDPOINT_URL", environ)
+        if endpoint:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"the {role} S3 endpoint URL {redact(endpoint)!r} is not an http(s) URL",
+                                  hint="e.g. https://s3.eu-west-2.amazonaws.com, or leave it out for AWS S3")
         return cls(
             location=S3Location.parse(location, what=f"--{role}"),
-            endpoint_url=endpoint_url or env_value(prefix + "S3_ENDPOINT_URL", environ),
+            endpoint_url=endpoint,
             region=region or env_value(prefix + "AWS_REGION", environ),
             profile=profile,
             access_key_id=key_id,

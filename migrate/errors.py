@@ -6,6 +6,7 @@ Library code raises these; only `migrate.cli` turns them into a message and an e
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -27,6 +28,7 @@ class MigrateError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.report: Any = None  # what the job completed before it stopped (a model.Report), if anything
 
     def __str__(self) -> str:
         if self.hint:

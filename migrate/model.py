@@ -20,6 +20,7 @@ class Status(StrEnum):
     PARTIAL = "partial"  # some items failed, the rest completed
     FAILED = "failed"
     DIFFERS = "differs"  # the work ran, verification found differences
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: stopped part-way
 
     def exit_code(self) -> ExitCode:
         """The single place where a result's status becomes the process exit code."""
@@ -28,6 +29,7 @@ class Status(StrEnum):
             Status.PARTIAL: ExitCode.FAILURE,
             Status.FAILED: ExitCode.FAILURE,
             Status.DIFFERS: ExitCode.DIFFERENCES,
+            Status.INTERRUPTED: ExitCode.INTERRUPTED,
         }[self]
 
 
@@ -138,7 +140,7 @@ class Report:
     def settle(self) -> Report:
         """Derive the status from errors and differences (worst wins), including children's."""
         worst = self.status
-        order = [Status.SUCCESS, Status.DIFFERS, Status.PARTIAL, Status.FAILED]
+        order = [Status.SUCCESS, Status.DIFFERS, Status.PARTIAL, Status.FAILED, Status.INTERRUPTED]
         candidates = [worst] + [c.status for c in self.children]
         if any(d.outcome is Outcome.ERROR for d in self.differences()):
             candidates.append(Status.FAILED)

@@ -243,6 +243,26 @@ class _Runner:
         self.report = report
         self.reporter = reporter
 
+    def _stopped(self, name: str, exc: BaseException, status: Status, t0: float, concurrency: int) -> None:
+        """A job that raised, as a child report: the engine's partial one (what it completed) if it
+        attached one, with the error and `status`; and its phase row."""
+        partial = getattr(exc, "report", None)
+        child = partial if isinstance(partial, Report) else Report(kind=name)
+        child.kind = name
+        child.status = status
+        if isinstance(exc, MigrateError):
+            message = redact(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            message = "interrupted"
+        else:
+            message = f"unexpected {type(exc).__name__}: {redact(exc)}"
+        child.errors.append(message)
+        if child.finished_at is None:
+            child.finish()
+        self.report.children.append(child)
+        self.report.phases.append(PhaseResult(name=name, seconds=time.monotonic() - t0, concurrency=concurrency,
+                                              note=status.value))
+
     def job(self, label: str, phase: str, concurrency: int, fn: Callable[[], Report]) -> Report | None:
         """The job's report, or None if it raised (recorded as a failed child)."""
         name = f"{label}: {phase}"
@@ -259,23 +279,17 @@ class _Runner:
                 "bucket copies resume where they stopped (run again, e.g. with --only s3); "
                 "a partly copied database continues with --resume (or starts again after db copy --clean --yes)"
             )
-            raise Interrupted(f"interrupted during {name}{detail}; finished before that: {done}", hint=hint) from None
+            self._stopped(name, exc, Status.INTERRUPTED, t0, concurrency)
+            stopped = Interrupted(f"interrupted during {name}{detail}; finished before that: {done}", hint=hint)
+            stopped.report = self.report.finish()  # the report files say what finished and where it stopped
+            raise stopped from None
         except MigrateError as exc:
             log.debug("%s failed", name, exc_info=True)
-            self.report.children.append(
-                Report(kind=name, status=Status.FAILED, errors=[redact(exc)]).finish()
-            )
-            self.report.phases.append(PhaseResult(name=name, seconds=time.monotonic() - t0,
-                                                  concurrency=concurrency, note="failed"))
+            self._stopped(name, exc, Status.FAILED, t0, concurrency)
             return None
         except Exception as exc:
             log.debug("%s failed", name, exc_info=True)
-            self.report.children.append(
-                Report(kind=name, status=Status.FAILED,
-                       errors=[f"unexpected {type(exc).__name__}: {redact(exc)}"]).finish()
-            )
-            self.report.phases.append(PhaseResult(name=name, seconds=time.monotonic() - t0,
-                                                  concurrency=concurrency, note="failed"))
+            self._stopped(name, exc, Status.FAILED, t0, concurrency)
             return None
         # "bucket csv: copy" rather than the engine's "s3": a run has several reports of each kind.
         child.kind = name

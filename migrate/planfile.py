@@ -336,12 +336,14 @@ def resolve_environment(
     state_dir: str | Path | None = None,
     only: str | None = None,
     resume: bool = False,
+    clean: bool = False,
 ) -> EnvConfig:
     """Resolve every reference of one environment into runnable configs.
 
     Contacts Secrets Manager / SSM and reads VCAP_SERVICES as the references require; never
     writes a secret anywhere. `only` ("db" or "s3") skips resolving the other part entirely.
-    `resume` continues an interrupted database copy (`db copy --resume`).
+    `resume` continues an interrupted database copy (`db copy --resume`); `clean` first drops what the
+    target database holds (`db copy --clean`).
     """
     from migrate.orchestrate import BucketJob, EnvConfig
 
@@ -349,7 +351,7 @@ def resolve_environment(
     base_state = Path(state_dir or r.environ.get("MIGRATE_STATE_DIR") or ".migrate-state")
     db_cfg = None
     if spec.database is not None and only in (None, "db"):
-        db_cfg = _resolve_database(spec.database, r, resume)
+        db_cfg = _resolve_database(spec.database, r, resume, clean)
     jobs: list[BucketJob] = []
     if only in (None, "s3"):
         for b in spec.buckets:
@@ -360,7 +362,7 @@ def resolve_environment(
     return EnvConfig(name=spec.name, db=db_cfg, buckets=tuple(jobs), sources=spec.describe())
 
 
-def _resolve_database(d: DatabaseSpec, r: Resolver, resume: bool = False) -> Any:
+def _resolve_database(d: DatabaseSpec, r: Resolver, resume: bool = False, clean: bool = False) -> Any:
     from migrate.config import DbCopyConfig, DbJobConfig
 
     for role, ref in (("source", d.source), ("target", d.target)):
@@ -374,7 +376,7 @@ def _resolve_database(d: DatabaseSpec, r: Resolver, resume: bool = False) -> Any
     except ConfigError as exc:
         raise ConfigError(f"{d.where}: {exc.message}", hint=exc.hint) from None
     try:
-        return DbCopyConfig(db=job, mode=d.mode, clean=False, resume=resume, verify=True)
+        return DbCopyConfig(db=job, mode=d.mode, clean=clean, resume=resume, verify=True)
     except ConfigError as exc:
         raise ConfigError(f"{d.where}: {exc.message}", hint=exc.hint) from None
 
@@ -441,10 +443,11 @@ def load_environment(
     state_dir: str | Path | None = None,
     only: str | None = None,
     resume: bool = False,
+    clean: bool = False,
 ) -> EnvConfig:
     """load() + resolve_environment(): what `run` and `demo` both do before orchestrating."""
     spec = load(path).environment(env_name)
     return resolve_environment(
         spec, resolver=Resolver(dict(os.environ) if environ is None else environ), state_dir=state_dir, only=only,
-        resume=resume,
+        resume=resume, clean=clean,
     )

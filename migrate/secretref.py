@@ -64,24 +64,24 @@ class SecretRef:
 def parse_ref(value: str, *, where: str) -> SecretRef:
     """Check a reference's syntax without resolving it. `where` is e.g. 'plan.toml: environments.x.y'."""
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string")
+        raise ConfigError(f"{where} — expected a string")
     m = _SCHEME.match(value)
     if not m:
         return SecretRef(None, value)
     scheme = m.group("scheme")
     if scheme not in SCHEMES:
         raise ConfigError(
-            f"{where}: unknown reference scheme '{scheme}:'",
+            f"{where} — unknown reference scheme '{scheme}:'",
             hint="use env:NAME, secretsmanager:ARN[#key], ssm:/NAME, vcap:SERVICE or a literal URL",
         )
     rest = value[m.end() :]
     target, _, key = rest.partition("#")
     if not target:
-        raise ConfigError(f"{where}: '{scheme}:' needs a name after the colon")
+        raise ConfigError(f"{where} — '{scheme}:' needs a name after the colon")
     if scheme == "env" and (key or not _ENV_NAME.match(target)):
-        raise ConfigError(f"{where}: env:{rest} is not a valid environment variable name")
+        raise ConfigError(f"{where} — env:{rest} is not a valid environment variable name")
     if "#" in rest and not key:
-        raise ConfigError(f"{where}: nothing after '#' in {scheme}:{rest}", hint="write #json-key or drop the '#'")
+        raise ConfigError(f"{where} — nothing after '#' in {scheme}:{rest}", hint="write #json-key or drop the '#'")
     return SecretRef(scheme, target, key or None)
 
 
@@ -145,14 +145,14 @@ class Resolver:
             value = self.environ.get(ref.target)
             if not value:
                 raise ConfigError(
-                    f"{where}: environment variable {ref.target} is not set", hint=f"export {ref.target}=..."
+                    f"{where} — environment variable {ref.target} is not set", hint=f"export {ref.target}=..."
                 )
             return value
         if ref.scheme == "secretsmanager":
             return self._secretsmanager(ref, where=where)
         if ref.scheme == "ssm":
             return self._ssm(ref, where=where)
-        raise ConfigError(f"{where}: unknown reference scheme '{ref.scheme}:'")  # pragma: no cover
+        raise ConfigError(f"{where} — unknown reference scheme '{ref.scheme}:'")  # pragma: no cover
 
     def _vcap_value(self, ref: SecretRef, *, where: str) -> str:
         service = self.vcap().find(ref.target, where=where)
@@ -161,7 +161,7 @@ class Resolver:
         if service.is_postgres:
             return service.postgres_uri(where=where).reveal()
         raise ConfigError(
-            f"{where}: vcap:{ref.target} is a {service.label!r} service; a single value needs a field name",
+            f"{where} — vcap:{ref.target} is a {service.label!r} service; a single value needs a field name",
             hint=f"write vcap:{ref.target}#FIELD, or use it as a bucket side (source = \"vcap:{ref.target}\")",
         )
 
@@ -209,8 +209,8 @@ class Resolver:
             try:
                 return bytes(binary).decode("utf-8")
             except UnicodeDecodeError:
-                raise ConfigError(f"{where}: {ref.describe()} is a binary secret that is not UTF-8 text") from None
-        raise ConfigError(f"{where}: {ref.describe()} has no value")
+                raise ConfigError(f"{where} — {ref.describe()} is a binary secret that is not UTF-8 text") from None
+        raise ConfigError(f"{where} — {ref.describe()} has no value")
 
     def _ssm(self, ref: SecretRef, *, where: str) -> str:
         region = _arn_region(ref.target)
@@ -229,26 +229,26 @@ class Resolver:
             return getattr(self._client(service, region), op)(**params)
         except NoRegionError:
             raise ConfigError(
-                f"{where}: no AWS region for {what}", hint="use a full ARN, or set AWS_REGION"
+                f"{where} — no AWS region for {what}", hint="use a full ARN, or set AWS_REGION"
             ) from None
         except NoCredentialsError:
             raise ConnectionFailed(
-                f"{where}: no AWS credentials to read {what}",
+                f"{where} — no AWS credentials to read {what}",
                 hint="run with a task role, a profile (AWS_PROFILE) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
             ) from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("ResourceNotFoundException", "ParameterNotFound"):
-                raise ConfigError(f"{where}: {what} does not exist", hint="check the name/ARN and region") from None
+                raise ConfigError(f"{where} — {what} does not exist", hint="check the name/ARN and region") from None
             if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
                 action = "secretsmanager:GetSecretValue" if service == "secretsmanager" else "ssm:GetParameter"
                 raise ConnectionFailed(
-                    f"{where}: access denied reading {what}",
+                    f"{where} — access denied reading {what}",
                     hint=f"allow {action} (and kms:Decrypt for its key) to this role",
                 ) from None
-            raise ConnectionFailed(f"{where}: reading {what} failed: {code or redact(exc)}") from None
+            raise ConnectionFailed(f"{where} — reading {what} failed: {code or redact(exc)}") from None
         except BotoCoreError as exc:
-            raise ConnectionFailed(f"{where}: cannot reach AWS to read {what}: {redact(exc)}") from None
+            raise ConnectionFailed(f"{where} — cannot reach AWS to read {what}: {redact(exc)}") from None
 
 
 def _register_everything(raw: str) -> None:
@@ -283,17 +283,17 @@ def _json_member(raw: str, key: str, *, where: str, what: str) -> str:
     except json.JSONDecodeError:
         # Never echo the secret: say only that it is not JSON.
         raise ConfigError(
-            f"{where}: {what}: the secret is not a JSON object, so '#{key}' cannot be looked up",
+            f"{where} — {what}: the secret is not a JSON object, so '#{key}' cannot be looked up",
             hint="drop the '#key' to use the whole secret",
         ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {what}: the secret is not a JSON object")
+        raise ConfigError(f"{where} — {what}: the secret is not a JSON object")
     if key not in data or data[key] is None:
         available = ", ".join(sorted(str(k) for k in data)) or "none"
-        raise ConfigError(f"{where}: {what}: no key {key!r} in the secret", hint=f"its keys are: {available}")
+        raise ConfigError(f"{where} — {what}: no key {key!r} in the secret", hint=f"its keys are: {available}")
     value = data[key]
     if isinstance(value, dict | list):
-        raise ConfigError(f"{where}: {what}: {key!r} is not a single value")
+        raise ConfigError(f"{where} — {what}: {key!r} is not a single value")
     return str(value)
 
 

@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if verbose:
             _err(traceback.format_exc().rstrip())
-        _err(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)")
+        hint = "" if verbose else " (run with -v for the traceback)"
+        _err(f"error: unexpected {type(exc).__name__}: {exc}{hint}")
         return ExitCode.FAILURE
     finally:
         if previous is not None:

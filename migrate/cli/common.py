@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import click
 
 from migrate.config import redact
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, Interrupted, MigrateError
 from migrate.logs import setup_logging
-from migrate.model import Plan, Report
+from migrate.model import Plan, Report, Status
 from migrate.progress import Reporter, choose_reporter, human_bytes, plain_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,6 +74,37 @@ def run_job(ctx: click.Context, job: Callable[[Reporter], Report]) -> Report:
         return job(reporter)
     finally:
         reporter.close()
+
+
+def run_reported(ctx: click.Context, job: Callable[[Reporter], Report], *, kind: str, source: str, target: str,
+                 writers: list[Callable[[Report], None]]) -> Report:
+    """run_job, and if the job fails or is interrupted, the report files are still written: with what
+    it completed (if the engine said), its status and the error. Never a stale report of an earlier run."""
+    try:
+        return run_job(ctx, job)
+    except (MigrateError, KeyboardInterrupt) as exc:
+        if writers:
+            report = failure_report(exc, kind=kind, source=source, target=target)
+            for write in writers:
+                try:
+                    write(report)
+                except MigrateError as write_error:  # the job's own error is the one to show
+                    log.error("%s", write_error)
+        raise
+
+
+def failure_report(exc: BaseException, *, kind: str, source: str, target: str) -> Report:
+    """The report of a job that raised: the engine's partial report if it attached one."""
+    partial = getattr(exc, "report", None)
+    report = partial if isinstance(partial, Report) else Report(kind=kind, source=source, target=target)
+    interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
+    report.status = Status.INTERRUPTED if interrupted else Status.FAILED
+    message = str(exc) if isinstance(exc, MigrateError) else "interrupted"
+    if message not in report.errors:
+        report.errors.append(message)
+    if report.finished_at is None:
+        report.finish()
+    return report
 
 
 def echo_json(data: Any) -> None:

@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from migrate.cli.common import output_options, render_plan, render_report, run_job, write_report
+from migrate.cli.common import output_options, render_plan, render_report, run_reported, write_report
 from migrate.config import DatabaseURL, DbCopyConfig, DbJobConfig
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, PreflightError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,14 @@ def _warn_argv_password(value: str | None, env: str) -> None:
                             "prefer %s", env)
         except ConfigError:
             pass
+
+
+def confirm_clean(target: str) -> None:
+    """--clean without --yes: ask on a terminal (no answer is no); elsewhere --yes is required."""
+    if not sys.stdin.isatty():
+        raise ConfigError("--clean drops the target's existing objects", hint="add --yes to confirm")
+    if not click.confirm(f"Drop every user object in {target} before copying?", default=False, err=True):
+        raise PreflightError("not confirmed: nothing was dropped or written")
 
 
 def db_options(func):
@@ -93,10 +101,10 @@ def copy_cmd(
         render_plan(ctx, plan)
         return 0 if plan.ok else 1
     if clean and not yes:
-        if not sys.stdin.isatty():
-            raise ConfigError("--clean drops the target's existing objects", hint="add --yes to confirm")
-        click.confirm(f"Drop every user object in {cfg.db.target.display()} before copying?", abort=True, err=True)
-    report = run_job(ctx, lambda reporter: copy_database(cfg, reporter))
+        confirm_clean(cfg.db.target.display())
+    report = run_reported(ctx, lambda reporter: copy_database(cfg, reporter), kind="db-copy",
+                          source=cfg.db.source.display(), target=cfg.db.target.display(),
+                          writers=[lambda r: write_report(r, report_path)] if report_path else [])
     write_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())
@@ -113,7 +121,9 @@ def verify_cmd(
     from migrate.db.verify import verify_databases
 
     cfg = _job_config(source, target, jobs)
-    report = run_job(ctx, lambda reporter: verify_databases(cfg, reporter))
+    report = run_reported(ctx, lambda reporter: verify_databases(cfg, reporter), kind="db-verify",
+                          source=cfg.source.display(), target=cfg.target.display(),
+                          writers=[lambda r: write_report(r, report_path)] if report_path else [])
     write_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())

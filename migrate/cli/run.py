@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from migrate.cli.common import app, echo_json, output_options, render_plan, render_report, run_job, write_report
+from migrate.cli.common import app, echo_json, output_options, render_plan, render_report, run_reported, write_report
 from migrate.config import redact
 from migrate.errors import ConfigError
 
@@ -69,9 +70,16 @@ def execute(
 
     if dry_run:
         return print_dry_run(ctx, env)
-    report = run_job(ctx, lambda reporter: run_migration(env, reporter))
-    write_report(report, report_path)
-    write_markdown(report, markdown_path, title=title or f"paas-migrate run: {env.name}")
+    heading = title or f"paas-migrate run: {env.name}"
+    writers: list[Callable[[Report], None]] = []
+    if report_path:
+        writers.append(lambda r: write_report(r, report_path))
+    if markdown_path:
+        writers.append(lambda r: write_markdown(r, markdown_path, title=heading))
+    report = run_reported(ctx, lambda reporter: run_migration(env, reporter), kind="run",
+                          source=env.describe_source(), target=env.describe_target(), writers=writers)
+    for write in writers:
+        write(report)
     render_report(ctx, report)
     return int(report.status.exit_code())
 
@@ -92,11 +100,15 @@ def execute(
               help="Where bucket copies keep their resumable manifests (default .migrate-state).")
 @click.option("--resume", is_flag=True, envvar="MIGRATE_DB_RESUME",
               help="Continue an interrupted database copy (as `db copy --resume`); bucket copies always resume.")
+@click.option("--clean", is_flag=True, envvar="MIGRATE_DB_CLEAN",
+              help="Drop the target database's existing user objects first (as `db copy --clean`).")
+@click.option("--yes", "-y", is_flag=True, envvar="MIGRATE_YES", help="Do not ask for confirmation (with --clean).")
 @output_options
 @click.pass_context
 def command(
     ctx: click.Context, plan_file: str, env_name: str, dry_run: bool, only: str | None,
-    report_path: str | None, markdown_path: str | None, state_dir: str | None, resume: bool,
+    report_path: str | None, markdown_path: str | None, state_dir: str | None, resume: bool, clean: bool,
+    yes: bool,
 ) -> int:
     """Run the database and bucket migrations of one environment, then verify everything.
 
@@ -108,6 +120,11 @@ def command(
     from migrate.planfile import load_environment
 
     environ: dict[str, Any] = dict(os.environ)
-    env = load_environment(plan_file, env_name, environ=environ, state_dir=state_dir, only=only, resume=resume)
+    env = load_environment(plan_file, env_name, environ=environ, state_dir=state_dir, only=only, resume=resume,
+                           clean=clean)
+    if clean and not yes and not dry_run and env.db is not None:
+        from migrate.cli.db import confirm_clean
+
+        confirm_clean(env.db.db.target.display())
     return execute(ctx, env, dry_run=dry_run, report_path=report_path, markdown_path=markdown_path,
                    title=f"paas-migrate run: {env_name}")

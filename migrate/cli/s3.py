@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from migrate.cli.common import output_options, render_plan, render_report, run_job, write_report
+from migrate.cli.common import output_options, render_plan, render_report, run_reported, write_report
 from migrate.config import S3CopyConfig, S3Side, env_value, redact
 from migrate.errors import ConfigError
 from migrate.model import Report
@@ -74,7 +74,7 @@ def build_config(
     if src.location == tgt.location and src.endpoint_url == tgt.endpoint_url:
         raise ConfigError("the source and the target are the same place", hint="check --source and --target")
     return S3CopyConfig(
-        source=src, target=tgt, workers=workers or 32, mode=mode or "auto",
+        source=src, target=tgt, workers=32 if workers is None else workers, mode=mode or "auto",
         state_dir=Path(state_dir or env_value("MIGRATE_STATE_DIR") or ".migrate-state"),
         sse=sse or None, sse_kms_key_id=sse_kms_key_id or None, shard=parse_shard(shard),
     )
@@ -165,7 +165,9 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
         return 0 if plan.ok else 1
     from migrate.s3.copier import copy_bucket
 
-    report = run_job(ctx, lambda reporter: copy_bucket(cfg, reporter))
+    report = run_reported(ctx, lambda reporter: copy_bucket(cfg, reporter), kind="s3",
+                          source=str(cfg.source.location), target=str(cfg.target.location),
+                          writers=[lambda r: write_key_report(r, report_path)] if report_path else [])
     write_key_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())
@@ -189,7 +191,9 @@ def verify_cmd(ctx: click.Context, source: str | None, target: str | None, sourc
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
                        workers=workers, shard=shard)
-    report = run_job(ctx, lambda reporter: verify_buckets(cfg, reporter))
+    report = run_reported(ctx, lambda reporter: verify_buckets(cfg, reporter), kind="s3",
+                          source=str(cfg.source.location), target=str(cfg.target.location),
+                          writers=[lambda r: write_report(r, report_path)] if report_path else [])
     write_report(report, report_path)
     render_report(ctx, report)
     return int(report.status.exit_code())

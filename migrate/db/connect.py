@@ -10,7 +10,7 @@ from psycopg import sql
 
 from migrate import __version__
 from migrate.config import DatabaseURL, redact
-from migrate.errors import ConnectionFailed
+from migrate.errors import ConfigError, ConnectionFailed
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,11 @@ PINNED_SETTINGS: dict[str, str] = {
     "client_encoding": "UTF8",
 }
 
-ENV_FOR_ROLE = {"source": "MIGRATE_SOURCE_DATABASE_URL", "target": "MIGRATE_TARGET_DATABASE_URL"}
-
-
 def describe_connect_error(exc: BaseException, url: DatabaseURL, role: str) -> ConnectionFailed:
     """Map a libpq connection failure to a one-line ConnectionFailed naming the side and the fix."""
     text = str(exc)
     where = f"{url.host}:{url.port}"
-    env = ENV_FOR_ROLE.get(role, "the database URL")
+    env = f"the {role} database URL"
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
         return ConnectionFailed(
@@ -62,6 +59,23 @@ def describe_connect_error(exc: BaseException, url: DatabaseURL, role: str) -> C
             hint="check sslmode/sslrootcert in the URL (RDS: sslmode=verify-full with the RDS CA bundle)",
         )
     return ConnectionFailed(f"cannot connect to the {role} database at {where}: {first_line(text)}")
+
+
+def database_identity(conn: psycopg.Connection) -> tuple[str, int, str]:
+    """Which database a session is in, whatever URL reached it (host aliases, ports, proxies): the
+    server's start time, and the database's oid and name. Read-only."""
+    row = conn.execute("SELECT pg_catalog.pg_postmaster_start_time()::text, oid::bigint, datname"
+                       " FROM pg_catalog.pg_database WHERE datname = current_database()").fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1]), str(row[2])
+
+
+def refuse_same_database(source: tuple[str, int, str], target: tuple[str, int, str]) -> None:
+    """Source and target must be two databases: a copy into its own source would drop (--clean) or
+    write over the data it is about to copy, and a verification of a database against itself proves nothing."""
+    if source == target:
+        raise ConfigError(f"the source and the target are the same database ({source[2]} on one server);"
+                          " nothing was done", hint="check --source and --target")
 
 
 def first_line(text: str) -> str:

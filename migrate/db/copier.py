@@ -145,20 +145,27 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
     report = Report(kind="db-copy", source=cfg.db.source.display(), target=cfg.db.target.display())
     report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")]
     copier = _Copier(cfg, detail, reporter, report, lock)
+
+    def partial(exc: MigrateError) -> MigrateError:
+        """The report files of a copy that stopped still say what it completed."""
+        report.totals = copier.totals()
+        exc.report = report
+        return exc
+
     try:
         copier.run()
     except KeyboardInterrupt:
         copier.abort()
         done = ", ".join(p.name for p in report.phases) or "nothing"
-        raise Interrupted(
+        raise partial(Interrupted(
             f"interrupted during {copier.phase}; completed phases: {done}",
             hint=("the copy is complete: run `db verify` to check it" if copier.phase == "verify"
                   else f"the target is incomplete: {copier.rerun_hint}"),
-        ) from None
+        )) from None
     except psycopg.Error as exc:  # a server error in a phase that has no message of its own
         copier.abort()
-        raise CopyFailed(f"{copier.phase} failed: {_first_line(str(exc))}",
-                         hint=f"fix the cause, then {copier.rerun_hint}") from None
+        raise partial(CopyFailed(f"{copier.phase} failed: {_first_line(str(exc))}",
+                                 hint=f"fix the cause, then {copier.rerun_hint}")) from None
     except MigrateError as exc:
         copier.abort()
         if copier.phase not in ("preflight", "verify"):
@@ -168,7 +175,7 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
                 exc.hint = f"fix the cause, {rerun}"
             elif "--resume" not in exc.hint and "--clean" not in exc.hint:
                 exc.hint = f"{exc.hint}; {rerun}"
-        raise
+        raise partial(exc) from None
     except BaseException:
         copier.abort()
         raise
@@ -642,6 +649,7 @@ class _Copier:
             if oid not in late:
                 analyses.append(oid)
 
+        finished = False  # the loop ran to its end (not cut short by an interrupt)
         try:
             fill()
             while running:
@@ -681,6 +689,7 @@ class _Copier:
                     self.abort()
                     break
                 fill()
+            finished = True
         except BaseException:
             # Ctrl-C / SIGTERM (an ECS stop gives 30 s before SIGKILL): end the running copies and
             # builds now. Waiting for the pool first would let each finish (and commit) whole tables.
@@ -691,7 +700,7 @@ class _Copier:
             pool.shutdown(wait=True, cancel_futures=True)
             self._watch.close()
             self._watch = None
-            self.reporter.on_done("data", ok=not failures)
+            self.reporter.on_done("data", ok=finished and not failures)
         if failures:
             self.report.errors.extend(failures)
             raise CopyFailed(f"copying table {failures[0]}",

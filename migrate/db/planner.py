@@ -11,7 +11,7 @@ import psycopg
 from migrate.config import DbCopyConfig
 from migrate.db import inventory as inv
 from migrate.db import resume
-from migrate.db.connect import connect
+from migrate.db.connect import connect, database_identity, refuse_same_database
 from migrate.db.pgtools import PgTool, find_tool
 from migrate.errors import ToolError
 from migrate.model import Plan, Step
@@ -46,9 +46,11 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
         source = inv.take_inventory(src)
         source_has_state_schema = src.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                                               (resume.SCHEMA,)).fetchone() is not None
+        source_identity = database_identity(src)
         src.rollback()
     with connect(db.target, "target") as tgt:
         tgt.execute("BEGIN READ ONLY")
+        refuse_same_database(source_identity, database_identity(tgt))
         target_version = str(tgt.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         target_version_num = int(tgt.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
         state, state_error = None, None

@@ -30,7 +30,14 @@ import psycopg
 
 from migrate.config import DatabaseURL, DbJobConfig, redact
 from migrate.db import catalog
-from migrate.db.connect import begin_snapshot_reader, connect, first_line, quote_ident
+from migrate.db.connect import (
+    begin_snapshot_reader,
+    connect,
+    database_identity,
+    first_line,
+    quote_ident,
+    refuse_same_database,
+)
 from migrate.db.rowhash import (
     HASH_BUILTIN,
     HASH_MD5,
@@ -94,6 +101,7 @@ class _Sessions:
         try:
             self.src = self._open(self.source)
             self.tgt = self._open(self.target)
+            refuse_same_database(database_identity(self.src), database_identity(self.tgt))
             for side, conn in ((self.source, self.src), (self.target, self.tgt)):
                 begin_snapshot_reader(conn, None)
                 row = conn.execute("SELECT pg_export_snapshot()").fetchone()

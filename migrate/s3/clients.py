@@ -105,7 +105,8 @@ def translate(exc: BaseException, role: str, side: S3Side) -> MigrateError:
         where = side.endpoint_url or f"the AWS S3 endpoint of region {side.region or '(default)'}"
         return ConnectionFailed(
             f"the {role} S3 endpoint {where} is unreachable",
-            hint=f"check --{role}-endpoint-url / {env}_S3_ENDPOINT_URL and the network",
+            hint=f"check the {role} endpoint URL (--{role}-endpoint-url, {env}_S3_ENDPOINT_URL or the plan file)"
+                 " and the network",
         )
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return ConfigError(
@@ -117,7 +118,7 @@ def translate(exc: BaseException, role: str, side: S3Side) -> MigrateError:
         if code in _MISSING_BUCKET_CODES:
             return PreflightError(
                 f"{role} bucket {side.location.bucket} does not exist",
-                hint=f"check --{role} (and --{role}-endpoint-url / --{role}-region)",
+                hint=f"check the {role} bucket name, endpoint URL and region (options or plan file)",
             )
         if code in _CREDENTIAL_CODES:
             return ConnectionFailed(

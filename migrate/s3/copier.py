@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from migrate.config import S3CopyConfig, redact
-from migrate.errors import CopyFailed
+from migrate.errors import CopyFailed, Interrupted
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
 from migrate.progress import Reporter, human_bytes
@@ -763,6 +763,17 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             report.status = Status.PARTIAL if counts["copied"] or n_src > status["failed"][0] else Status.FAILED
         if status["pending"][0]:
             raise CopyFailed(f"{status['pending'][0]} objects are still pending after the copy")
+    except (KeyboardInterrupt, CopyFailed) as exc:
+        # The report files still get what was copied and checked so far (the manifest's rows).
+        report.totals.setdefault("manifest", str(manifest.path))
+        report.finish()
+        stopped = exc if isinstance(exc, CopyFailed) else Interrupted(
+            f"interrupted while copying {cfg.source.location} to {cfg.target.location}",
+            hint="run the same s3 copy again to continue: objects already verified are skipped")
+        stopped.report = report
+        if stopped is exc:
+            raise
+        raise stopped from None
     finally:
         manifest.close()
     report.finish()

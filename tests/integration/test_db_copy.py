@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -322,6 +323,54 @@ def test_bad_connections_give_one_line_and_no_secret(dbs) -> None:  # type: igno
             assert "s3cret" not in res.output and "Traceback" not in res.output
 
 
+def test_the_same_database_as_source_and_target_is_refused_before_anything(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two URLs that reach one database (here: another user) are one database: a copy would drop the
+    data it is about to copy (--clean), a verification would compare it with itself."""
+    dbs.source_sql("CREATE TABLE precious (id int PRIMARY KEY); INSERT INTO precious SELECT generate_series(1, 1000);")
+    admin_url = dbs.source_url
+    other_user = dbs.source_cluster.url(dbs.source_db)  # the superuser URL of the same database
+    dbs.source_sql(f"CREATE ROLE second_user LOGIN PASSWORD 'second-pass' IN ROLE pg_read_all_data;"
+                   f"GRANT ALL ON DATABASE {dbs.source_db} TO second_user; GRANT ALL ON SCHEMA public TO second_user")
+    second = dbs.source_cluster.url(dbs.source_db, "second_user", "second-pass")
+    try:
+        for target in (admin_url, other_user, second):
+            env = {"MIGRATE_SOURCE_DATABASE_URL": admin_url, "MIGRATE_TARGET_DATABASE_URL": target}
+            for command in (["db", "plan"], ["db", "copy", "--clean", "--yes"], ["db", "verify"]):
+                res = run_cli(*command, env=env)
+                assert res.code == 2, (command, res.output)
+                assert "the source and the target are the same database" in res.err, res.err
+                assert len(res.err.strip().splitlines()) == 1, res.err
+        with psycopg.connect(admin_url) as conn:
+            assert conn.execute("SELECT count(*) FROM precious").fetchone() == (1000,)
+            assert conn.execute("SELECT to_regnamespace('_paas_migrate')").fetchone() == (None,)
+    finally:
+        dbs.source_sql(f"REVOKE ALL ON DATABASE {dbs.source_db} FROM second_user;"
+                       " REVOKE ALL ON SCHEMA public FROM second_user; DROP ROLE second_user")
+
+
+def test_a_failed_copy_or_verify_still_writes_its_report(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The report is for the change ticket: it matters most when the run failed, and an earlier
+    run's report at the same path must not pass for this one."""
+    dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+    with psycopg.connect(dbs.target_url) as conn:
+        conn.execute("CREATE TABLE already_here (id int)")
+    report = tmp_path / "copy.json"
+    report.write_text('{"status": "success"}')
+    res = run_cli("db", "copy", "--report", str(report), env=env_for(dbs))
+    assert res.code == 1 and "already holds" in res.err, res.output
+    written = json.loads(report.read_text())
+    assert written["status"] == "failed" and written["exit_code"] == 1 and written["kind"] == "db-copy", written
+    assert any("already holds" in e for e in written["errors"]), written
+    assert "rds-master-password" not in report.read_text()
+    refused = {**env_for(dbs), "MIGRATE_TARGET_DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/db"}
+    verify_report = tmp_path / "verify.json"
+    res = run_cli("db", "verify", "--report", str(verify_report), env=refused)
+    assert res.code == 1, res.output
+    written = json.loads(verify_report.read_text())
+    assert written["status"] == "failed" and any("refused the connection" in e for e in written["errors"]), written
+    assert "s3cret" not in verify_report.read_text()
+
+
 def test_password_on_argv_is_redacted_and_warned(dbs) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("db", "plan", "--source", dbs.source_url, "--target",
                   dbs.target_url.replace("rds-master-password", "wrong-pass-s3cret"))
@@ -386,14 +435,23 @@ def _children_alive(parent_pid: int) -> list[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_exits_130_and_leaves_no_client_processes(dbs, sig: int) -> None:  # type: ignore[no-untyped-def]
+def test_interrupt_exits_130_and_leaves_no_client_processes(dbs, sig: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _seed_slow_table(dbs)
     before = set(_children_alive(os.getpid()))
-    proc = start_cli("db", "copy", "--jobs", "2", "--no-verify", env=env_for(dbs))
+    report = tmp_path / "report.json"
+    report.write_text('{"status": "success"}')  # an earlier run's: must not survive as this run's
+    # Progress shown (plain lines, as in an ECS task's log): nothing unfinished is reported done.
+    proc = start_cli("db", "copy", "--jobs", "2", "--no-verify", "--report", str(report),
+                     env={**env_for(dbs), "MIGRATE_NO_PROGRESS": "0"})
     _wait_for_copy(dbs)
     res = interrupt(proc, sig)
     assert res.code == 130, res.output
     assert "interrupted" in res.err and "Traceback" not in res.err
+    assert not re.search(r"\bdone: data\b", res.err), res.err
+    written = json.loads(report.read_text())
+    assert written["status"] == "interrupted" and written["exit_code"] == 130, written
+    assert [p["name"] for p in written["phases"]] == ["snapshot", "pre-data"], written["phases"]
+    assert any("interrupted during data" in e for e in written["errors"]), written["errors"]
     time.sleep(0.5)
     leftover = [c for c in _children_alive(os.getpid()) if c not in before and str(dbs.source_cluster.port) in c]
     assert leftover == []

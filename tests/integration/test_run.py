@@ -196,11 +196,24 @@ def test_run_resume_continues_an_interrupted_database_copy(scenario: dict[str, A
 def test_a_blocker_stops_before_any_bucket_is_written(scenario: dict[str, Any]) -> None:
     s = scenario
     s["dbs"].target_sql("CREATE TABLE leftover (id int); INSERT INTO leftover VALUES (1);")
-    res = run_cli("run", "--plan", str(s["plan"]), "--env", "test", env=s["env"])
+    report_path, md_path = s["tmp"] / "blocked.json", s["tmp"] / "blocked.md"
+    res = run_cli("run", "--plan", str(s["plan"]), "--env", "test", "--report", str(report_path),
+                  "--markdown", str(md_path), env=s["env"])
     assert res.code == ExitCode.FAILURE
     assert "preflight found 1 blocker, nothing was written: database: " in res.err
+    assert "use --clean --yes" in res.err
     assert _target_keys(s["buckets"]) == []
     assert "Traceback" not in res.err
+    # The reports say so (a change ticket wants the failed run too).
+    report = json.loads(report_path.read_text())
+    assert report["kind"] == "run" and report["status"] == "failed" and report["exit_code"] == 1, report
+    assert any("preflight found 1 blocker" in e for e in report["errors"]), report["errors"]
+    assert md_path.read_text().startswith("# paas-migrate run: test: FAILED")
+    _assert_no_secrets([report_path.read_text(), md_path.read_text()], s["secrets"])
+    # What the blocker says to do works with `run` itself.
+    res = run_cli("run", "--plan", str(s["plan"]), "--env", "test", "--clean", "--yes", env=s["env"])
+    assert res.code == ExitCode.SUCCESS, res.err[-3000:]
+    assert _target_tables(s["dbs"]) == ["lettings_logs", "organisations"]
 
 
 @pytest.mark.postgres
@@ -339,6 +352,10 @@ def test_ctrl_c_names_the_job_and_what_finished(fakes: dict[str, Any], tmp_path:
         orchestrate.run_migration(_env_config(tmp_path), RecordingReporter())
     assert info.value.message == "interrupted during bucket csv: copy; finished before that: database: copy success"
     assert info.value.exit_code == ExitCode.INTERRUPTED
+    # The run's report (for --report / --markdown) has what finished, and where it stopped.
+    report = info.value.report
+    assert [(c.kind, c.status.value) for c in report.children] == [
+        ("database: copy", "success"), ("bucket csv: copy", "interrupted")]
 
 
 def test_all_green_run_and_only_selection(fakes: dict[str, Any], tmp_path: Path) -> None:

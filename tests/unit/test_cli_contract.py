@@ -57,6 +57,50 @@ def test_exit_code_values_are_the_contract() -> None:
     assert ConfigError("x").exit_code == 2
     assert ConnectionFailed("x").exit_code == 1
     assert Interrupted("x").exit_code == 130
+    assert Status.INTERRUPTED.exit_code() == 130
+    r = Report(kind="t", status=Status.INTERRUPTED, children=[Report(kind="c", status=Status.FAILED)])
+    assert r.settle().status is Status.INTERRUPTED  # the worst: stopped part-way
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "text"),
+    [
+        (["db", "plan"], {"MIGRATE_SOURCE_DATABASE_URL": "postgresql://u:pw-s3cret@h/db?sslmod=require"},
+         'invalid URI query parameter: "sslmod"'),
+        (["db", "plan"], {"MIGRATE_SOURCE_DATABASE_URL": "postgresql://app:p%40ss:w@rd-s3cret@127.0.0.1:1/db"},
+         "percent-encode"),
+        (["s3", "plan", "--source", "s3://bucket-a", "--target", "s3://bucket-b",
+          "--source-endpoint-url", "notaurl"], {}, "is not an http(s) URL"),
+        (["s3", "plan", "--source", "s3://bucket-a", "--target", "s3://bucket-b", "--workers", "0"], {},
+         "--workers must be"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(args: list[str], env: dict[str, str], text: str) -> None:
+    env = {"MIGRATE_TARGET_DATABASE_URL": "postgresql://u@127.0.0.1:1/t", **env}
+    res = run_cli(*args, env=env)
+    assert res.code == 2, res.output
+    assert text in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    assert "s3cret" not in res.output and "Traceback" not in res.output
+
+
+def test_declining_the_clean_prompt_is_not_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from migrate.cli.db import confirm_clean
+    from migrate.errors import PreflightError
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    with pytest.raises(PreflightError, match="not confirmed: nothing was dropped or written"):
+        confirm_clean("postgresql://u@h/db")
+    monkeypatch.setattr("sys.stdin", Terminal("\n"))  # no answer is no
+    with pytest.raises(PreflightError):
+        confirm_clean("postgresql://u@h/db")
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    confirm_clean("postgresql://u@h/db")
 
 
 def test_report_settles_worst_status() -> None:
@@ -103,6 +147,10 @@ def test_traceback_only_with_verbose(monkeypatch: pytest.MonkeyPatch, capsys: py
     _install_fake(monkeypatch, MigrateError("it broke"))
     assert main(["-v", "boom"]) == 1
     assert "Traceback" in capsys.readouterr().err
+    _install_fake(monkeypatch, RuntimeError("surprise"))
+    assert main(["-v", "boom"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "run with -v" not in err  # it was given
 
 
 def test_sigterm_handler_raises_keyboard_interrupt() -> None:

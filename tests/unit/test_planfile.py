@@ -88,7 +88,7 @@ def test_the_example_file_is_valid() -> None:
 
 def test_unknown_scheme_names_file_and_key() -> None:
     text = GOOD.replace('source = "vcap:my-postgres"', 'source = "foo:bar"')
-    assert _error(text) == "plan.toml: environments.production.database.source: unknown reference scheme 'foo:'"
+    assert _error(text) == "plan.toml: environments.production.database.source — unknown reference scheme 'foo:'"
 
 
 @pytest.mark.parametrize(
@@ -109,9 +109,9 @@ def test_unknown_scheme_names_file_and_key() -> None:
         ("jobs = 3", "jobs = true", "plan.toml: defaults.jobs: must be"),
         ("[defaults]", "[defaults]\ncolour = 1", "plan.toml: defaults.colour: unknown key"),
         ('source = "env:STAGING_SOURCE"', 'source = "env:STAGING-SOURCE"',
-         "plan.toml: environments.staging.database.source: env:STAGING-SOURCE is not a valid"),
+         "plan.toml: environments.staging.database.source — env:STAGING-SOURCE is not a valid"),
         ('source = "env:STAGING_SOURCE"', 'source = "secretsmanager:name#"',
-         "plan.toml: environments.staging.database.source: nothing after '#'"),
+         "plan.toml: environments.staging.database.source — nothing after '#'"),
         ('source = "env:STAGING_SOURCE"', 'source = ""', "plan.toml: environments.staging.database.source: must be"),
         ('source = "env:STAGING_SOURCE"\n', "",
          "plan.toml: environments.staging.database.source: missing"),
@@ -221,7 +221,7 @@ def test_unset_env_reference_names_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         planfile.resolve_environment(spec, resolver=Resolver({}))
     assert info.value.message == (
-        "plan.toml: environments.staging.database.source: environment variable STAGING_SOURCE is not set"
+        "plan.toml: environments.staging.database.source — environment variable STAGING_SOURCE is not set"
     )
 
 
@@ -238,7 +238,7 @@ def test_cli_plan_file_error_is_one_line_exit_2(tmp_path: Path) -> None:
     plan.write_text(GOOD.replace('source = "vcap:my-postgres"', 'source = "foo:bar"'))
     res = run_cli("run", "--plan", str(plan), "--env", "production")
     assert res.code == ExitCode.USAGE
-    assert f"{plan}: environments.production.database.source: unknown reference scheme 'foo:'" in res.err
+    assert f"{plan}: environments.production.database.source — unknown reference scheme 'foo:'" in res.err
     assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1
 
 

@@ -75,3 +75,15 @@ def test_report_json_is_redacted() -> None:
     r = Report(kind="db", source="postgresql://u:reportsecret@h/db")
     r.errors.append("failed at postgresql://u:reportsecret@h/db")
     assert "reportsecret" not in str(r.to_dict())
+
+
+def test_a_message_naming_a_secret_setting_keeps_its_words() -> None:
+    """"…secret_access_key — environment variable X is not set" names a setting; no value to hide."""
+    from migrate.errors import ConfigError
+    from migrate.secretref import Resolver
+
+    try:
+        Resolver({}).resolve("env:UNSET_FOR_TEST", where="plan.toml: environments.p.credentials.secret_access_key")
+    except ConfigError as exc:
+        text = redact(str(exc))
+    assert "environment variable UNSET_FOR_TEST is not set" in text, text
