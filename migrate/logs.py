@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from migrate.config import redact
 
@@ -35,7 +36,10 @@ def setup_logging(verbosity: int = 0) -> None:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler._paas_migrate = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The timestamps of the progress lines (UTC, ISO 8601): one format in a task's log.
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level)

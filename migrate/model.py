@@ -134,6 +134,14 @@ class Report:
         counts = Counter(d.outcome.value for d in self.diffs if not d.info_only)
         return {o.value: counts.get(o.value, 0) for o in Outcome}
 
+    def outcome_totals(self) -> dict[str, int]:
+        """Verification outcomes of this report and all its children, summed."""
+        counts = self.outcome_counts()
+        for c in self.children:
+            for k, v in c.outcome_totals().items():
+                counts[k] = counts.get(k, 0) + v
+        return counts
+
     def differences(self) -> list[Diff]:
         return [d for d in self.diffs if d.outcome is not Outcome.MATCH and not d.info_only]
 

@@ -326,11 +326,7 @@ def _count(report: Report, *keys: str) -> int | None:
 
 def outcome_counts(report: Report) -> dict[str, int]:
     """Verification outcomes of a report and all its children, summed."""
-    counts = report.outcome_counts()
-    for c in report.children:
-        for k, v in outcome_counts(c).items():
-            counts[k] = counts.get(k, 0) + v
-    return counts
+    return report.outcome_totals()
 
 
 def _totals(env: EnvConfig, report: Report) -> dict[str, Any]:

@@ -208,7 +208,12 @@ def render_report(ctx: click.Context, report: Report, *, max_diffs: int = 50) ->
     _render_report_rich(con, report, max_diffs=max_diffs, table_cls=Table, verbose=app(ctx).verbose > 0)
 
 
-def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: Any, verbose: bool = False) -> None:
+def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: Any, verbose: bool = False,
+                        top: bool = True) -> None:
+    # The parts first, then this report's own summary: the last screen is the whole job's result.
+    for c in report.children:
+        con.print(f"[bold]{c.kind}[/bold]: {c.status.value}")
+        _render_report_rich(con, c, max_diffs=max_diffs, table_cls=table_cls, verbose=verbose, top=False)
     if report.phases:
         table = table_cls(title=f"{report.kind}: summary")
         for col in ("phase", "seconds", "concurrency", "items", "rows", "bytes", "note"):
@@ -245,12 +250,27 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
         elif info:
             con.print(f"[dim]info: {len(info)} owner/privilege differences, expected on RDS (listed with -v or"
                       " in --json)[/dim]")
-    for c in report.children:
-        con.print(f"[bold]{c.kind}[/bold]: {c.status.value}")
-        _render_report_rich(con, c, max_diffs=max_diffs, table_cls=table_cls, verbose=verbose)
     for w in report.warnings:
         con.print(f"[yellow]warning[/yellow]: {plain_text(w)}")
     for e in report.errors:
         con.print(f"[red]error[/red]: {plain_text(e)}")
+    if top:
+        verdict = verification_verdict(report)
+        if verdict:
+            con.print(verdict)
     style = {"success": "green", "differs": "yellow"}.get(report.status.value, "red")
     con.print(f"[bold {style}]{report.kind}: {report.status.value}[/bold {style}] in {report.seconds:.1f}s")
+
+
+def verification_verdict(report: Report) -> str:
+    """One line on what the verification proved, counted over the whole job (all its parts)."""
+    counts = report.outcome_totals()
+    compared = sum(counts.values())
+    if not compared:
+        return ""
+    match = counts.get("match", 0)
+    if match == compared:
+        return (f"verified: all {compared:,} compared items (schema objects, tables or ranges, sequences,"
+                " objects) match the source: nothing is missing or different")
+    others = ", ".join(f"{v:,} {k}" for k, v in counts.items() if k != "match" and v)
+    return f"verified: {match:,} of {compared:,} compared items match the source; {others}"

@@ -38,10 +38,10 @@ def db_options(func):
         help="Parallel connections (default: CPU count).",
     )(func)
     func = click.option(
-        "--target", metavar="URL", help="Target database URL [env: MIGRATE_TARGET_DATABASE_URL]."
+        "--target", metavar="URL", help="Target database URL [env var: MIGRATE_TARGET_DATABASE_URL]."
     )(func)
     func = click.option(
-        "--source", metavar="URL", help="Source database URL [env: MIGRATE_SOURCE_DATABASE_URL]."
+        "--source", metavar="URL", help="Source database URL [env var: MIGRATE_SOURCE_DATABASE_URL]."
     )(func)
     return output_options(func)
 

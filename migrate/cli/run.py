@@ -90,7 +90,7 @@ def execute(
 @click.option("--env", "env_name", required=True, envvar="MIGRATE_ENV",
               help="Environment in the plan file, e.g. production.")
 @click.option("--dry-run", is_flag=True, help="Preflight and print the combined plan; write nothing.")
-@click.option("--only", type=click.Choice(["db", "s3"]), default=None,
+@click.option("--only", "only_given", type=click.Choice(["db", "s3"]), multiple=True,
               help="Migrate only the database (db) or only the buckets (s3).")
 @click.option("--report", "report_path", metavar="PATH", envvar="MIGRATE_REPORT",
               help="Write the final report as JSON to PATH.")
@@ -106,7 +106,7 @@ def execute(
 @output_options
 @click.pass_context
 def command(
-    ctx: click.Context, plan_file: str, env_name: str, dry_run: bool, only: str | None,
+    ctx: click.Context, plan_file: str, env_name: str, dry_run: bool, only_given: tuple[str, ...],
     report_path: str | None, markdown_path: str | None, state_dir: str | None, resume: bool, clean: bool,
     yes: bool,
 ) -> int:
@@ -118,6 +118,10 @@ def command(
     never printed.
     """
     from migrate.planfile import load_environment
+
+    if len(set(only_given)) > 1:
+        raise ConfigError("--only takes one of db or s3", hint="leave it out to migrate both")
+    only = only_given[0] if only_given else None
 
     environ: dict[str, Any] = dict(os.environ)
     env = load_environment(plan_file, env_name, environ=environ, state_dir=state_dir, only=only, resume=resume,

@@ -24,16 +24,16 @@ def side_options(func):
                      "MIGRATE_TARGET_AWS_* keys or the default chain, e.g. an ECS task role)."),
         click.option("--source-profile", metavar="P", help="AWS profile for the source side (else "
                      "MIGRATE_SOURCE_AWS_* keys or the default chain)."),
-        click.option("--target-region", metavar="R", help="Target region [env: MIGRATE_TARGET_AWS_REGION]."),
-        click.option("--source-region", metavar="R", help="Source region [env: MIGRATE_SOURCE_AWS_REGION]."),
+        click.option("--target-region", metavar="R", help="Target region [env var: MIGRATE_TARGET_AWS_REGION]."),
+        click.option("--source-region", metavar="R", help="Source region [env var: MIGRATE_SOURCE_AWS_REGION]."),
         click.option("--target-endpoint-url", metavar="U",
-                     help="Target S3 endpoint URL [env: MIGRATE_TARGET_S3_ENDPOINT_URL]."),
+                     help="Target S3 endpoint URL [env var: MIGRATE_TARGET_S3_ENDPOINT_URL]."),
         click.option("--source-endpoint-url", metavar="U",
-                     help="Source S3 endpoint URL [env: MIGRATE_SOURCE_S3_ENDPOINT_URL]."),
+                     help="Source S3 endpoint URL [env var: MIGRATE_SOURCE_S3_ENDPOINT_URL]."),
         click.option("--target", metavar="s3://B[/P]", envvar="MIGRATE_TARGET_S3_URL",
-                     help="Target bucket and optional prefix [env: MIGRATE_TARGET_S3_URL]."),
+                     help="Target bucket and optional prefix [env var: MIGRATE_TARGET_S3_URL]."),
         click.option("--source", metavar="s3://B[/P]", envvar="MIGRATE_SOURCE_S3_URL",
-                     help="Source bucket and optional prefix [env: MIGRATE_SOURCE_S3_URL]."),
+                     help="Source bucket and optional prefix [env var: MIGRATE_SOURCE_S3_URL]."),
     ]
     for opt in opts:
         func = opt(func)

@@ -752,7 +752,8 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             report.warnings.append(f"{status['size-only'][0]:,} objects are size-only: the source offers no checksum "
                                    "to compare with (e.g. SSE-KMS single-part objects)")
         if extra_n:
-            report.warnings.append(f"{extra_n:,} objects exist only on the target (left alone)")
+            report.warnings.append(f"{extra_n:,} objects exist only on the target (left alone): verification"
+                                   " will report them as extra on target")
         failures = manifest.failures()
         for key, detail in failures:
             report.diffs.append(Diff("object", key, Outcome.ERROR, detail))

@@ -70,5 +70,7 @@ def plan_from_manifest(cfg: S3CopyConfig, manifest, n_src: int, b_src: int, n_ds
              items=todo_n),
     ]
     if extra_n:
-        plan.warnings.append(f"{extra_n:,} objects exist only on the target; copy leaves them alone")
+        plan.warnings.append(f"{extra_n:,} objects exist only on the target: the copy leaves them alone, and"
+                             " verification reports them as extra on target (exit 3); remove them first if"
+                             " the target should equal the source")
     return plan
