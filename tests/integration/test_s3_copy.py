@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from migrate.config import S3CopyConfig, S3Side
+from migrate.errors import Interrupted
 from migrate.model import Outcome, Status
 from migrate.progress import RecordingReporter
 from migrate.s3 import clients
@@ -360,7 +361,10 @@ def test_interrupt_during_the_copy_stops_the_listing_too(
     rec = RecordingReporter()
     try:
         copy_bucket(_cfg(buckets, tmp_path, mode="stream"), rec)
-    except KeyboardInterrupt:
+    except Interrupted as exc:
+        # The report files of an interrupted copy still list what it copied (its manifest).
+        assert Path(exc.report.totals["manifest"]).exists(), exc.report.totals
+        assert exc.exit_code == 130 and "run the same s3 copy again" in str(exc)
         # still handling it (as the CLI's error boundary does): its traceback keeps copy_bucket's frames
         deadline = time.monotonic() + 1.5  # the listing thread notices a stop within 0.5 s
         while time.monotonic() < deadline and any(t.name == "s3-list-source" for t in threading.enumerate()):
@@ -376,7 +380,8 @@ def test_interrupted_copy_resumes_without_double_counting(buckets: BucketPair, t
     for i in range(n):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"obj/{i:04d}", Body=os.urandom(2000))
     args = _cli_args(buckets, tmp_path, "--mode", "stream", "--workers", "2")
-    proc = start_cli("s3", "copy", *args, env=buckets.env())
+    report_path = tmp_path / "interrupted.jsonl"
+    proc = start_cli("s3", "copy", *args, "--report", str(report_path), env=buckets.env())
     state = tmp_path / "state"
     done = 0
     deadline = time.monotonic() + 60
@@ -398,6 +403,10 @@ def test_interrupted_copy_resumes_without_double_counting(buckets: BucketPair, t
     with sqlite3.connect(next(state.glob("*.sqlite"))) as db:
         verified_before = db.execute("SELECT count(*) FROM objects WHERE status = 'verified'").fetchone()[0]
     assert 10 <= verified_before < n
+    # The per-key report is written for the interrupted run too: what was copied, and its status.
+    lines = [json.loads(line) for line in report_path.read_text().splitlines()]
+    assert lines[-1]["report"]["status"] == "interrupted" and lines[-1]["report"]["exit_code"] == 130
+    assert sum(row.get("status") == "verified" for row in lines[:-1]) == verified_before
     again = run_cli("s3", "copy", *args, "--json", env=buckets.env())
     assert again.code == 0, again.output
     totals = json.loads(again.out)["totals"]
