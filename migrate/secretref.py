@@ -283,17 +283,17 @@ def _json_member(raw: str, key: str, *, where: str, what: str) -> str:
     except json.JSONDecodeError:
         # Never echo the secret: say only that it is not JSON.
         raise ConfigError(
-            f"{where} — {what}: the secret is not a JSON object, so '#{key}' cannot be looked up",
+            f"{where} — {what} — the secret is not a JSON object, so '#{key}' cannot be looked up",
             hint="drop the '#key' to use the whole secret",
         ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} — {what}: the secret is not a JSON object")
+        raise ConfigError(f"{where} — {what} — the secret is not a JSON object")
     if key not in data or data[key] is None:
         available = ", ".join(sorted(str(k) for k in data)) or "none"
-        raise ConfigError(f"{where} — {what}: no key {key!r} in the secret", hint=f"its keys are: {available}")
+        raise ConfigError(f"{where} — {what} — no key {key!r} in the secret", hint=f"its keys are: {available}")
     value = data[key]
     if isinstance(value, dict | list):
-        raise ConfigError(f"{where} — {what}: {key!r} is not a single value")
+        raise ConfigError(f"{where} — {what} — {key!r} is not a single value")
     return str(value)
 
 
