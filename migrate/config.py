@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from migrate.errors import ConfigError
 
@@ -164,6 +164,8 @@ def _split_db_url(url: str):
         raise ConfigError(
             f"malformed URL ({redact(exc)})", hint="expected postgresql://USER@HOST:PORT/DBNAME"
         ) from None
+    if parts.password:
+        register_secret(unquote(parts.password))  # before any message about this URL
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(
             "not a PostgreSQL URL (it must start with postgresql://)",
@@ -175,16 +177,20 @@ def _split_db_url(url: str):
         raise ConfigError("the URL has more than one '@'",
                           hint="percent-encode special characters in the user name and password"
                                " (@ as %40, : as %3A, / as %2F)")
-    if parts.query:
-        from psycopg import ProgrammingError
-        from psycopg.conninfo import conninfo_to_dict
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
 
-        try:
-            conninfo_to_dict(url)  # libpq's own parser: unknown parameters (a typo'd sslmode) fail here
-        except ProgrammingError as exc:
-            raise ConfigError(f"the URL's parameters are not valid ({redact(str(exc).splitlines()[0])})",
-                              hint="see libpq's connection parameters: sslmode, sslrootcert, connect_timeout, …"
-                              ) from None
+    try:
+        conninfo_to_dict(url)  # libpq's own parser: an unknown parameter (sslmod=) fails here
+    except ProgrammingError as exc:
+        # libpq's text repeats the token it could not parse, which may be a password: only an
+        # unknown parameter's name (one of the URL's own query keys) is shown.
+        names = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+        m = re.match(r'invalid URI query parameter: "([^"]*)"', str(exc))
+        what = f"unknown parameter {m.group(1)!r}" if m and m.group(1) in names else "libpq cannot parse it"
+        raise ConfigError(f"the URL is not valid: {what}",
+                          hint="percent-encode special characters (% as %25, @ as %40); libpq's parameters"
+                               " include sslmode, sslrootcert, connect_timeout") from None
     return parts
 
 

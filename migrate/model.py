@@ -120,6 +120,7 @@ class Report:
     errors: list[str] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
     children: list[Report] = field(default_factory=list)
+    exit_code: int | None = None  # set when the job raised: the code the process exits with
 
     def finish(self) -> Report:
         self.finished_at = time.time()
@@ -164,7 +165,7 @@ class Report:
             {
                 "kind": self.kind,
                 "status": self.status.value,
-                "exit_code": int(self.status.exit_code()),
+                "exit_code": self.exit_code if self.exit_code is not None else int(self.status.exit_code()),
                 "source": self.source,
                 "target": self.target,
                 "started_at": self.started_at,

@@ -275,10 +275,9 @@ class _Runner:
         except (KeyboardInterrupt, Interrupted) as exc:
             done = ", ".join(f"{c.kind} {c.status.value}" for c in self.report.children) or "nothing"
             detail = f" ({exc.message})" if isinstance(exc, Interrupted) else ""
-            hint = exc.hint if isinstance(exc, Interrupted) and exc.hint else (
-                "bucket copies resume where they stopped (run again, e.g. with --only s3); "
-                "a partly copied database continues with --resume (or starts again after db copy --clean --yes)"
-            )
+            # The job's own hint names its own command (`s3 copy`, `db copy`): a run is rerun as a run.
+            hint = ("bucket copies resume where they stopped (run again, e.g. with --only s3); "
+                    "a partly copied database continues with --resume (or starts again with --clean --yes)")
             self._stopped(name, exc, Status.INTERRUPTED, t0, concurrency)
             stopped = Interrupted(f"interrupted during {name}{detail}; finished before that: {done}", hint=hint)
             stopped.report = self.report.finish()  # the report files say what finished and where it stopped

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from migrate.config import redact
-from migrate.errors import ConfigError, Interrupted, MigrateError
+from migrate.errors import ConfigError, ExitCode, Interrupted, MigrateError
 from migrate.logs import setup_logging
 from migrate.model import Plan, Report, Status
 from migrate.progress import Reporter, choose_reporter, human_bytes, plain_text
@@ -82,7 +82,7 @@ def run_reported(ctx: click.Context, job: Callable[[Reporter], Report], *, kind:
     it completed (if the engine said), its status and the error. Never a stale report of an earlier run."""
     try:
         return run_job(ctx, job)
-    except (MigrateError, KeyboardInterrupt) as exc:
+    except BaseException as exc:
         if writers:
             report = failure_report(exc, kind=kind, source=source, target=target)
             for write in writers:
@@ -99,7 +99,12 @@ def failure_report(exc: BaseException, *, kind: str, source: str, target: str) -
     report = partial if isinstance(partial, Report) else Report(kind=kind, source=source, target=target)
     interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
     report.status = Status.INTERRUPTED if interrupted else Status.FAILED
-    message = str(exc) if isinstance(exc, MigrateError) else "interrupted"
+    if isinstance(exc, MigrateError):
+        message, report.exit_code = str(exc), int(exc.exit_code)
+    elif interrupted:
+        message, report.exit_code = "interrupted", int(ExitCode.INTERRUPTED)
+    else:
+        message, report.exit_code = f"unexpected {type(exc).__name__}: {exc}", int(ExitCode.FAILURE)
     if message not in report.errors:
         report.errors.append(message)
     if report.finished_at is None:
@@ -109,6 +114,17 @@ def failure_report(exc: BaseException, *, kind: str, source: str, target: str) -
 
 def echo_json(data: Any) -> None:
     click.echo(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
+
+
+def clear_reports(*paths: str | None) -> None:
+    """Remove the report files a job is about to write: if it stops before it can write them (a
+    configuration error), no earlier run's report is left to pass for this one's."""
+    for path in paths:
+        if path:
+            try:
+                Path(path).unlink(missing_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot write the report to {path}: {exc.strerror}") from None
 
 
 def write_report(report: Report, path: str | None) -> None:
@@ -269,8 +285,11 @@ def verification_verdict(report: Report) -> str:
     if not compared:
         return ""
     match = counts.get("match", 0)
-    if match == compared:
+    if match == compared and report.status is Status.SUCCESS:
         return (f"verified: all {compared:,} compared items (schema objects, tables or ranges, sequences,"
                 " objects) match the source: nothing is missing or different")
+    if match == compared:  # what was compared matches, but a part failed or stopped before its check
+        return (f"verified so far: the {compared:,} compared items match the source, but not everything was"
+                f" compared ({report.status.value}: see above)")
     others = ", ".join(f"{v:,} {k}" for k, v in counts.items() if k != "match" and v)
     return f"verified: {match:,} of {compared:,} compared items match the source; {others}"

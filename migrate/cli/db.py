@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from migrate.cli.common import output_options, render_plan, render_report, run_reported, write_report
+from migrate.cli.common import (
+    clear_reports,
+    output_options,
+    render_plan,
+    render_report,
+    run_reported,
+    write_report,
+)
 from migrate.config import DatabaseURL, DbCopyConfig, DbJobConfig
 from migrate.errors import ConfigError, PreflightError
 
@@ -94,6 +101,9 @@ def copy_cmd(
     from migrate.db.copier import copy_database
     from migrate.db.planner import plan_database
 
+    if not dry_run:
+        clear_reports(report_path)
+
     cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode, clean=clean, resume=resume,
                        verify=not no_verify)
     if dry_run:
@@ -119,6 +129,8 @@ def verify_cmd(
 ) -> int:
     """Compare schema, rows, sequences and large objects of both databases. Read-only."""
     from migrate.db.verify import verify_databases
+
+    clear_reports(report_path)
 
     cfg = _job_config(source, target, jobs)
     report = run_reported(ctx, lambda reporter: verify_databases(cfg, reporter), kind="db-verify",

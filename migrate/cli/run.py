@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from migrate.cli.common import app, echo_json, output_options, render_plan, render_report, run_reported, write_report
+from migrate.cli.common import (
+    app,
+    clear_reports,
+    echo_json,
+    output_options,
+    render_plan,
+    render_report,
+    run_reported,
+    write_report,
+)
 from migrate.config import redact
 from migrate.errors import ConfigError
 
@@ -119,6 +128,8 @@ def command(
     """
     from migrate.planfile import load_environment
 
+    if not dry_run:
+        clear_reports(report_path, markdown_path)
     if len(set(only_given)) > 1:
         raise ConfigError("--only takes one of db or s3", hint="leave it out to migrate both")
     only = only_given[0] if only_given else None

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from migrate.cli.common import output_options, render_plan, render_report, run_reported, write_report
+from migrate.cli.common import (
+    clear_reports,
+    output_options,
+    render_plan,
+    render_report,
+    run_reported,
+    write_report,
+)
 from migrate.config import S3CopyConfig, S3Side, env_value, redact
 from migrate.errors import ConfigError
 from migrate.model import Report
@@ -152,6 +159,8 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
              dry_run: bool, report_path: str | None, state_dir: str | None, sse: str | None,
              sse_kms_key_id: str | None, shard: str | None) -> int:
     """Copy every object not yet verified on the target, checksum-checked; rerun to resume."""
+    if not dry_run:
+        clear_reports(report_path)
     cfg = build_config(source, target, source_endpoint_url=source_endpoint_url,
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
@@ -185,6 +194,7 @@ def verify_cmd(ctx: click.Context, source: str | None, target: str | None, sourc
                source_profile: str | None, target_profile: str | None, workers: int | None, shard: str | None,
                report_path: str | None) -> int:
     """Re-list both buckets and compare keys, sizes, metadata and checksums. Read-only; exit 3 on differences."""
+    clear_reports(report_path)
     from migrate.s3.verify import verify_buckets
 
     cfg = build_config(source, target, source_endpoint_url=source_endpoint_url,

@@ -64,8 +64,10 @@ def describe_connect_error(exc: BaseException, url: DatabaseURL, role: str) -> C
 def database_identity(conn: psycopg.Connection) -> tuple[str, int, str]:
     """Which database a session is in, whatever URL reached it (host aliases, ports, proxies): the
     server's start time, and the database's oid and name. Read-only."""
-    row = conn.execute("SELECT pg_catalog.pg_postmaster_start_time()::text, oid::bigint, datname"
-                       " FROM pg_catalog.pg_database WHERE datname = current_database()").fetchone()
+    # Microseconds since the epoch, not the timestamp's text (that depends on the session's TimeZone).
+    row = conn.execute(
+        "SELECT (extract(epoch FROM pg_catalog.pg_postmaster_start_time()) * 1000000)::bigint::text, oid::bigint,"
+        " datname FROM pg_catalog.pg_database WHERE datname = current_database()").fetchone()
     assert row is not None
     return str(row[0]), int(row[1]), str(row[2])
 

@@ -175,7 +175,8 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
                 exc.hint = f"fix the cause, {rerun}"
             elif "--resume" not in exc.hint and "--clean" not in exc.hint:
                 exc.hint = f"{exc.hint}; {rerun}"
-        raise partial(exc) from None
+        partial(exc)
+        raise
     except BaseException:
         copier.abort()
         raise
@@ -1072,6 +1073,8 @@ class _BuildWatch:
         self._tasks: dict[int, tuple[str, str, float]] = {}  # backend pid -> (task, kind, percent shown)
         self._statements: dict[int, tuple[object, str]] = {}  # app session pid -> (query_start, task)
         self._lock = threading.Lock()
+        self._following = threading.Lock()  # _follow (watcher thread) and close() never overlap
+        self._closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="build-progress", daemon=True)
         self._thread.start()
@@ -1100,7 +1103,7 @@ class _BuildWatch:
                     views.append("SELECT pid, 'analyze', phase, sample_blks_total, sample_blks_scanned, 0, 0"
                                  " FROM pg_catalog.pg_stat_progress_analyze")
                 query = f"SELECT * FROM ({' UNION ALL '.join(views)}) AS p WHERE pid = ANY(%s)" if views else ""
-                while True:
+                while not self._stop.is_set():  # (connecting may outlast close(): then nothing more is shown)
                     if self._app is not None:
                         self._follow(conn.execute(
                             "SELECT pid, query_start, query FROM pg_catalog.pg_stat_activity WHERE state = 'active'"
@@ -1116,6 +1119,11 @@ class _BuildWatch:
 
     def _follow(self, rows: list[tuple[object, ...]]) -> None:
         """The app's sessions: a statement that ended is done, a new one starts a task."""
+        with self._following:
+            if not self._closed:
+                self._follow_rows(rows)
+
+    def _follow_rows(self, rows: list[tuple[object, ...]]) -> None:
         now = {int(pid): (started, _statement(str(query))) for pid, started, query in rows}  # type: ignore[call-overload]
         for pid, (started, task) in list(self._statements.items()):
             if now.get(pid, (None, ""))[0] != started:
@@ -1150,9 +1158,11 @@ class _BuildWatch:
     def close(self, ok: bool = True) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        for pid, (_, task) in self._statements.items():  # still running when the restore ended (or failed)
-            self._end(pid, task, ok)
-        self._statements.clear()
+        with self._following:
+            self._closed = True
+            for pid, (_, task) in self._statements.items():  # still running when the restore ended (or failed)
+                self._end(pid, task, ok)
+            self._statements.clear()
 
 
 def _statement(query: str) -> str:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from migrate.config import DatabaseURL, redact
 from migrate.errors import ToolError
@@ -81,7 +81,7 @@ def libpq_target(url: DatabaseURL) -> str:
     parts = urlsplit(clean)
     if parts.query:
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"]
-        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment))
     return clean
 
 

@@ -332,14 +332,21 @@ def test_the_same_database_as_source_and_target_is_refused_before_anything(dbs, 
     dbs.source_sql(f"CREATE ROLE second_user LOGIN PASSWORD 'second-pass' IN ROLE pg_read_all_data;"
                    f"GRANT ALL ON DATABASE {dbs.source_db} TO second_user; GRANT ALL ON SCHEMA public TO second_user")
     second = dbs.source_cluster.url(dbs.source_db, "second_user", "second-pass")
+    tokyo = f"{admin_url}?options=-c%20TimeZone%3DAsia%2FTokyo"  # the same server start, in another time zone
     try:
-        for target in (admin_url, other_user, second):
+        for target in (admin_url, other_user, second, tokyo):
             env = {"MIGRATE_SOURCE_DATABASE_URL": admin_url, "MIGRATE_TARGET_DATABASE_URL": target}
             for command in (["db", "plan"], ["db", "copy", "--clean", "--yes"], ["db", "verify"]):
                 res = run_cli(*command, env=env)
                 assert res.code == 2, (command, res.output)
                 assert "the source and the target are the same database" in res.err, res.err
                 assert len(res.err.strip().splitlines()) == 1, res.err
+        # Its report says what happened, with the exit code the command had.
+        report = tmp_path / "same.json"
+        res = run_cli("db", "copy", "--clean", "--yes", "--report", str(report),
+                      env={"MIGRATE_SOURCE_DATABASE_URL": admin_url, "MIGRATE_TARGET_DATABASE_URL": second})
+        written = json.loads(report.read_text())
+        assert res.code == 2 and written["status"] == "failed" and written["exit_code"] == 2, written
         with psycopg.connect(admin_url) as conn:
             assert conn.execute("SELECT count(*) FROM precious").fetchone() == (1000,)
             assert conn.execute("SELECT to_regnamespace('_paas_migrate')").fetchone() == (None,)
@@ -369,6 +376,11 @@ def test_a_failed_copy_or_verify_still_writes_its_report(dbs, tmp_path: Path) ->
     written = json.loads(verify_report.read_text())
     assert written["status"] == "failed" and any("refused the connection" in e for e in written["errors"]), written
     assert "s3cret" not in verify_report.read_text()
+    # Refused before the job could start (here: --clean needs --yes off a terminal): no report is
+    # written, and the earlier one is gone rather than passing for this run's.
+    res = run_cli("db", "copy", "--clean", "--report", str(report), env=env_for(dbs))
+    assert res.code == 2 and "--yes" in res.err, res.output
+    assert not report.exists()
 
 
 def test_password_on_argv_is_redacted_and_warned(dbs) -> None:  # type: ignore[no-untyped-def]

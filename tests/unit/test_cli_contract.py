@@ -66,9 +66,11 @@ def test_exit_code_values_are_the_contract() -> None:
     ("args", "env", "text"),
     [
         (["db", "plan"], {"MIGRATE_SOURCE_DATABASE_URL": "postgresql://u:pw-s3cret@h/db?sslmod=require"},
-         'invalid URI query parameter: "sslmod"'),
+         "unknown parameter 'sslmod'"),
         (["db", "plan"], {"MIGRATE_SOURCE_DATABASE_URL": "postgresql://app:p%40ss:w@rd-s3cret@127.0.0.1:1/db"},
          "percent-encode"),
+        (["db", "plan"], {"MIGRATE_SOURCE_DATABASE_URL": "postgresql://app:100%Sure-s3cret@h/app?sslmode=disable"},
+         "libpq cannot parse it"),
         (["s3", "plan", "--source", "s3://bucket-a", "--target", "s3://bucket-b",
           "--source-endpoint-url", "notaurl"], {}, "is not an http(s) URL"),
         (["s3", "plan", "--source", "s3://bucket-a", "--target", "s3://bucket-b", "--workers", "0"], {},
@@ -81,6 +83,22 @@ def test_bad_configuration_is_one_line_and_exit_2(args: list[str], env: dict[str
     assert res.code == 2, res.output
     assert text in res.err and len(res.err.strip().splitlines()) == 1, res.err
     assert "s3cret" not in res.output and "Traceback" not in res.output
+
+
+def test_the_verdict_never_claims_more_than_was_compared() -> None:
+    from migrate.cli.common import verification_verdict
+
+    verified = Report(kind="db-verify", diffs=[Diff("table", "a", Outcome.MATCH), Diff("table", "b", Outcome.MATCH)])
+    run = Report(kind="run", children=[verified]).settle()
+    assert verification_verdict(run).startswith("verified: all 2 compared items") and "nothing is missing" in \
+        verification_verdict(run)
+    run.children.append(Report(kind="bucket csv: copy", status=Status.FAILED))
+    text = verification_verdict(run.settle())
+    assert "not everything was compared" in text and "nothing is missing" not in text, text
+    verified.diffs.append(Diff("table", "c", Outcome.MISSING_ON_TARGET))
+    assert "2 of 3 compared items match" in verification_verdict(run) and "1 missing on target" in \
+        verification_verdict(run)
+    assert verification_verdict(Report(kind="s3")) == ""
 
 
 def test_declining_the_clean_prompt_is_not_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
