@@ -84,13 +84,15 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--only", nargs="*", default=None, help="subset of peers to run")
+    ap.add_argument("--durable", action="store_true",
+                    help="clusters with fsync, synchronous_commit and full_page_writes on (the default is off)")
     ap.add_argument("--no-gin", action="store_true",
                     help="b-tree secondary indexes only (no GIN on jsonb, whose single-threaded build bounds "
                          "every tool's wall time)")
     args = ap.parse_args()
 
-    src = LocalPostgres("bench-src").start()
-    tgt = LocalPostgres("bench-tgt").start()
+    src = LocalPostgres("bench-src", durable=args.durable).start()
+    tgt = LocalPostgres("bench-tgt", durable=args.durable).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-db-"))
     try:
         tgt.create_role(RDS_USER, RDS_PW, createdb=True)

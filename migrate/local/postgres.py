@@ -84,8 +84,10 @@ class LocalPostgres:
         bindir: Path | None = None,
         password: str = "local-superuser-pw",
         port: int | None = None,
+        durable: bool = False,
     ) -> None:
         self.name = name
+        self.durable = durable  # fsync, synchronous commits and full-page writes on, as on a real server
         found = bindir or find_bindir()
         if found is None:
             raise ToolError(
@@ -154,7 +156,8 @@ class LocalPostgres:
         pwfile.unlink(missing_ok=True)
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            + ("" if self.durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            + " -c max_connections=200"
             " -c shared_buffers=128MB -c max_wal_size=2GB -c checkpoint_timeout=30min"
             " -c maintenance_work_mem=256MB -c log_min_messages=warning"
         )
