@@ -135,6 +135,10 @@ class Report:
         counts = Counter(d.outcome.value for d in self.diffs if not d.info_only)
         return {o.value: counts.get(o.value, 0) for o in Outcome}
 
+    def process_exit_code(self) -> int:
+        """The code the process exits with for this report: the error's when the job raised, else the status's."""
+        return self.exit_code if self.exit_code is not None else int(self.status.exit_code())
+
     def outcome_totals(self) -> dict[str, int]:
         """Verification outcomes of this report and all its children, summed."""
         counts = self.outcome_counts()
@@ -165,7 +169,7 @@ class Report:
             {
                 "kind": self.kind,
                 "status": self.status.value,
-                "exit_code": self.exit_code if self.exit_code is not None else int(self.status.exit_code()),
+                "exit_code": self.process_exit_code(),
                 "source": self.source,
                 "target": self.target,
                 "started_at": self.started_at,

@@ -73,7 +73,7 @@ def render_markdown(report: Report, *, title: str | None = None, max_diffs: int 
     lines += _table(
         ["item", "value"],
         [
-            ["status", f"{report.status.value} (exit code {int(report.status.exit_code())})"],
+            ["status", f"{report.status.value} (exit code {report.process_exit_code()})"],
             ["started", _when(report.started_at)],
             ["finished", _when(report.finished_at)],
             ["duration", f"{report.seconds:.1f} s"],

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from migrate.config import DatabaseURL, redact
 from migrate.errors import ToolError
@@ -80,9 +80,14 @@ def libpq_target(url: DatabaseURL) -> str:
     clean = url.without_password()
     parts = urlsplit(clean)
     if parts.query:
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"]
-        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment))
+        # The query as given, minus password=: libpq decodes %XX but not '+', so nothing is re-encoded.
+        query = "&".join(t for t in parts.query.split("&") if _query_key(t) != "password")
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
     return clean
+
+
+def _query_key(token: str) -> str:
+    return unquote(token.split("=", 1)[0]).lower()
 
 
 def tool_env(url: DatabaseURL) -> dict[str, str]:
@@ -90,9 +95,9 @@ def tool_env(url: DatabaseURL) -> dict[str, str]:
     env.update(url.libpq_env())
     if url.password is None:
         # A password in the URL's query (?password=) must still reach libpq, by the environment.
-        for k, v in parse_qsl(urlsplit(url.url).query):
-            if k.lower() == "password":
-                env["PGPASSWORD"] = v
+        for token in urlsplit(url.url).query.split("&"):
+            if _query_key(token) == "password" and "=" in token:
+                env["PGPASSWORD"] = unquote(token.split("=", 1)[1])  # as libpq reads it: '+' is a '+'
     env.setdefault("PGCONNECT_TIMEOUT", "15")
     return env
 

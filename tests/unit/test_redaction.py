@@ -87,3 +87,18 @@ def test_a_message_naming_a_secret_setting_keeps_its_words() -> None:
     except ConfigError as exc:
         text = redact(str(exc))
     assert "environment variable UNSET_FOR_TEST is not set" in text, text
+
+
+def test_libpq_programs_get_the_url_as_given_minus_its_password() -> None:
+    """pg_dump/pg_restore/psql must see the same settings psycopg does: libpq decodes %XX but not '+'."""
+    from migrate.db.pgtools import libpq_target, tool_env
+
+    url = DatabaseURL.parse("postgresql://u:pw-in-netloc@h:5432/db?options=-c%20TimeZone%3DEtc/GMT+1"
+                            "&application_name=a+b&password=pw-in-query&sslmode=require")
+    target = libpq_target(url)
+    assert target == ("postgresql://u@h:5432/db?options=-c%20TimeZone%3DEtc/GMT+1&application_name=a+b"
+                      "&sslmode=require"), target
+    assert "pw-in" not in target
+    query_only = DatabaseURL.parse("postgresql://u@h/db?password=x+y%2Bz&sslmode=disable")
+    assert tool_env(query_only)["PGPASSWORD"] == "x+y+z"  # as libpq reads it
+    assert "password" not in libpq_target(query_only)
