@@ -12,7 +12,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from migrate.config import redact
-from migrate.errors import ExitCode
+from migrate.errors import ExitCode, Interrupted, MigrateError
 
 
 class Status(StrEnum):
@@ -134,6 +134,27 @@ class Report:
     def outcome_counts(self) -> dict[str, int]:
         counts = Counter(d.outcome.value for d in self.diffs if not d.info_only)
         return {o.value: counts.get(o.value, 0) for o in Outcome}
+
+    @classmethod
+    def stopped_by(cls, exc: BaseException, *, kind: str, source: str = "", target: str = "") -> Report:
+        """The report of a job that raised: the engine's partial report (what it completed) if it
+        attached one to the exception, else an empty one; with the error, the status (interrupted or
+        failed) and the exit code the process has for it."""
+        partial = getattr(exc, "report", None)
+        report = partial if isinstance(partial, Report) else cls(kind=kind, source=source, target=target)
+        interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
+        report.status = Status.INTERRUPTED if interrupted else Status.FAILED
+        if isinstance(exc, MigrateError):
+            message, report.exit_code = redact(exc), int(exc.exit_code)
+        elif interrupted:
+            message, report.exit_code = "interrupted", int(ExitCode.INTERRUPTED)
+        else:
+            message, report.exit_code = f"unexpected {type(exc).__name__}: {redact(exc)}", int(ExitCode.FAILURE)
+        if message not in report.errors:
+            report.errors.append(message)
+        if report.finished_at is None:
+            report.finish()
+        return report
 
     def process_exit_code(self) -> int:
         """The code the process exits with for this report: the error's when the job raised, else the status's."""

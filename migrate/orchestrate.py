@@ -243,25 +243,13 @@ class _Runner:
         self.report = report
         self.reporter = reporter
 
-    def _stopped(self, name: str, exc: BaseException, status: Status, t0: float, concurrency: int) -> None:
-        """A job that raised, as a child report: the engine's partial one (what it completed) if it
-        attached one, with the error and `status`; and its phase row."""
-        partial = getattr(exc, "report", None)
-        child = partial if isinstance(partial, Report) else Report(kind=name)
+    def _stopped(self, name: str, exc: BaseException, t0: float, concurrency: int) -> None:
+        """A job that raised, as a child report (what it completed, if the engine said) and a phase row."""
+        child = Report.stopped_by(exc, kind=name)
         child.kind = name
-        child.status = status
-        if isinstance(exc, MigrateError):
-            message = redact(exc)
-        elif isinstance(exc, KeyboardInterrupt):
-            message = "interrupted"
-        else:
-            message = f"unexpected {type(exc).__name__}: {redact(exc)}"
-        child.errors.append(message)
-        if child.finished_at is None:
-            child.finish()
         self.report.children.append(child)
         self.report.phases.append(PhaseResult(name=name, seconds=time.monotonic() - t0, concurrency=concurrency,
-                                              note=status.value))
+                                              note=child.status.value))
 
     def job(self, label: str, phase: str, concurrency: int, fn: Callable[[], Report]) -> Report | None:
         """The job's report, or None if it raised (recorded as a failed child)."""
@@ -278,22 +266,22 @@ class _Runner:
             # The job's own hint names its own command (`s3 copy`, `db copy`): a run is rerun as a run.
             hint = ("bucket copies resume where they stopped (run again, e.g. with --only s3); "
                     "a partly copied database continues with --resume (or starts again with --clean --yes)")
-            self._stopped(name, exc, Status.INTERRUPTED, t0, concurrency)
+            self._stopped(name, exc, t0, concurrency)
             stopped = Interrupted(f"interrupted during {name}{detail}; finished before that: {done}", hint=hint)
             stopped.report = self.report.finish()  # the report files say what finished and where it stopped
             raise stopped from None
         except MigrateError as exc:
             log.debug("%s failed", name, exc_info=True)
-            self._stopped(name, exc, Status.FAILED, t0, concurrency)
+            self._stopped(name, exc, t0, concurrency)
             return None
         except Exception as exc:
             log.debug("%s failed", name, exc_info=True)
-            self._stopped(name, exc, Status.FAILED, t0, concurrency)
+            self._stopped(name, exc, t0, concurrency)
             return None
         # "bucket csv: copy" rather than the engine's "s3": a run has several reports of each kind.
         child.kind = name
         seconds = child.seconds if child.finished_at is not None else time.monotonic() - t0
-        counts = outcome_counts(child)
+        counts = child.outcome_totals()
         verified = sum(counts.values())
         note = child.status.value
         if verified:
@@ -323,11 +311,6 @@ def _count(report: Report, *keys: str) -> int | None:
     return max(values) if values else None
 
 
-def outcome_counts(report: Report) -> dict[str, int]:
-    """Verification outcomes of a report and all its children, summed."""
-    return report.outcome_totals()
-
-
 def _totals(env: EnvConfig, report: Report) -> dict[str, Any]:
     copies = [p for p in report.phases if p.name.endswith(": copy")]
     return {
@@ -338,6 +321,6 @@ def _totals(env: EnvConfig, report: Report) -> dict[str, Any]:
         "rows": sum(p.rows or 0 for p in copies),
         "objects": sum(p.items or 0 for p in copies if p.name.startswith("bucket ")),
         "bytes": sum(p.bytes or 0 for p in copies),
-        "outcomes": outcome_counts(report),
+        "outcomes": report.outcome_totals(),
         "references": env.sources,
     }

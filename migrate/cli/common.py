@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from migrate.config import redact
-from migrate.errors import ConfigError, ExitCode, Interrupted, MigrateError
+from migrate.errors import ConfigError, MigrateError
 from migrate.logs import setup_logging
 from migrate.model import Plan, Report, Status
 from migrate.progress import Reporter, choose_reporter, human_bytes, plain_text
@@ -84,32 +84,13 @@ def run_reported(ctx: click.Context, job: Callable[[Reporter], Report], *, kind:
         return run_job(ctx, job)
     except BaseException as exc:
         if writers:
-            report = failure_report(exc, kind=kind, source=source, target=target)
+            report = Report.stopped_by(exc, kind=kind, source=source, target=target)
             for write in writers:
                 try:
                     write(report)
                 except MigrateError as write_error:  # the job's own error is the one to show
                     log.error("%s", write_error)
         raise
-
-
-def failure_report(exc: BaseException, *, kind: str, source: str, target: str) -> Report:
-    """The report of a job that raised: the engine's partial report if it attached one."""
-    partial = getattr(exc, "report", None)
-    report = partial if isinstance(partial, Report) else Report(kind=kind, source=source, target=target)
-    interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
-    report.status = Status.INTERRUPTED if interrupted else Status.FAILED
-    if isinstance(exc, MigrateError):
-        message, report.exit_code = str(exc), int(exc.exit_code)
-    elif interrupted:
-        message, report.exit_code = "interrupted", int(ExitCode.INTERRUPTED)
-    else:
-        message, report.exit_code = f"unexpected {type(exc).__name__}: {exc}", int(ExitCode.FAILURE)
-    if message not in report.errors:
-        report.errors.append(message)
-    if report.finished_at is None:
-        report.finish()
-    return report
 
 
 def echo_json(data: Any) -> None:

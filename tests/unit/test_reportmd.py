@@ -73,10 +73,9 @@ def test_markdown_truncates_long_difference_lists() -> None:
 
 
 def test_a_refused_run_reports_the_exit_code_it_had() -> None:
-    from migrate.cli.common import failure_report
     from migrate.errors import ConfigError
 
-    report = failure_report(ConfigError("the source and the target are the same database"), kind="run",
-                            source="s", target="t")
+    report = Report.stopped_by(ConfigError("the source and the target are the same database"), kind="run",
+                               source="s", target="t")
     assert report.to_dict()["exit_code"] == 2
     assert "failed (exit code 2)" in render_markdown(report, title="paas-migrate run: p")
