@@ -218,7 +218,7 @@ INSERT INTO sales_logs (status, created_by_id, owning_organisation_id, saledate,
                         value, deposit, mortgage, postcode_full, la, created_at, updated_at, answers)
 SELECT (enum_range(NULL::log_status))[1 + (g * 3) % 5], 1 + g % {users}, 1 + g % {organisations},
        date '2021-04-01' + g % 1400, 'P' || g, 1 + g % 30, 1 + g % 3,
-       100000 + (g * 7919) % 400000, 5000 + (g * 31) % 50000, 80000 + (g * 104729) % 300000,
+       100000 + (g::bigint * 7919) % 400000, 5000 + (g * 31) % 50000, 80000 + (g::bigint * 104729) % 300000,
        'M' || (1 + g % 40) || ' ' || (g % 9) || 'XY', 'E0600' || lpad((g % 300)::text, 4, '0'),
        timestamptz '2021-04-01 00:00+00' + g * interval '55 minutes',
        timestamptz '2023-04-01 00:00+00' + g * interval '41 minutes',

@@ -98,12 +98,15 @@ def echo_json(data: Any) -> None:
 
 
 def clear_reports(*paths: str | None) -> None:
-    """Remove the report files a job is about to write: if it stops before it can write them (a
-    configuration error), no earlier run's report is left to pass for this one's."""
+    """Before a job: check that its report files can be written (not found out after the work), and
+    remove them, so that if it stops before writing them no earlier run's report passes for this one's."""
     for path in paths:
         if path:
+            p = Path(path)
             try:
-                Path(path).unlink(missing_ok=True)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text("")
+                p.unlink()
             except OSError as exc:
                 raise ConfigError(f"cannot write the report to {path}: {exc.strerror}") from None
 
@@ -123,7 +126,9 @@ def write_report(report: Report, path: str | None) -> None:
 def _console():
     from rich.console import Console
 
-    return Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    # Off a terminal (an ECS task's log, a file), a line of text stays one line: a log event each.
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, soft_wrap=not tty, width=None if tty else 120)
 
 
 FACT_ROWS_SHOWN = 25
@@ -257,6 +262,21 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
             con.print(verdict)
     style = {"success": "green", "differs": "yellow"}.get(report.status.value, "red")
     con.print(f"[bold {style}]{report.kind}: {report.status.value}[/bold {style}] in {report.seconds:.1f}s")
+
+
+def say_outcome(report: Report) -> None:
+    """A job that returned a report but did not succeed says why in one line on stderr (the contract's
+    one clear line), whatever was printed on stdout (tables, JSON)."""
+    if report.status is Status.SUCCESS:
+        return
+    if report.status is Status.DIFFERS:
+        n = sum(v for k, v in report.outcome_totals().items() if k != "match")
+        line = f"verification found {n:,} differences (listed in the output and the report)"
+    else:
+        errors = report.errors or [e for c in report.children for e in c.errors]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        line = f"{errors[0]}{more}" if errors else f"{report.kind}: {report.status.value}"
+    click.echo(redact(f"error: {line}"), err=True)
 
 
 def verification_verdict(report: Report) -> str:

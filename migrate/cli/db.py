@@ -13,6 +13,7 @@ from migrate.cli.common import (
     render_plan,
     render_report,
     run_reported,
+    say_outcome,
     write_report,
 )
 from migrate.config import DatabaseURL, DbCopyConfig, DbJobConfig
@@ -117,6 +118,7 @@ def copy_cmd(
                           writers=[lambda r: write_report(r, report_path)] if report_path else [])
     write_report(report, report_path)
     render_report(ctx, report)
+    say_outcome(report)
     return int(report.status.exit_code())
 
 
@@ -138,4 +140,5 @@ def verify_cmd(
                           writers=[lambda r: write_report(r, report_path)] if report_path else [])
     write_report(report, report_path)
     render_report(ctx, report)
+    say_outcome(report)
     return int(report.status.exit_code())

@@ -327,7 +327,7 @@ def run_cmd(
 @click.option("--cpu", type=int, default=None, help="Fargate CPU units (default: 2048 db, 1024 s3).")
 @click.option("--memory", type=int, default=None, help="Fargate memory in MiB (default: 4096 db, 2048 s3).")
 @click.option("--ephemeral-storage", type=int, default=None, metavar="GIB",
-              help="Task disk in GiB, 21-200 (default: 50 db for the dump directory, Fargate's 20 for s3).")
+              help="Task disk in GiB, 21-200 (default: Fargate's 20; nothing is dumped to disk).")
 @click.option("--architecture", type=click.Choice(["X86_64", "ARM64"]), default="X86_64", show_default=True,
               help="CPU architecture the image was built for.")
 @click.option("--secret", "secret_pairs", multiple=True, metavar="NAME=ARN",

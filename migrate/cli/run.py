@@ -18,6 +18,7 @@ from migrate.cli.common import (
     render_plan,
     render_report,
     run_reported,
+    say_outcome,
     write_report,
 )
 from migrate.config import redact
@@ -90,6 +91,7 @@ def execute(
     for write in writers:
         write(report)
     render_report(ctx, report)
+    say_outcome(report)
     return int(report.status.exit_code())
 
 

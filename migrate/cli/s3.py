@@ -14,6 +14,7 @@ from migrate.cli.common import (
     render_plan,
     render_report,
     run_reported,
+    say_outcome,
     write_report,
 )
 from migrate.config import S3CopyConfig, S3Side, env_value, redact
@@ -179,6 +180,7 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
                           writers=[lambda r: write_key_report(r, report_path)] if report_path else [])
     write_key_report(report, report_path)
     render_report(ctx, report)
+    say_outcome(report)
     return int(report.status.exit_code())
 
 
@@ -206,4 +208,5 @@ def verify_cmd(ctx: click.Context, source: str | None, target: str | None, sourc
                           writers=[lambda r: write_report(r, report_path)] if report_path else [])
     write_report(report, report_path)
     render_report(ctx, report)
+    say_outcome(report)
     return int(report.status.exit_code())

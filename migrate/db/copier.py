@@ -225,8 +225,8 @@ class _Copier:
             self.resuming or self.phase in ("data", "large objects", "sequences", "post-data", "analyze"))
         if resumable:
             return ("rerun with --resume to continue (the source must not change meanwhile),"
-                    " or start again with db copy --clean --yes")
-        return "start again with db copy --clean --yes"
+                    " or start again with --clean --yes")
+        return "start again with --clean --yes"
 
     # ---- orchestration -------------------------------------------------------------------
     def run(self) -> None:
@@ -443,7 +443,7 @@ class _Copier:
             self._record(lambda c: resume.mark(c, resume.META, "", f"schema {digest}"))
         elif self.state.schema_hash() != digest:
             raise CopyFailed("--resume: the source's schema changed since the interrupted copy, so what it copied"
-                             " cannot be kept", hint="start again with db copy --clean --yes")
+                             " cannot be kept", hint="start again with --clean --yes")
 
     def _schema_digest(self) -> str:
         """A fingerprint of the source's schema: the SQL its archive restores (definitions, not just
@@ -735,7 +735,7 @@ class _Copier:
                 except psycopg.Error as exc:
                     conn.rollback()
                     raise CopyFailed(f"--resume: could not empty {name} to copy it again: {_first_line(str(exc))}",
-                                     hint="start again with db copy --clean --yes") from None
+                                     hint="start again with --clean --yes") from None
                 done = set()
             self.kept_copies += sum(u.key in done for u in mine)
             left += [u for u in mine if u.key not in done]

@@ -47,6 +47,12 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
         source_has_state_schema = src.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                                               (resume.SCHEMA,)).fetchone() is not None
         source_identity = database_identity(src)
+        # Row-level security policies name roles (TO role): pg_restore fails on one the target lacks.
+        policy_roles = src.execute(
+            "SELECT DISTINCT r.rolname, p.polname, n.nspname || '.' || c.relname FROM pg_catalog.pg_policy p"
+            " JOIN pg_catalog.pg_class c ON c.oid = p.polrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_catalog.pg_roles r ON r.oid = pr.oid"
+            " ORDER BY 1, 2").fetchall()
         src.rollback()
     with connect(db.target, "target") as tgt:
         tgt.execute("BEGIN READ ONLY")
@@ -64,6 +70,8 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
             "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])  # type: ignore[index]
         extensions = inv.extension_availability(tgt, sorted(source.extensions))
         leftovers = resume.leftover_sessions(tgt)
+        target_roles = {str(r[0]) for r in tgt.execute(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", ([str(p[0]) for p in policy_roles],))}
         target_user, target_su = tgt.execute(
             "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone()  # type: ignore[misc]
@@ -120,6 +128,11 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
                 f"extension {name} is available on the target but {target_user} may not create it"
                 " (create it first as a privileged user, or grant rds_superuser)"
             )
+    for role, policy, table in policy_roles:
+        if role not in target_roles:
+            plan.blockers.append(
+                f"policy {policy} on {table} applies to role {role}, which the target server does not have:"
+                f" create it there first (CREATE ROLE {role}), or the restore of the policy fails")
     if leftovers:
         plan.blockers.append(
             f"{len(leftovers)} sessions of an earlier paas-migrate run are still working on the target"
@@ -173,7 +186,7 @@ def _resume_checks(plan: Plan, state: resume.ResumeState | None, target_relation
     elif not state.step("pre-data"):
         plan.blockers.append(
             "--resume: the interrupted copy stopped before its schema was complete, so no data was copied;"
-            " nothing was written — start again with db copy --clean --yes"
+            " nothing was written — start again with --clean --yes"
         )
     else:
         done = state.summary()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.config import redact
-from migrate.errors import ConfigError, ConnectionFailed
+from migrate.errors import ConfigError, ConnectionFailed, MigrateError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EcsClients:
 
 def _client(service: str, region: str | None, endpoint_url: str | None) -> Any:
     import boto3
-    from botocore.exceptions import NoRegionError
+    from botocore.exceptions import NoRegionError, ProfileNotFound
 
     try:
         return boto3.client(service, region_name=region, endpoint_url=endpoint_url, config=_config())
@@ -55,6 +55,8 @@ def _client(service: str, region: str | None, endpoint_url: str | None) -> Any:
         raise ConfigError(
             f"no AWS region for {service}", hint="give --region or set MIGRATE_ECS_REGION or AWS_REGION"
         ) from None
+    except ProfileNotFound as exc:
+        raise api_error(f"creating the {service} client", exc) from None
 
 
 def error_code(exc: BaseException) -> str:
@@ -76,8 +78,33 @@ def describe_error(exc: BaseException) -> str:
     return redact(" ".join(text.split()))
 
 
-def api_error(what: str, exc: BaseException, *, hint: str | None = None) -> ConnectionFailed:
-    """A ConnectionFailed saying which call failed and AWS's reason (credentials, permissions, names)."""
+def is_aws_error(exc: BaseException) -> bool:
+    """An error of an AWS call (the service's answer, or botocore's: credentials, endpoint, region)."""
+    from botocore.exceptions import BotoCoreError
+
+    return hasattr(exc, "response") or isinstance(exc, BotoCoreError)
+
+
+def api_error(what: str, exc: BaseException, *, hint: str | None = None) -> MigrateError:
+    """One line saying which call failed and why: no credentials or an unknown profile (a
+    configuration error), an unreachable endpoint, or AWS's reason (permissions, names)."""
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ConfigError(f"{what}: no AWS credentials found",
+                           hint="set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or run where a"
+                                " role provides them)")
+    if isinstance(exc, ProfileNotFound):
+        return ConfigError(f"{what}: {redact(exc)}", hint="check AWS_PROFILE")
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return ConnectionFailed(f"{what} failed: cannot reach the AWS endpoint ({redact(exc)})",
+                                hint="check the region and the network path to AWS")
     code = error_code(exc)
     if hint is None and code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
         hint = "check the AWS credentials and that they allow this ECS / CloudWatch Logs call"

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from migrate.ecs.aws import api_error, error_code
+from migrate.ecs.aws import api_error, error_code, is_aws_error
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def check_log_group(logs: Any, source: LogSource) -> bool:
             if any(g.get("logGroupName") == source.group for g in page.get("logGroups", [])):
                 return True
     except Exception as exc:
-        if hasattr(exc, "response"):
+        if is_aws_error(exc):
             raise api_error(f"looking up log group {source.group}", exc) from None
         raise
     return False
@@ -71,7 +71,7 @@ class LogFollower:
             except Exception as exc:
                 if error_code(exc) == "ResourceNotFoundException":
                     return messages, True  # the stream appears when the container starts
-                if hasattr(exc, "response"):
+                if is_aws_error(exc):
                     raise api_error(f"reading log stream {self.group}/{self.stream}", exc) from None
                 raise
             self.seen_stream = True

@@ -66,8 +66,8 @@ _FARGATE_256 = (512, 1024, 2048)
 
 # (cpu, memory MiB, ephemeral storage GiB or None for Fargate's default 20)
 DEFAULT_SIZES: dict[str, tuple[int, int, int | None]] = {
-    # pg_dump/pg_restore run several jobs and keep a dump directory on local disk.
-    "db-migration": (2048, 4096, 50),
+    # No dump on disk (the copy streams), so Fargate's default disk; CPU for the psql/pg_restore children.
+    "db-migration": (2048, 4096, None),
     "s3-migration": (1024, 2048, None),
 }
 
@@ -256,12 +256,12 @@ def build_task_definition(spec: TaskDefinitionSpec) -> tuple[dict[str, Any], lis
 
 def register_task_definition(ecs: Any, taskdef: Mapping[str, Any]) -> str:
     """Register `taskdef` and return the new revision's ARN."""
-    from migrate.ecs.aws import api_error
+    from migrate.ecs.aws import api_error, is_aws_error
 
     try:
         answer = ecs.register_task_definition(**taskdef)
     except Exception as exc:
-        if hasattr(exc, "response"):
+        if is_aws_error(exc):
             raise api_error(f"registering task definition {taskdef.get('family')}", exc) from None
         raise
     arn = str(answer["taskDefinition"]["taskDefinitionArn"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from migrate.config import redact
-from migrate.ecs.aws import api_error, describe_error, error_code
+from migrate.ecs.aws import api_error, describe_error, error_code, is_aws_error
 from migrate.ecs.logs import LogFollower, LogSource, check_log_group
 from migrate.errors import ConfigError, ExitCode, MigrateError, PreflightError
 
@@ -126,7 +126,7 @@ def _aws_call(what: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return func(**kwargs)
     except Exception as exc:
-        if hasattr(exc, "response"):
+        if is_aws_error(exc):
             raise api_error(what, exc) from None
         raise
 
@@ -142,7 +142,7 @@ def resolve_container(ecs: Any, task_definition: str, container: str | None, ima
                 hint=f"register it with `paas-migrate ecs task-definition {image} ... --register`, "
                 "or check --task-definition and --region",
             ) from None
-        if hasattr(exc, "response"):
+        if is_aws_error(exc):
             raise api_error(f"describing task definition {task_definition}", exc) from None
         raise
     td = answer["taskDefinition"]
@@ -204,8 +204,10 @@ def start_task(ecs: Any, request: TaskRequest) -> str:
     try:
         answer = ecs.run_task(**request.to_api())
     except Exception as exc:
-        if not hasattr(exc, "response"):
+        if not is_aws_error(exc):
             raise
+        if not hasattr(exc, "response"):  # no answer from ECS: credentials, endpoint
+            raise api_error(f"starting the task{what}", exc) from None
         hint = None
         if error_code(exc) == "ClusterNotFoundException":
             hint = "check --cluster and --region"

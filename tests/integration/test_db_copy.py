@@ -355,6 +355,32 @@ def test_the_same_database_as_source_and_target_is_refused_before_anything(dbs, 
                        " REVOKE ALL ON SCHEMA public FROM second_user; DROP ROLE second_user")
 
 
+def test_a_policy_for_a_role_the_target_lacks_is_a_blocker(dbs) -> None:  # type: ignore[no-untyped-def]
+    """Roles are not copied (RDS has its own): a policy TO a role the target lacks would fail in post-data,
+    after all the data; the plan says so first."""
+    role = f"reader_{dbs.source_db[-8:]}"
+    dbs.source_sql(f"CREATE ROLE {role}; CREATE TABLE notes (owner text, body text);"
+                   f" ALTER TABLE notes ENABLE ROW LEVEL SECURITY;"
+                   f" CREATE POLICY readers_see_all ON notes FOR SELECT TO {role} USING (true);"
+                   " INSERT INTO notes VALUES ('a', 'x');")
+    try:
+        for command in (["db", "plan"], ["db", "copy"]):
+            res = run_cli(*command, env=env_for(dbs))
+            assert res.code == 1, res.output
+            assert f"policy readers_see_all on public.notes applies to role {role}" in res.output, res.output
+        assert target_relations(dbs) == []
+        with psycopg.connect(dbs.target_cluster.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {role}")
+        res = run_cli("db", "copy", env=env_for(dbs))
+        assert res.code == 0, res.output
+        assert_same_database(dbs)
+    finally:
+        dbs.source_sql(f"DROP POLICY IF EXISTS readers_see_all ON notes; DROP ROLE {role}")
+        with psycopg.connect(dbs.target_admin_url, autocommit=True) as conn:
+            conn.execute("DROP POLICY IF EXISTS readers_see_all ON notes")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
 def test_a_failed_copy_or_verify_still_writes_its_report(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The report is for the change ticket: it matters most when the run failed, and an earlier
     run's report at the same path must not pass for this one."""
@@ -381,6 +407,11 @@ def test_a_failed_copy_or_verify_still_writes_its_report(dbs, tmp_path: Path) ->
     res = run_cli("db", "copy", "--clean", "--report", str(report), env=env_for(dbs))
     assert res.code == 2 and "--yes" in res.err, res.output
     assert not report.exists()
+    # A report that cannot be written is found before the work, not after it.
+    res = run_cli("db", "copy", "--report", "/proc/no-such-dir/report.json", env=env_for(dbs))
+    assert res.code == 2 and "cannot write the report" in res.err, res.output
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
 
 
 def test_password_on_argv_is_redacted_and_warned(dbs) -> None:  # type: ignore[no-untyped-def]

@@ -330,6 +330,8 @@ def test_a_failed_job_does_not_stop_the_others(fakes: dict[str, Any], tmp_path: 
     assert kinds == [("database: copy", "success"), ("bucket csv: copy", "failed"),
                      ("bucket export: copy", "success"), ("bucket export: verify", "success")]
     assert report.children[1].errors == ["src-csv: AccessDenied on PutObject"]
+    # The run's own errors say which job failed and why (for stderr's one line and the report's top level).
+    assert report.errors == ["bucket csv: copy: src-csv: AccessDenied on PutObject"]
     assert "bucket csv: not verified because its copy failed" in report.warnings
     assert report.totals["outcomes"]["match"] == 5 + 3 and report.totals["jobs_failed"] == 1
     assert report.totals["rows"] == 100

@@ -101,6 +101,21 @@ def test_the_verdict_never_claims_more_than_was_compared() -> None:
     assert verification_verdict(Report(kind="s3")) == ""
 
 
+def test_a_job_that_did_not_succeed_says_why_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from migrate.cli.common import say_outcome
+
+    say_outcome(Report(kind="run", children=[Report(kind="db-verify")]).settle())
+    assert capsys.readouterr().err == ""
+    failed = Report(kind="run", errors=["database: copy: restoring the post-data schema failed: role x", "b"])
+    say_outcome(failed.settle())
+    assert capsys.readouterr().err == "error: database: copy: restoring the post-data schema failed: role x" \
+        " (and 1 more)\n"
+    differs = Report(kind="run", children=[Report(kind="v", diffs=[Diff("table", "a", Outcome.DIFFER),
+                                                                   Diff("table", "b", Outcome.MATCH)]).settle()])
+    say_outcome(differs.settle())
+    assert capsys.readouterr().err.startswith("error: verification found 1 differences")
+
+
 def test_declining_the_clean_prompt_is_not_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 

@@ -119,3 +119,22 @@ def test_follower_reads_past_empty_pages_until_the_token_repeats() -> None:
     assert all(c["startFromHead"] is True for c in logs.calls)
     assert follower.poll() == ([], True)
     assert logs.calls[-1]["nextToken"] == "t3"
+
+
+def test_aws_errors_without_an_answer_are_one_clear_line() -> None:
+    """No credentials, an unknown profile or an unreachable endpoint never surface as 'unexpected'."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ProfileNotFound
+
+    from migrate.ecs.aws import api_error
+    from migrate.ecs.tasks import resolve_container
+    from migrate.errors import ConfigError, ConnectionFailed
+
+    class NoCredentials:
+        def describe_task_definition(self, **_: object) -> None:
+            raise NoCredentialsError()
+
+    with pytest.raises(ConfigError, match="no AWS credentials found"):
+        resolve_container(NoCredentials(), "db-migration", None, "db-migration")
+    assert isinstance(api_error("x", ProfileNotFound(profile="nope")), ConfigError)
+    err = api_error("x", EndpointConnectionError(endpoint_url="https://ecs.eu-west-2.amazonaws.com"))
+    assert isinstance(err, ConnectionFailed) and "cannot reach the AWS endpoint" in str(err)
