@@ -26,9 +26,11 @@ _secrets_lock = threading.Lock()
 # user:password@ inside any URL-looking token (greedy to the last @ of the token: over-redact, never under).
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):(?P<pw>\S*)@")
 # password=... in libpq conninfo strings, query strings and environment dumps.
+# key=value (spaces allowed), key:value, key: 'value' / "value" (a JSON or YAML value). Not "key: word":
+# that is how a message names a setting ("…secret_access_key: missing"), not how a value leaks.
 _KV_PASSWORD = re.compile(
     r"(?i)(?P<key>\b(?:password|passwd|pgpassword|secret[_-]?access[_-]?key|session[_-]?token|aws_secret_access_key)"
-    r"\s*[=:]\s*)(?P<q>['\"]?)(?P<val>[^\s'\"&;,]+)"
+    r"['\"]?(?:\s*=\s*|:(?=[^\s'\"])|:\s*(?=['\"])))(?P<q>['\"]?)(?P<val>[^\s'\"&;,]+)"
 )
 
 

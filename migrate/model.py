@@ -197,7 +197,7 @@ class Report:
                 "finished_at": self.finished_at,
                 "seconds": round(self.seconds, 3),
                 "phases": [asdict(p) for p in self.phases],
-                "outcomes": self.outcome_counts(),
+                "outcomes": self.outcome_totals(),  # this report's and its parts' verification
                 "diffs": [d.to_dict() for d in self.diffs],
                 "warnings": self.warnings,
                 "errors": self.errors,

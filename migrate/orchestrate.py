@@ -293,9 +293,10 @@ class _Runner:
         self.report.phases.append(
             PhaseResult(
                 name=name, seconds=seconds, concurrency=concurrency,
-                items=_count(child, "objects", "items", "tables", "copied"),
+                # what this run copied (a rerun of a bucket copy copies only what changed)
+                items=_count(child, "copied", "objects", "items", "tables"),
                 rows=_count(child, "rows"),
-                bytes=_count(child, "bytes", "bytes_copied", "copied_bytes"),
+                bytes=_count(child, "copied_bytes", "bytes_copied", "bytes"),
                 note=note,
             )
         )

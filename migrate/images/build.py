@@ -125,11 +125,19 @@ def validate_name(name: str) -> str:
 
 def parse_build_args(pairs: Iterable[str]) -> dict[str, str]:
     """`K=V` strings to a dict. Build args end up in the image history: never pass a secret."""
+    from migrate.config import register_secret
+    from migrate.ecs.taskdef import looks_secret
+
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--build-arg {pair!r} is not KEY=VALUE")
+            raise ConfigError(f"--build-arg {pair.split('=')[0]!r}… is not KEY=VALUE")
+        why = looks_secret(key, value)
+        if why:
+            register_secret(value)
+            raise ConfigError(f"--build-arg {key} looks like a secret ({why}); build arguments stay in the"
+                              " image's history", hint="give secrets to the task at run time (task definition secrets)")
         out[key] = value
     return out
 

@@ -153,6 +153,7 @@ def test_run_end_to_end_with_reports_and_no_secrets(scenario: dict[str, Any]) ->
     totals = report["totals"]
     assert totals["rows"] >= 2020 and totals["objects"] == len(KEYS) + 1 and totals["bytes"] > 5 * 1024 * 1024
     assert totals["outcomes"]["match"] >= len(KEYS) + 1 + 2
+    assert report["outcomes"] == totals["outcomes"]  # the top level counts its parts' verification too
     assert sum(v for k, v in totals["outcomes"].items() if k != "match") == 0
     md = md_path.read_text()
     assert md.startswith("# paas-migrate run: test: SUCCESS")

@@ -160,3 +160,15 @@ def test_small_helpers() -> None:
     line = last_error_line(pip_failure)
     assert line.startswith("ERROR: No matching distribution found for setuptools>=68")
     assert "RUN build-venv.sh" in line
+
+
+def test_a_secret_looking_build_argument_is_refused_without_showing_it() -> None:
+    from migrate.config import redact
+    from migrate.errors import ConfigError
+    from migrate.images.build import parse_build_args
+
+    assert parse_build_args(["PG_MAJOR=16"]) == {"PG_MAJOR": "16"}
+    for pair in ("AWS_SECRET_ACCESS_KEY=abcdEFGHijklMNOPqrstUVWXyz0123456789abcd", "DB=postgresql://u:pw1234@h/db"):
+        with pytest.raises(ConfigError, match="looks like a secret") as info:
+            parse_build_args([pair])
+        assert pair.split("=", 1)[1] not in redact(str(info.value))

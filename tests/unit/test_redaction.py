@@ -20,10 +20,19 @@ from migrate.model import Report
         "host=a user=b password=s3cretpw dbname=c",
         "PGPASSWORD=s3cretpw pg_dump",
         "https://user:s3cretpw@registry.example/v2/",
+        'config: {"password": "s3cretpw"}',
+        "password: 's3cretpw'",
+        "aws_secret_access_key:s3cretpw",
+        "password = s3cretpw",
     ],
 )
 def test_redact_patterns(text: str) -> None:
     assert "s3cretpw" not in redact(text)
+
+
+def test_a_setting_named_in_a_message_is_not_taken_for_its_value() -> None:
+    for text in ("credentials.secret_access_key: missing", "#password: no key 'password' in the secret"):
+        assert redact(text) == text
 
 
 def test_password_with_special_characters() -> None:
