@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from migrate.config import redact
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, ConnectionFailed, MigrateError
 from migrate.secretref import Resolver, SecretRef, database_url_from_secret, parse_ref
 
 if TYPE_CHECKING:
@@ -349,13 +349,28 @@ def resolve_environment(
 
     r = resolver or Resolver()
     base_state = Path(state_dir or r.environ.get("MIGRATE_STATE_DIR") or ".migrate-state")
+    # Every job's references are resolved, and all that fail are reported at once (one fix-and-rerun
+    # round for a plan file, not one per reference).
+    problems: list[MigrateError] = []
     db_cfg = None
     if spec.database is not None and only in (None, "db"):
-        db_cfg = _resolve_database(spec.database, r, resume, clean)
+        try:
+            db_cfg = _resolve_database(spec.database, r, resume, clean)
+        except (ConfigError, ConnectionFailed) as exc:
+            problems.append(exc)
     jobs: list[BucketJob] = []
     if only in (None, "s3"):
         for b in spec.buckets:
-            jobs.append(BucketJob(name=b.name, config=_resolve_bucket(b, r, base_state / spec.name / b.name)))
+            try:
+                jobs.append(BucketJob(name=b.name, config=_resolve_bucket(b, r, base_state / spec.name / b.name)))
+            except (ConfigError, ConnectionFailed) as exc:
+                problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        usage = all(isinstance(p, ConfigError) for p in problems)
+        message = f"{len(problems)} settings cannot be used: " + "; ".join(str(p) for p in problems)
+        raise ConfigError(message) if usage else ConnectionFailed(message)
     if db_cfg is None and not jobs:
         what = {"db": "no database", "s3": "no buckets"}.get(only or "", "nothing")
         raise ConfigError(f"{spec.file}: environments.{spec.name}: {what} to migrate")

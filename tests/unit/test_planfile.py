@@ -10,7 +10,7 @@ import pytest
 
 from migrate import planfile
 from migrate.config import redact
-from migrate.errors import ConfigError, ExitCode
+from migrate.errors import ConfigError, ExitCode, MigrateError
 from migrate.secretref import Resolver, SecretRef, database_url_from_secret, parse_ref
 from tests.support.cli import ROOT, run_cli
 
@@ -223,6 +223,23 @@ def test_unset_env_reference_names_the_key() -> None:
     assert info.value.message == (
         "plan.toml: environments.staging.database.source — environment variable STAGING_SOURCE is not set"
     )
+
+
+def test_every_failing_reference_is_reported_at_once() -> None:
+    """A plan file is fixed in one round: the database's and each bucket's failing references together."""
+    # (no AWS call: the database target is an unset variable here)
+    text = GOOD.replace('target = "secretsmanager:arn:aws:secretsmanager:eu-west-2:123:secret:rds#url"',
+                        'target = "env:PROD_TARGET"')
+    spec = planfile.loads(text).environment("production")
+    vcap = '{"postgres": [{"name": "my-postgres", "label": "postgres", "credentials": {"uri": "postgres://u:p@h/d"}}]}'
+    with pytest.raises(MigrateError) as info:
+        planfile.resolve_environment(spec, resolver=Resolver({"VCAP_SERVICES": vcap}))
+    message = info.value.message
+    assert message.startswith("3 settings cannot be used: "), message
+    for where in ("environments.production.database.target", "environments.production.buckets.csv.source",
+                  "environments.production.buckets.export"):
+        assert where in message, (where, message)
+    assert len(message.splitlines()) == 1
 
 
 def test_bad_url_from_a_reference_names_the_key_not_the_value() -> None:
