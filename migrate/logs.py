@@ -23,6 +23,11 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _LevelPrefix(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Configure the root logger: warnings by default, info with -v, debug with -vv."""
     level = logging.WARNING
@@ -36,9 +41,12 @@ def setup_logging(verbosity: int = 0) -> None:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler._paas_migrate = True  # type: ignore[attr-defined]
-    # The timestamps of the progress lines (UTC, ISO 8601): one format in a task's log.
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ")
-    formatter.converter = time.gmtime
+    if verbosity:
+        # The timestamps of the progress lines (UTC, ISO 8601): one format in a task's log.
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime
+    else:  # warnings and errors only: as the CLI writes its own ("warning: …", "error: …")
+        formatter = _LevelPrefix()
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
