@@ -131,8 +131,6 @@ def _secret_env_warnings(env: dict[str, str]) -> list[str]:
                 f"--env {name} looks like a secret ({why}): task overrides are visible to anyone who can describe "
                 f"the task; put it in the task definition's secrets (ecs task-definition --secret {name}=ARN)"
             )
-    for w in warnings:
-        log.warning("%s", w)
     return warnings
 
 
@@ -245,8 +243,8 @@ def run_cmd(
         raise ConfigError(f"--command cannot be split: {exc}") from None
     timeout_s = parse_duration(timeout) if timeout else None
     warnings = _secret_env_warnings(env)
-    for w in warnings:
-        click.echo(f"warning: {w}", err=as_json)
+    for w in warnings:  # once, on stderr (stdout carries the task's own output, or JSON)
+        click.echo(redact(f"warning: {w}"), err=True)
 
     clients = make_clients(region, endpoint_url)
     td = task_definition or image
