@@ -127,7 +127,8 @@ def build_cmd(
               help="Verify the registry's TLS certificate; --no-tls-verify also allows plain HTTP (local registry).")
 @click.option("--username", metavar="USER", default=None,
               help="Log in to a --registry as USER; the password comes from MIGRATE_REGISTRY_PASSWORD.")
-@click.option("--dry-run", is_flag=True, help="Print the exact builder commands and run none.")
+@click.option("--dry-run", is_flag=True,
+              help="Check AWS access and the repositories (read-only), print the exact builder commands, run none.")
 @click.pass_context
 def push_cmd(
     ctx: click.Context, target: str, tags: tuple[str, ...], builder: str, storage_driver: str | None,
