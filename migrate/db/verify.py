@@ -160,7 +160,7 @@ class _TableJob:
     note: str = ""
     pending: int = 0
     result: _RangeResult = field(default_factory=_RangeResult)
-    started: float = field(default_factory=time.monotonic)
+    shown: bool = False  # its progress task started (when a worker first takes one of its ranges)
 
 
 class _Verifier:
@@ -177,6 +177,7 @@ class _Verifier:
         self.cfg = cfg
         self.reporter = reporter
         self.s = sessions
+        self._shown_lock = threading.Lock()
         self.split_rows = split_rows
         self.chunk_rows = max(1, chunk_rows)
         self.key_list_max = key_list_max
@@ -297,7 +298,6 @@ class _Verifier:
         try:
             planned: dict[Future[list[KeyRange]], _TableJob] = {}
             for job in sorted(jobs, key=lambda j: -j.info.estimated_rows):  # biggest first: shortest wall time
-                self.reporter.on_start(job.info.display, total=job.info.estimated_rows or None, unit="rows")
                 planned[pool.submit(self.initial_ranges, job)] = job
             hashing: dict[Future[_RangeResult], _TableJob] = {}
             for fut in as_completed(planned):
@@ -307,11 +307,12 @@ class _Verifier:
                 except Exception as exc:
                     ranges = []
                     job.result = _RangeResult(match=False, error=_one_line(exc))
+                    self._show(job)
                     self._finish(report, job)
                     continue
                 job.pending = len(ranges)
                 for rng in ranges:
-                    hashing[pool.submit(self.check_range, job.hasher, rng)] = job
+                    hashing[pool.submit(self._check_range_of, job, rng)] = job
             for hfut in as_completed(hashing):
                 job = hashing[hfut]
                 part = hfut.result()
@@ -345,6 +346,18 @@ class _Verifier:
         )
         report.totals["tables"] = len(jobs)
         report.totals["rows"] = source_rows
+
+    def _show(self, job: _TableJob) -> None:
+        """Start the table's progress task once: when its work starts, not when it is queued."""
+        with self._shown_lock:
+            if job.shown:
+                return
+            job.shown = True
+        self.reporter.on_start(job.info.display, total=job.info.estimated_rows or None, unit="rows")
+
+    def _check_range_of(self, job: _TableJob, rng: KeyRange) -> _RangeResult:
+        self._show(job)
+        return self.check_range(job.hasher, rng)
 
     def _finish(self, report: Report, job: _TableJob) -> None:
         r, info = job.result, job.info
