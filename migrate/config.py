@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from migrate.errors import ConfigError
 
@@ -87,9 +87,14 @@ class DatabaseURL:
     url: str = field(repr=False)
 
     def __post_init__(self) -> None:
-        parts = _split_db_url(self.url)
-        if parts.password:
-            register_secret(unquote(parts.password))
+        """Validated once, here (the properties only re-split the URL)."""
+        try:
+            password = urlsplit(self.url).password
+        except ValueError:
+            password = None
+        if password:
+            register_secret(unquote(password))  # before any message about this URL
+        _check_for_libpq(self.url, _split_db_url(self.url))
 
     @classmethod
     def parse(cls, value: str, *, what: str = "database URL") -> DatabaseURL:
@@ -166,8 +171,6 @@ def _split_db_url(url: str):
         raise ConfigError(
             f"malformed URL ({redact(exc)})", hint="expected postgresql://USER@HOST:PORT/DBNAME"
         ) from None
-    if parts.password:
-        register_secret(unquote(parts.password))  # before any message about this URL
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(
             "not a PostgreSQL URL (it must start with postgresql://)",
@@ -175,6 +178,11 @@ def _split_db_url(url: str):
         )
     if not parts.hostname and "host=" not in parts.query:
         raise ConfigError("the URL has no host", hint="expected postgresql://USER@HOST:PORT/DBNAME")
+    return parts
+
+
+def _check_for_libpq(url: str, parts: SplitResult) -> None:
+    """What urlsplit accepts but libpq would not read as meant: several '@', unknown parameters."""
     if parts.netloc.count("@") > 1:
         raise ConfigError("the URL has more than one '@'",
                           hint="percent-encode special characters in the user name and password"
@@ -193,7 +201,6 @@ def _split_db_url(url: str):
         raise ConfigError(f"the URL is not valid: {what}",
                           hint="percent-encode special characters (% as %25, @ as %40); libpq's parameters"
                                " include sslmode, sslrootcert, connect_timeout") from None
-    return parts
 
 
 def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None:

@@ -93,6 +93,18 @@ def run_reported(ctx: click.Context, job: Callable[[Reporter], Report], *, kind:
         raise
 
 
+def finish_job(ctx: click.Context, job: Callable[[Reporter], Report], *, kind: str, source: str, target: str,
+               writers: list[Callable[[Report], None]]) -> int:
+    """A command's job from start to exit code: run it (the report files are written whether it
+    succeeds, fails or is interrupted), show its report, say why on stderr if it did not succeed."""
+    report = run_reported(ctx, job, kind=kind, source=source, target=target, writers=writers)
+    for write in writers:
+        write(report)
+    render_report(ctx, report)
+    say_outcome(report)
+    return int(report.status.exit_code())
+
+
 def echo_json(data: Any) -> None:
     click.echo(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
 

@@ -9,11 +9,9 @@ import click
 
 from migrate.cli.common import (
     clear_reports,
+    finish_job,
     output_options,
     render_plan,
-    render_report,
-    run_reported,
-    say_outcome,
     write_report,
 )
 from migrate.config import DatabaseURL, DbCopyConfig, DbJobConfig
@@ -113,13 +111,9 @@ def copy_cmd(
         return 0 if plan.ok else 1
     if clean and not yes:
         confirm_clean(cfg.db.target.display())
-    report = run_reported(ctx, lambda reporter: copy_database(cfg, reporter), kind="db-copy",
-                          source=cfg.db.source.display(), target=cfg.db.target.display(),
-                          writers=[lambda r: write_report(r, report_path)] if report_path else [])
-    write_report(report, report_path)
-    render_report(ctx, report)
-    say_outcome(report)
-    return int(report.status.exit_code())
+    return finish_job(ctx, lambda reporter: copy_database(cfg, reporter), kind="db-copy",
+                      source=cfg.db.source.display(), target=cfg.db.target.display(),
+                      writers=[lambda r: write_report(r, report_path)] if report_path else [])
 
 
 @command.command(name="verify")
@@ -135,10 +129,6 @@ def verify_cmd(
     clear_reports(report_path)
 
     cfg = _job_config(source, target, jobs)
-    report = run_reported(ctx, lambda reporter: verify_databases(cfg, reporter), kind="db-verify",
-                          source=cfg.source.display(), target=cfg.target.display(),
-                          writers=[lambda r: write_report(r, report_path)] if report_path else [])
-    write_report(report, report_path)
-    render_report(ctx, report)
-    say_outcome(report)
-    return int(report.status.exit_code())
+    return finish_job(ctx, lambda reporter: verify_databases(cfg, reporter), kind="db-verify",
+                      source=cfg.source.display(), target=cfg.target.display(),
+                      writers=[lambda r: write_report(r, report_path)] if report_path else [])

@@ -14,11 +14,9 @@ from migrate.cli.common import (
     app,
     clear_reports,
     echo_json,
+    finish_job,
     output_options,
     render_plan,
-    render_report,
-    run_reported,
-    say_outcome,
     write_report,
 )
 from migrate.config import redact
@@ -86,13 +84,8 @@ def execute(
         writers.append(lambda r: write_report(r, report_path))
     if markdown_path:
         writers.append(lambda r: write_markdown(r, markdown_path, title=heading))
-    report = run_reported(ctx, lambda reporter: run_migration(env, reporter), kind="run",
-                          source=env.describe_source(), target=env.describe_target(), writers=writers)
-    for write in writers:
-        write(report)
-    render_report(ctx, report)
-    say_outcome(report)
-    return int(report.status.exit_code())
+    return finish_job(ctx, lambda reporter: run_migration(env, reporter), kind="run",
+                      source=env.describe_source(), target=env.describe_target(), writers=writers)
 
 
 @click.command(name="run")

@@ -10,11 +10,9 @@ import click
 
 from migrate.cli.common import (
     clear_reports,
+    finish_job,
     output_options,
     render_plan,
-    render_report,
-    run_reported,
-    say_outcome,
     write_report,
 )
 from migrate.config import S3CopyConfig, S3Side, env_value, redact
@@ -175,13 +173,9 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
         return 0 if plan.ok else 1
     from migrate.s3.copier import copy_bucket
 
-    report = run_reported(ctx, lambda reporter: copy_bucket(cfg, reporter), kind="s3",
-                          source=str(cfg.source.location), target=str(cfg.target.location),
-                          writers=[lambda r: write_key_report(r, report_path)] if report_path else [])
-    write_key_report(report, report_path)
-    render_report(ctx, report)
-    say_outcome(report)
-    return int(report.status.exit_code())
+    return finish_job(ctx, lambda reporter: copy_bucket(cfg, reporter), kind="s3",
+                      source=str(cfg.source.location), target=str(cfg.target.location),
+                      writers=[lambda r: write_key_report(r, report_path)] if report_path else [])
 
 
 @command.command(name="verify")
@@ -203,10 +197,6 @@ def verify_cmd(ctx: click.Context, source: str | None, target: str | None, sourc
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
                        workers=workers, shard=shard)
-    report = run_reported(ctx, lambda reporter: verify_buckets(cfg, reporter), kind="s3",
-                          source=str(cfg.source.location), target=str(cfg.target.location),
-                          writers=[lambda r: write_report(r, report_path)] if report_path else [])
-    write_report(report, report_path)
-    render_report(ctx, report)
-    say_outcome(report)
-    return int(report.status.exit_code())
+    return finish_job(ctx, lambda reporter: verify_buckets(cfg, reporter), kind="s3",
+                      source=str(cfg.source.location), target=str(cfg.target.location),
+                      writers=[lambda r: write_report(r, report_path)] if report_path else [])
