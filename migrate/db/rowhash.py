@@ -1,9 +1,15 @@
 """Server-side, order-independent hashes of table contents, over whole tables or primary-key ranges.
 
-A row's fingerprint is two 64-bit hashes of its text form (`ROW(col, ...)::text`, columns by name
-in the source's order): hashtextextended with seeds 0 and 1 when both servers compute it alike,
-else the two halves of its md5. A range's fingerprint is (count, sum of the first hashes, sum of
-the second): sums do not depend on row order and, unlike XOR, a duplicated row changes them.
+A row's fingerprint is two 64-bit hashes, columns by name in the source's order. When both
+servers compute PostgreSQL's extended hash functions alike (PostgreSQL 11+, checked by a probe),
+each column whose type has an exact, cheap hash (integers, oid, text, varchar, char(n), uuid,
+timestamp, timestamptz) is hashed on its own with a seed of its position, and the other columns
+together through their text form (`ROW(col, ...)::text` and hashtextextended); the row's hash is
+the XOR of these. Otherwise it is the two halves of the md5 of the whole row's text form.
+Converting a row to text costs most of a scan (record_out calls every column's output function):
+hashing the value directly is 2.5-4x cheaper on an integer/char(n) table. A range's fingerprint
+is (count, sum of the first hashes, sum of the second): sums do not depend on row order and,
+unlike XOR, a duplicated row changes them.
 Everything is aggregated by the server; Python only ever receives three numbers per range, or
 (for a range the caller has bounded to a small size) keys and row md5s.
 
@@ -120,16 +126,57 @@ def row_text_expr(columns: tuple[Column, ...]) -> str:
     return "ROW(" + ", ".join(_value_expr(c) for c in columns) + ")::text"
 
 
+# Types whose default hash opclass function is exact on the value (equal hash input iff equal text
+# form, given pinned session settings), keyed by type oid: int2, int4, int8, oid, text, varchar,
+# uuid, timestamp, timestamptz. Not numeric (its hash ignores the scale: 1.0 and 1.00), nor jsonb
+# (its numbers likewise), nor floats (-0 and 0), nor enums (hashes the oid, which differs between
+# servers), nor domains (their own oid: they take the text path). char(n) is handled apart.
+_TYPED_HASH = {
+    21: "hashint2extended({v}, {s})",
+    23: "hashint4extended({v}, {s})",
+    20: "hashint8extended({v}, {s})",
+    26: "hashoidextended({v}, {s})",
+    25: 'hashtextextended({v} COLLATE "C", {s})',
+    1043: 'hashtextextended({v} COLLATE "C", {s})',
+    2950: "uuid_hash_extended({v}, {s})",
+    1114: "timestamp_hash_extended({v}, {s})",
+    # The instant as a UTC timestamp: one-to-one, whatever the session's TimeZone.
+    1184: "timestamp_hash_extended({v} AT TIME ZONE 'UTC', {s})",
+}
+_BPCHAR = 1042
+
+
+def typed_hash_expr(col: Column, seed: int) -> str | None:
+    """A seeded 64-bit hash of the column's value (never NULL), or None for a column hashed as text."""
+    ref = f"t.{quote_ident(col.name)}"
+    template = _TYPED_HASH.get(col.type_oid)
+    if template is None and col.type_oid == _BPCHAR and col.type_sql.startswith("character("):
+        # char(n) stores every value padded to n, so its hash (which ignores trailing spaces) is
+        # exact; an unconstrained bpchar keeps trailing spaces the hash would ignore: text path.
+        template = 'hashbpcharextended({v} COLLATE "C", {s})'
+    if template is None:
+        return None
+    # NULL hashes to the seed itself: distinct per column, and a value hashing to it is a 2^-64 chance.
+    return f"coalesce({template.format(v=ref, s=seed)}, {seed})"
+
+
 HASH_MD5 = "md5"
-HASH_BUILTIN = "hashtextextended"
-_PROBE = """SELECT hashtextextended('paas-migrate probe: ✓ 0.30000000000000004' COLLATE "C", 0)::text"""
+HASH_BUILTIN = "per-column hash"
+# Every hash function the fingerprint may call, on a value of its type: the two servers must agree on all.
+_PROBE = """SELECT concat_ws(' ',
+    hashtextextended('paas-migrate probe: ✓ 0.30000000000000004' COLLATE "C", 0),
+    hashint2extended(-12345::int2, 3), hashint4extended(-1234567890, 4), hashint8extended(-1234567890123456789, 5),
+    hashoidextended(4000000000::oid, 6), uuid_hash_extended('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, 7),
+    timestamp_hash_extended('2024-02-29 23:59:59.999999'::timestamp, 8),
+    timestamp_hash_extended(timestamptz '1999-12-31 23:00:00.5-05' AT TIME ZONE 'UTC', 9),
+    hashbpcharextended('ü  '::char(5) COLLATE "C", 10))"""
 
 
 def builtin_hash_usable(source: psycopg.Connection, target: psycopg.Connection) -> bool:
-    """Whether both servers have hashtextextended (PostgreSQL 11+) and it hashes alike on both.
+    """Whether both servers have the extended hash functions (PostgreSQL 11+) and hash alike.
 
-    It costs about half of md5 plus the hex-to-integer conversions per row, so it is preferred;
-    the probe guards against any platform or version where the two servers would disagree.
+    Hashing values directly costs far less than md5 of the row's text, so it is preferred; the
+    probe guards against any platform or version where the two servers would disagree.
     """
     results = []
     for conn in (source, target):
@@ -209,11 +256,27 @@ class Hasher:
         # OFFSET 0 keeps the subquery from being flattened, which would compute each row's text
         # (or md5) once per sum instead of once.
         if self.algorithm == HASH_BUILTIN:
-            # Two independently seeded 64-bit hashes of the row text, each summed exactly.
+            # Two independently seeded 64-bit hashes per row, each summed exactly. Column i's own
+            # hashes use seeds 2i+2 and 2i+3 (so swapped columns differ); the text of the rest, 0 and 1.
+            typed: list[tuple[str, str]] = []
+            rest: list[Column] = []
+            for i, col in enumerate(self.columns):
+                a, b = typed_hash_expr(col, 2 * i + 2), typed_hash_expr(col, 2 * i + 3)
+                if a is None or b is None:
+                    rest.append(col)
+                else:
+                    typed.append((a, b))
+            ha, hb = (" # ".join(h[i] for h in typed) or "0" for i in (0, 1))
+            if not rest:  # no subquery: its projection costs ~20% on a narrow table
+                return (
+                    f"SELECT count(*), coalesce(sum({ha}), 0), coalesce(sum({hb}), 0)"
+                    f" FROM {self.source}{self.where(rng)}"
+                )
             return (
-                'SELECT count(*), coalesce(sum(hashtextextended(r COLLATE "C", 0)), 0),'
-                ' coalesce(sum(hashtextextended(r COLLATE "C", 1)), 0)'
-                f" FROM (SELECT {row_text_expr(self.columns)} AS r FROM {self.source}{self.where(rng)} OFFSET 0) q"
+                'SELECT count(*), coalesce(sum(ha # hashtextextended(r COLLATE "C", 0)), 0),'
+                ' coalesce(sum(hb # hashtextextended(r COLLATE "C", 1)), 0)'
+                f" FROM (SELECT {ha} AS ha, {hb} AS hb, {row_text_expr(tuple(rest))} AS r"
+                f" FROM {self.source}{self.where(rng)} OFFSET 0) q"
             )
         return (
             # sum(bigint) is exact (it accumulates in 128 bits and returns numeric) and twice as fast

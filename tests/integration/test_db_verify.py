@@ -101,6 +101,10 @@ CREATE TABLE app.codes (code text PRIMARY KEY, v int);
 INSERT INTO app.codes SELECT 'k' || lpad(g::text, 4, '0') || CASE WHEN g % 2 = 0 THEN 'B' ELSE 'a' END, g
 FROM generate_series(1, 600) g;
 
+CREATE TABLE public.fixed (id int PRIMARY KEY, code char(3), loose bpchar, at timestamp, small int2, big int8,
+                           o oid);
+INSERT INTO public.fixed VALUES (1, 'a', 'x  ', '2024-02-29 23:59:59.999999', -32768, 9223372036854775807, 4000000000),
+    (2, 'ab ', NULL, 'infinity', NULL, NULL, NULL), (3, NULL, '', '1999-12-31 23:00:00', 0, -1, 0);
 CREATE VIEW public.v_items AS SELECT id, name FROM public.items WHERE qty > 1;
 CREATE MATERIALIZED VIEW app.mv_mood AS SELECT mood, count(*) AS n FROM public.items GROUP BY mood;
 SELECT lo_from_bytea(0, '\x00deadbeef00'::bytea);
@@ -205,7 +209,10 @@ def test_identical_copy_verifies_clean(pair: DbPair) -> None:
     assert {n for k, n in compared if k == "extension"} == {"citext", "uuid-ossp", "pgcrypto", "plpgsql"}
     # Partitioned parents are not hashed themselves; each leaf is.
     assert ("table data", "app.measurements") not in matched
-    assert report["totals"]["rows"] == 300 + 120 + 200 + 2 + 1 + 3 + 2 + 3000 + 600 + 3  # + 3 matview rows
+    assert report["totals"]["rows"] == 300 + 120 + 200 + 2 + 1 + 3 + 2 + 3000 + 600 + 3 + 3  # + fixed, matview
+    # Both servers hash alike, so values are hashed per column (the md5 fallback has its own test).
+    data_phase = next(p for p in report["phases"] if p["name"] == "data")
+    assert "per-column hash sums" in data_phase["note"], data_phase
     assert report["totals"]["large_objects"] == 2
     assert [p["name"] for p in report["phases"]] == ["schema", "data", "sequences", "large objects"]
     # Owners differ by design (rds_master on the target): information, never a failure.
@@ -312,6 +319,78 @@ CORRUPTIONS = [
         set(),
         id="row-in-one-partition",
     ),
+    # Each column type the fingerprint hashes on its own (not through the row's text), and the ways a
+    # per-column hash could be fooled: values swapped between columns or rows, NULL, padding, 1 µs.
+    pytest.param(
+        "UPDATE public.items SET name = note, note = name WHERE id = 4",
+        ("table data", "public.items", "differ"),
+        "id=4 (differ)",
+        set(),
+        id="text-columns-swapped",
+    ),
+    pytest.param(
+        "UPDATE app.codes SET v = CASE v WHEN 1 THEN 2 ELSE 1 END WHERE v IN (1, 2)",
+        ("table data", "app.codes", "differ"),
+        "(differ)",
+        set(),
+        id="int-values-swapped-between-rows",
+    ),
+    pytest.param(
+        "UPDATE app.codes SET v = NULL WHERE v = 7",
+        ("table data", "app.codes", "differ"),
+        "(differ)",
+        set(),
+        id="int-to-null",
+    ),
+    pytest.param(
+        "UPDATE public.items SET name = name || ' ' WHERE id = 5",
+        ("table data", "public.items", "differ"),
+        "id=5 (differ)",
+        set(),
+        id="text-trailing-space",
+    ),
+    pytest.param(
+        "UPDATE public.items SET seen_at = seen_at + interval '1 microsecond' WHERE id = 6",
+        ("table data", "public.items", "differ"),
+        "id=6 (differ)",
+        set(),
+        id="timestamptz-1us",
+    ),
+    pytest.param(
+        "UPDATE public.items SET uid = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' WHERE id = 7",
+        ("table data", "public.items", "differ"),
+        "id=7 (differ)",
+        set(),
+        id="uuid-changed",
+    ),
+    pytest.param(
+        "UPDATE public.fixed SET code = 'ac' WHERE id = 2",
+        ("table data", "public.fixed", "differ"),
+        "id=2 (differ)",
+        set(),
+        id="char-n-changed",
+    ),
+    pytest.param(
+        "UPDATE public.fixed SET loose = loose || ' ' WHERE id = 1",
+        ("table data", "public.fixed", "differ"),
+        "id=1 (differ)",
+        set(),
+        id="unconstrained-bpchar-trailing-space",
+    ),
+    pytest.param(
+        "UPDATE public.fixed SET at = at + interval '1 microsecond' WHERE id = 3",
+        ("table data", "public.fixed", "differ"),
+        "id=3 (differ)",
+        set(),
+        id="timestamp-1us",
+    ),
+    pytest.param(
+        "UPDATE public.fixed SET small = small + 1, big = big - 1 WHERE id = 1",
+        ("table data", "public.fixed", "differ"),
+        "id=1 (differ)",
+        set(),
+        id="int2-int8-changed",
+    ),
     pytest.param(
         "INSERT INTO public.log_lines VALUES ('x', 1)",
         ("table data", "public.log_lines", "differ"),
@@ -362,7 +441,7 @@ def test_large_tables_are_hashed_in_ranges_and_narrowed_to_the_key(pair: DbPair)
     clean = verify_databases(cfg, RecordingReporter(), **small)
     assert clean.differences() == [] and clean.status is Status.SUCCESS
     # Ranges tile each table exactly: no row hashed twice, none skipped.
-    assert clean.totals["rows"] == 300 + 120 + 200 + 2 + 1 + 3 + 2 + 3000 + 600 + 3
+    assert clean.totals["rows"] == 300 + 120 + 200 + 2 + 1 + 3 + 2 + 3000 + 600 + 3 + 3
     wide = next(d for d in clean.diffs if d.kind == "table data" and d.name == "app.wide")
     assert wide.detail == "3000 rows"
     pair.target_sql("UPDATE app.wide SET b = b + 1 WHERE id = 2345")
