@@ -306,11 +306,49 @@ class Hasher:
 
     def split(self, conn: psycopg.Connection, rng: KeyRange, every: int) -> list[KeyRange]:
         bounds = self.boundaries(conn, rng, every)
-        edges: list[Bound | None] = [rng.lo, *bounds, rng.hi]
-        return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+        return _tile(rng, bounds)
+
+    def histogram_bounds(self, conn: psycopg.Connection, every: int) -> list[Bound] | None:
+        """Keys that cut the whole table into ranges of about `every` rows, from the planner's
+        statistics (pg_stats' histogram of the key column), without reading the table; None when
+        they cannot be used: a composite or collatable key (its histogram is in the column's
+        collation, the ranges compare byte-wise), or no histogram (never analysed).
+
+        Any increasing bounds tile the table exactly, so stale statistics only make ranges uneven
+        (the last range, unbounded, takes rows added since).
+        """
+        if len(self.key) != 1 or self.key[0].collatable:
+            return None
+        col = self.key[0]
+        query = (
+            # Ordered by the key's type (ORDER BY d.b: the output column is its text form).
+            f"SELECT d.b::text AS bound FROM (SELECT DISTINCT b FROM unnest(("
+            "SELECT s.histogram_bounds::text FROM pg_stats s"
+            " WHERE s.schemaname = %s AND s.tablename = %s AND s.attname = %s AND NOT s.inherited"
+            f")::{col.type_sql}[]) AS b) d ORDER BY d.b"
+        )
+        bounds = [r[0] for r in conn.execute(query, (self.table.schema, self.table.name, col.name)).fetchall()]
+        if len(bounds) < 3:
+            return None
+        per_bucket = max(1.0, self.table.estimated_rows / (len(bounds) - 1))
+        step = max(1, round(every / per_bucket))
+        return [(b,) for b in bounds[step:-1:step]]
+
+    def initial_split(self, conn: psycopg.Connection, every: int) -> list[KeyRange]:
+        """The whole table in ranges of about `every` rows: from statistics when they serve, else
+        by one pass over the key."""
+        bounds = self.histogram_bounds(conn, every)
+        if bounds is None:
+            return self.split(conn, KeyRange(), every)
+        return _tile(KeyRange(), bounds)
 
     def row_hashes(self, conn: psycopg.Connection, rng: KeyRange) -> dict[Bound, str]:
         """Key → row fingerprint for a small range (the caller bounds its size first)."""
         texts = ", ".join(f"t.{quote_ident(c.name)}::text" for c in self.key)
         query = f"SELECT {texts}, md5({row_text_expr(self.columns)}) FROM {self.source}{self.where(rng)}"
         return {tuple(r[:-1]): r[-1] for r in conn.execute(query).fetchall()}
+
+
+def _tile(rng: KeyRange, bounds: list[Bound]) -> list[KeyRange]:
+    edges: list[Bound | None] = [rng.lo, *bounds, rng.hi]
+    return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]

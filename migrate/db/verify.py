@@ -3,7 +3,8 @@
 Phases (connections, concurrency):
   schema          one connection per side: catalog inventories compared (migrate.db.catalog)
   data            `jobs` workers, each with its own source and target connection: per table (or
-                  primary-key range of a large table) a server-side count + order-independent hash
+                  primary-key range of a large table, cut at the planner's histogram bounds when it
+                  has them, else by a pass over the key) a server-side count + order-independent hash
                   on both sides at once (migrate.db.rowhash); a mismatch is narrowed to a range and,
                   for ranges of at most KEY_LIST_MAX rows, to the differing keys
   sequences       one connection per side: last_value/is_called, and owned sequences ahead of their column
@@ -264,7 +265,7 @@ class _Verifier:
             return [KeyRange()]
         src, _ = self.s.worker()
         with src.transaction():
-            return job.hasher.split(src, KeyRange(), self.chunk_rows)
+            return job.hasher.initial_split(src, self.chunk_rows)
 
     def run_data(self, report: Report) -> None:
         t0 = time.monotonic()
