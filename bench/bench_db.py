@@ -51,11 +51,14 @@ def run_timed(argv: list[str], env: dict[str, str], shell: bool = False) -> tupl
     return wall, usage.ru_maxrss / 1024, rc, usage.ru_utime + usage.ru_stime
 
 
-def seed(src: LocalPostgres, scale: int, gin: bool = True) -> None:
+def seed(src: LocalPostgres, scale: int, gin: bool = True, extras: bool = True) -> None:
     pgbench = find_tool("pgbench")
     url = DatabaseURL(src.url("bench"))
     subprocess.run([pgbench.path, "-i", "-q", "-s", str(scale), libpq_target(url)],
                    env=tool_env(url), check=True, capture_output=True)
+    if not extras:
+        src.execute("VACUUM ANALYZE", "bench")
+        return
     src.execute(
         """
         CREATE TABLE orders (id bigserial PRIMARY KEY, customer int NOT NULL, placed timestamptz NOT NULL,
@@ -89,6 +92,8 @@ def main() -> int:
     ap.add_argument("--no-gin", action="store_true",
                     help="b-tree secondary indexes only (no GIN on jsonb, whose single-threaded build bounds "
                          "every tool's wall time)")
+    ap.add_argument("--pgbench-only", action="store_true",
+                    help="the pgbench tables alone (no orders/events tables with secondary indexes)")
     args = ap.parse_args()
 
     src = LocalPostgres("bench-src", durable=args.durable).start()
@@ -97,10 +102,13 @@ def main() -> int:
     try:
         tgt.create_role(RDS_USER, RDS_PW, createdb=True)
         src.create_database("bench")
-        print(f"seeding: pgbench scale {args.scale} + orders (1M rows, 3 indexes"
-              f"{', b-tree only' if args.no_gin else ' incl. GIN on jsonb'}) + events (500k rows)")
+        if args.pgbench_only:
+            print(f"seeding: pgbench scale {args.scale} only")
+        else:
+            print(f"seeding: pgbench scale {args.scale} + orders (1M rows, 3 indexes"
+                  f"{', b-tree only' if args.no_gin else ' incl. GIN on jsonb'}) + events (500k rows)")
         t = time.monotonic()
-        seed(src, args.scale, gin=not args.no_gin)
+        seed(src, args.scale, gin=not args.no_gin, extras=not args.pgbench_only)
         with __import__("psycopg").connect(src.url("bench")) as c:
             size = c.execute("SELECT pg_size_pretty(pg_database_size('bench'))").fetchone()[0]
         print(f"seeded {size} in {time.monotonic() - t:.0f}s; jobs={args.jobs}; rounds={args.rounds}")
