@@ -597,10 +597,27 @@ def stop_kept(workdir: str | Path) -> list[str]:
     if isinstance(pid, int) and _is_moto(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid)  # return only once it has exited (its port is free again)
             done.append(f"stopped the S3 API server (pid {pid})")
     shutil.rmtree(wd, ignore_errors=True)
     done.append(f"deleted {wd}")
     return done
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait until the S3 server `pid` (not our child) has exited; SIGKILL it after `timeout` seconds."""
+    import time
+
+    killed = False
+    deadline = time.monotonic() + timeout
+    while _is_moto(pid):  # an exited (zombie) process has an empty cmdline
+        if time.monotonic() >= deadline:
+            if killed:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + timeout
+        time.sleep(0.05)
 
 
 def _is_moto(pid: int) -> bool:

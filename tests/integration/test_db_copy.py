@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import pytest
 
 from tests.support import pgdump
 from tests.support.cli import interrupt, run_cli, start_cli
+from tests.support.dbstate import assert_untouched
 
 HARD_SCHEMA = (Path(__file__).parents[1] / "fixtures" / "hard_schema.sql").read_text()
 
@@ -245,10 +247,17 @@ def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeyp
     assert_same_database(dbs)
 
 
-def test_dry_run_and_plan_write_nothing(dbs) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_and_plan_write_nothing(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dbs.source_sql(HARD_SCHEMA)
-    res = run_cli("db", "copy", "--dry-run", env=env_for(dbs))
+    assert_untouched(dbs.target_admin_url)  # the baseline: an empty database
+    state = tmp_path / "state"
+    env = {**env_for(dbs), "MIGRATE_STATE_DIR": str(state)}
+    res = run_cli("db", "copy", "--dry-run", env=env)
     assert res.code == 0, res.output
+    # Nothing at all on the target: no extension, schema (not even the copy's own _paas_migrate),
+    # table, type or function; and no state file on this side either.
+    assert_untouched(dbs.target_admin_url)
+    assert not state.exists() or list(state.iterdir()) == []
     assert "pre-data" in res.out and "post-data" in res.out
     res = run_cli("db", "plan", "--json", env=env_for(dbs))
     assert res.code == 0, res.output
@@ -263,6 +272,7 @@ def test_dry_run_and_plan_write_nothing(dbs) -> None:  # type: ignore[no-untyped
     assert "table list" in res.out and "rows (estimate)" in res.out and "public.organisations" in res.out
     assert "extensions" in res.out and "uuid-ossp" in res.out and "creatable" in res.out
     assert target_relations(dbs) == []
+    assert_untouched(dbs.target_admin_url)
 
 
 def test_plan_estimates_rows_of_a_never_analyzed_table(dbs) -> None:  # type: ignore[no-untyped-def]
@@ -321,6 +331,9 @@ def test_bad_connections_give_one_line_and_no_secret(dbs) -> None:  # type: igno
             assert text in res.err, (command, res.err)
             assert len(res.err.strip().splitlines()) == 1, res.err
             assert "s3cret" not in res.output and "Traceback" not in res.output
+            # The target (reachable, or reachable by another login) got nothing: no relation, no
+            # extension, not even the copy's own _paas_migrate schema.
+            assert_untouched(dbs.target_admin_url)
 
 
 def test_the_same_database_as_source_and_target_is_refused_before_anything(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -495,7 +508,8 @@ def test_interrupt_exits_130_and_leaves_no_client_processes(dbs, sig: int, tmp_p
     assert written["status"] == "interrupted" and written["exit_code"] == 130, written
     assert [p["name"] for p in written["phases"]] == ["snapshot", "pre-data"], written["phases"]
     assert any("interrupted during data" in e for e in written["errors"]), written["errors"]
-    time.sleep(0.5)
+    # Checked at once, with no grace period: the command must have ended (and reaped) its client programs
+    # before it exited. A delay here would let an orphaned psql die of SIGPIPE and hide a broken clean-up.
     leftover = [c for c in _children_alive(os.getpid()) if c not in before and str(dbs.source_cluster.port) in c]
     assert leftover == []
     with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
@@ -506,6 +520,52 @@ def test_interrupt_exits_130_and_leaves_no_client_processes(dbs, sig: int, tmp_p
         ).fetchone() != (0,):
             assert time.monotonic() < deadline, "a COPY kept running on the source after the interrupt"
             time.sleep(0.1)
+
+
+def _wait_for_process(name: str, marker: str, timeout: float = 60) -> int:
+    """Poll /proc until a client program `name` whose arguments contain `marker` runs; its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if Path(argv[0].decode(errors="replace")).name == name and marker.encode() in b" ".join(argv):
+                return int(entry.name)
+        time.sleep(0.005)
+    raise AssertionError(f"no {name} with {marker!r} started")
+
+
+def test_interrupt_during_pre_data_leaves_no_pg_dump(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """pg_dump of the schema writes to a file, not a pipe: an orphan would not die of SIGPIPE but run on,
+    so it must be gone the moment the interrupted command has exited."""
+    dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+    port = str(dbs.source_cluster.port)
+    before = set(_children_alive(os.getpid()))
+    report = tmp_path / "report.json"
+    proc = start_cli("db", "copy", "--jobs", "2", "--no-verify", "--report", str(report), env=env_for(dbs))
+    dump = _wait_for_process("pg_dump", "--section=pre-data")
+    # A schema dump takes a fraction of a second here: stop it, so that it is surely still running when
+    # the interrupt arrives (and so that it ends only if the command kills it: it ignores SIGTERM now).
+    os.kill(dump, signal.SIGSTOP)
+    try:
+        res = interrupt(proc, signal.SIGTERM)
+        # At once, no grace period: the command must have ended its pg_dump before it exited.
+        leftover = [c for c in _children_alive(os.getpid()) if c not in before and port in c]
+        assert leftover == [], leftover
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(dump, signal.SIGKILL)  # only if the check above failed
+    assert res.code == 130, res.output
+    assert "interrupted" in res.err and "Traceback" not in res.err
+    written = json.loads(report.read_text())
+    assert written["status"] == "interrupted" and written["exit_code"] == 130, written
+    assert "pre-data" not in [p["name"] for p in written["phases"]], written["phases"]
+    # nothing of the source's schema reached the target (only the copy's own resume state may have)
+    assert [r for r in target_relations(dbs) if not r.startswith("_paas_migrate.")] == []
 
 
 def test_tool_version_check() -> None:

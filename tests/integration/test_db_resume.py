@@ -68,6 +68,27 @@ def _seed(dbs) -> None:  # type: ignore[no-untyped-def]
     )
 
 
+SEEDED = ("a_big", "b_mid", "c_small")
+
+
+def _resume_copies_only_the_rest(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The final `--resume`: it keeps what is on the target and copies only the rest. A resume that
+    emptied the target and copied everything again would also end equal to the source, so count."""
+    source = {t: _count(dbs.source_url, t) for t in SEEDED}
+    before = {t: _count(dbs.target_admin_url, t) for t in SEEDED}
+    # A table's copy commits whole or not at all: each is either complete or empty on the target.
+    assert all(before[t] in (0, source[t]) for t in SEEDED), (before, source)
+    kept = [t for t in SEEDED if before[t] == source[t]]
+    assert kept, before  # something committed before the stop, or this would prove nothing
+    report_path = tmp_path / "final-resume.json"
+    res = run_cli("db", "copy", "--resume", "--report", str(report_path), env=env_for(dbs))
+    assert res.code == 0, res.output
+    report = json.loads(report_path.read_text())
+    data = next(p for p in report["phases"] if p["name"] == "data")
+    assert data["rows"] == sum(source[t] - before[t] for t in SEEDED), (data, before, source)
+    assert f"{len(kept)} copies kept" in data["note"], data
+
+
 def _killed_copy(dbs) -> None:  # type: ignore[no-untyped-def]
     """A copy whose source connection dies while it copies b_mid: exit 1, a_big already committed."""
     proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", env=env_for(dbs))
@@ -135,7 +156,7 @@ def test_resume_on_an_empty_target_copies_everything(dbs) -> None:  # type: igno
     assert_same_database(dbs)
 
 
-def test_resume_after_an_interrupt(dbs) -> None:  # type: ignore[no-untyped-def]
+def test_resume_after_an_interrupt(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _seed(dbs)
     proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", env=env_for(dbs))
     _wait_for_copy_of(dbs, "b_mid")
@@ -144,8 +165,7 @@ def test_resume_after_an_interrupt(dbs) -> None:  # type: ignore[no-untyped-def]
     # The stop ended the running COPY at once (an ECS stop allows 30 s): nothing of it was committed.
     assert _count(dbs.target_admin_url, "b_mid") == 0
     assert _count(dbs.target_admin_url, "a_big") == 600000
-    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
-    assert res.code == 0, res.output
+    _resume_copies_only_the_rest(dbs, tmp_path)
     assert_same_database(dbs)
 
 
@@ -340,7 +360,7 @@ def test_without_create_on_the_database_the_copy_keeps_no_record_and_says_so(dbs
     assert not _state_exists(dbs)
 
 
-def test_resume_after_kill_9_twice(dbs) -> None:  # type: ignore[no-untyped-def]
+def test_resume_after_kill_9_twice(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """No goodbye at all (an OOM kill, a host gone): what the server committed is kept, what it had not
     is not, twice over; the third run finishes and equals the source."""
     import os
@@ -355,7 +375,6 @@ def test_resume_after_kill_9_twice(dbs) -> None:  # type: ignore[no-untyped-def]
         assert proc.returncode == -signal.SIGKILL
         _wait_until_unlocked(dbs)  # the server ends the dead run's sessions as it notices them
     assert _state_exists(dbs)
-    res = run_cli("db", "copy", "--resume", env=env_for(dbs))
-    assert res.code == 0, res.output
+    _resume_copies_only_the_rest(dbs, tmp_path)
     assert not _state_exists(dbs)
     assert_same_database(dbs)

@@ -39,9 +39,18 @@ class HybridEcs:
 
     def __init__(self, real: Any, stubbed: Any) -> None:
         self._real, self._stubbed = real, stubbed
+        self.calls: list[str] = []  # every stubbed operation called, in order (whether or not it succeeded)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._stubbed if name in STUBBED else self._real, name)
+        if name not in STUBBED:
+            return getattr(self._real, name)
+        method = getattr(self._stubbed, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
 
 
 class Scenario:
@@ -67,7 +76,8 @@ class Scenario:
         )
         taskdef, _ = build_task_definition(spec)
         self.real_ecs.register_task_definition(**taskdef)
-        clients = EcsClients(region=REGION, _ecs=HybridEcs(self.real_ecs, stub_client),
+        self.ecs = HybridEcs(self.real_ecs, stub_client)
+        clients = EcsClients(region=REGION, _ecs=self.ecs,
                              _logs={REGION: self.logs, None: self.logs})
         monkeypatch.setattr(cli_ecs, "make_clients", lambda region, endpoint_url: clients)
         monkeypatch.setattr(cli_ecs, "poll_sleep", self.sleep)
@@ -246,6 +256,8 @@ def test_timeout_stops_or_leaves_the_task(
     if choice == "stop":
         scenario.expect_stop()
     assert scenario.run("--timeout", "12s", "--on-timeout", choice) == 1
+    # stop_task logs and swallows a failure (even the stubber's "unexpected call"), so count the calls.
+    assert scenario.ecs.calls.count("stop_task") == (1 if choice == "stop" else 0), scenario.ecs.calls
     captured = capsys.readouterr()
     assert _log_lines(captured.out) == ["line 1"]
     err = captured.err.strip().splitlines()[-1]
@@ -355,6 +367,9 @@ def test_interrupt_with_no_stop_leaves_the_task(scenario: Scenario, capsys: pyte
     def interrupt() -> None:
         raise KeyboardInterrupt
 
-    scenario.between[1] = interrupt  # no stop_task stubbed: calling it would fail the stubber
+    scenario.between[1] = interrupt
     assert scenario.run("--no-stop-on-interrupt") == 130
     assert "left task(s)" in capsys.readouterr().err
+    # stop_task swallows errors (an unstubbed call would only be logged), so check it was never called.
+    assert "stop_task" not in scenario.ecs.calls, scenario.ecs.calls
+    assert scenario.ecs.calls == ["run_task", "describe_tasks"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.config import redact
+from migrate.config import MASK, Secret
 from migrate.images.push import EcrTarget, create_repository, ecr_login_password, repository_exists
 from migrate.local.s3server import REGION, TARGET_KEYS, LocalS3Server
 from tests.support.cli import run_cli
@@ -93,7 +93,10 @@ def test_create_repository_scans_on_push_and_token_is_a_secret(s3_server: LocalS
     password = ecr_login_password(ecr, target)
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
     assert base64.b64decode(token).decode() == f"AWS:{password.reveal()}"
-    assert password.reveal() not in redact(f"login with {password.reveal()}")
+    # The password comes back wrapped: its repr and str never show it.
+    assert isinstance(password, Secret)
+    assert password.reveal() not in repr(password) and password.reveal() not in str(password)
+    assert repr(password) == f"Secret({MASK})" and str(password) == MASK
 
 
 def test_dry_run_prints_the_commands_and_runs_none(s3_server: LocalS3Server, ecr, fake_builder) -> None:

@@ -15,7 +15,7 @@ from tests.support.services import unavailable
 pytestmark = pytest.mark.s3
 
 # Requests the server answers without authentication; setup() below makes exactly this many.
-SETUP_REQUESTS = 8
+SETUP_REQUESTS = 10
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,8 @@ def auth_server():
 
 
 def setup(server: LocalS3Server) -> dict[str, str]:
-    """Two IAM users (source and target side), each allowed s3:*, with real access keys; two buckets."""
+    """Two IAM users (source and target side), each allowed s3:*, with real access keys; a third user
+    with valid keys and no policy at all (the server authenticates it, then denies it); two buckets."""
     iam = server.client("iam")
     policy = json.dumps({"Version": "2012-10-17",
                          "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
@@ -41,9 +42,12 @@ def setup(server: LocalS3Server) -> dict[str, str]:
         iam.put_user_policy(UserName=f"{side}-user", PolicyName="s3", PolicyDocument=policy)  # 2, 5
         k = iam.create_access_key(UserName=f"{side}-user")["AccessKey"]  # 3, 6
         keys[f"{side}_id"], keys[f"{side}_secret"] = k["AccessKeyId"], k["SecretAccessKey"]
+    iam.create_user(UserName="no-policy-user")  # 7
+    k = iam.create_access_key(UserName="no-policy-user")["AccessKey"]  # 8
+    keys["denied_id"], keys["denied_secret"] = k["AccessKeyId"], k["SecretAccessKey"]
     s3 = server.client("s3", {"access_key_id": keys["source_id"], "secret_access_key": keys["source_secret"]})
-    s3.create_bucket(Bucket="auth-src", CreateBucketConfiguration={"LocationConstraint": REGION})  # 7
-    s3.create_bucket(Bucket="auth-dst", CreateBucketConfiguration={"LocationConstraint": REGION})  # 8
+    s3.create_bucket(Bucket="auth-src", CreateBucketConfiguration={"LocationConstraint": REGION})  # 9
+    s3.create_bucket(Bucket="auth-dst", CreateBucketConfiguration={"LocationConstraint": REGION})  # 10
     s3.put_object(Bucket="auth-src", Key="data/a.csv", Body=b"id,name\n1,a\n")  # authenticated already
     return keys
 
@@ -68,22 +72,29 @@ def _args(server: LocalS3Server, tmp: Path, command: str) -> list[str]:
     return args + (["--state-dir", str(tmp / "state")] if command != "verify" else [])
 
 
-@pytest.mark.parametrize("side,variable,value,code", [
-    ("source", "MIGRATE_SOURCE_AWS_SECRET_ACCESS_KEY", "not-the-secret", "SignatureDoesNotMatch"),
-    ("target", "MIGRATE_TARGET_AWS_SECRET_ACCESS_KEY", "not-the-secret", "SignatureDoesNotMatch"),
-    ("source", "MIGRATE_SOURCE_AWS_ACCESS_KEY_ID", "AKIDUNKNOWNKEY000000", "InvalidAccessKeyId"),
-    ("target", "MIGRATE_TARGET_AWS_ACCESS_KEY_ID", "AKIDUNKNOWNKEY000000", "InvalidAccessKeyId"),
-])
+@pytest.mark.parametrize("side,override,code", [
+    ("source", {"MIGRATE_SOURCE_AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "SignatureDoesNotMatch"),
+    ("target", {"MIGRATE_TARGET_AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "SignatureDoesNotMatch"),
+    ("source", {"MIGRATE_SOURCE_AWS_ACCESS_KEY_ID": "AKIDUNKNOWNKEY000000"}, "InvalidAccessKeyId"),
+    ("target", {"MIGRATE_TARGET_AWS_ACCESS_KEY_ID": "AKIDUNKNOWNKEY000000"}, "InvalidAccessKeyId"),
+    # valid keys of a user with no policy: authenticated, then refused (values name setup()'s keys)
+    ("source", {"MIGRATE_SOURCE_AWS_ACCESS_KEY_ID": "denied_id",
+                "MIGRATE_SOURCE_AWS_SECRET_ACCESS_KEY": "denied_secret"}, "AccessDenied"),
+    ("target", {"MIGRATE_TARGET_AWS_ACCESS_KEY_ID": "denied_id",
+                "MIGRATE_TARGET_AWS_SECRET_ACCESS_KEY": "denied_secret"}, "AccessDenied"),
+], ids=["source-secret", "target-secret", "source-key", "target-key", "source-denied", "target-denied"])
 @pytest.mark.parametrize("command", ["plan", "copy", "verify"])
 def test_refused_credentials_are_one_clear_line(auth_server, tmp_path: Path, command: str, side: str,
-                                                variable: str, value: str, code: str) -> None:
+                                                override: dict[str, str], code: str) -> None:
     server, keys = auth_server
-    res = run_cli("s3", command, *_args(server, tmp_path, command), env=_env(keys, **{variable: value}))
+    env = _env(keys, **{variable: keys.get(value, value) for variable, value in override.items()})
+    res = run_cli("s3", command, *_args(server, tmp_path, command), env=env)
     assert res.code == 1, res.output
     lines = res.err.strip().splitlines()
     assert lines[-1].startswith(f"error: the {side} credentials were refused for s3://auth-"), res.err
-    assert code in lines[-1] and "Traceback" not in res.err
-    assert keys["source_secret"] not in res.output and keys["target_secret"] not in res.output
+    assert f"({code})" in lines[-1] and "Traceback" not in res.err
+    for secret in ("source_secret", "target_secret", "denied_secret"):
+        assert keys[secret] not in res.output
 
 
 def test_good_credentials_copy_and_verify(auth_server, tmp_path: Path) -> None:
@@ -91,5 +102,9 @@ def test_good_credentials_copy_and_verify(auth_server, tmp_path: Path) -> None:
     server, keys = auth_server
     res = run_cli("s3", "copy", *_args(server, tmp_path, "copy"), env=_env(keys))
     assert res.code == 0, res.output
+    target = server.client("s3", {"access_key_id": keys["target_id"], "secret_access_key": keys["target_secret"]})
+    copied = target.get_object(Bucket="auth-dst", Key="data/a.csv")
+    assert copied["Body"].read() == b"id,name\n1,a\n"
+    assert [o["Key"] for o in target.list_objects_v2(Bucket="auth-dst").get("Contents", [])] == ["data/a.csv"]
     res = run_cli("s3", "verify", *_args(server, tmp_path, "verify"), env=_env(keys))
     assert res.code == 0, res.output

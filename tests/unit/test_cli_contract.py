@@ -157,23 +157,24 @@ def _install_fake(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "code"),
+    ("exc", "code", "line"),
     [
-        (MigrateError("it broke"), 1),
-        (ConfigError("bad option"), 2),
-        (KeyboardInterrupt(), 130),
-        (Interrupted("stopped"), 130),
-        (RuntimeError("surprise"), 1),
+        (MigrateError("it broke"), 1, "error: it broke"),
+        (MigrateError("it broke", hint="try again"), 1, "error: it broke (try again)"),
+        (ConfigError("bad option"), 2, "error: bad option"),
+        (KeyboardInterrupt(), 130, "interrupted: stopped before finishing; nothing unfinished was reported as done"),
+        (Interrupted("stopped"), 130, "error: stopped"),
+        (RuntimeError("surprise"), 1, "error: unexpected RuntimeError: surprise (run with -v for the traceback)"),
     ],
 )
 def test_error_boundary_maps_exit_codes(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], exc: BaseException, code: int
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], exc: BaseException, code: int, line: str
 ) -> None:
     _install_fake(monkeypatch, exc)
     assert main(["boom"]) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
+    assert err.strip().splitlines() == [line], err
 
 
 def test_traceback_only_with_verbose(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -264,5 +264,9 @@ def test_cli_unset_reference_exit_2_and_only_choice(tmp_path: Path) -> None:
     plan.write_text(GOOD)
     res = run_cli("run", "--plan", str(plan), "--env", "staging", "--dry-run")
     assert res.code == ExitCode.USAGE and "STAGING_SOURCE is not set" in res.err
-    res = run_cli("run", "--plan", str(plan), "--env", "staging", "--only", "web")
+    # With the reference set, the only thing wrong is the --only value: click's Choice must refuse it.
+    res = run_cli("run", "--plan", str(plan), "--env", "staging", "--only", "web", "--dry-run",
+                  env={"STAGING_SOURCE": "postgresql://app@127.0.0.1:1/app"})
     assert res.code == ExitCode.USAGE
+    assert "Invalid value for '--only'" in res.err and "'web' is not one of" in res.err, res.err
+    assert "STAGING_SOURCE" not in res.err

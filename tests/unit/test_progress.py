@@ -10,6 +10,15 @@ from migrate.config import register_secret
 from migrate.progress import NullReporter, PlainReporter, RecordingReporter, RichReporter, human_bytes
 
 
+def _wait_for_line(out: io.StringIO, pattern: str, deadline: float = 10.0) -> None:
+    """Poll until the reporter's thread has written a line matching pattern (it writes every interval;
+    a loaded machine may delay it well past one interval, so wait up to several seconds)."""
+    end = time.monotonic() + deadline
+    while not any(re.search(pattern, ln) for ln in out.getvalue().splitlines()):
+        assert time.monotonic() < end, f"no line matching {pattern!r} within {deadline}s: {out.getvalue()[-600:]!r}"
+        time.sleep(0.02)
+
+
 def test_recording_reporter_accepts_negative_progress() -> None:
     rec = RecordingReporter()
     rec.on_start("copy t", total=100, unit="bytes")
@@ -27,7 +36,7 @@ def test_plain_reporter_prints_timestamped_redacted_lines() -> None:
     rep = PlainReporter(out, interval=0.05)
     rep.on_start("copy public.t", total=2048, unit="bytes")
     rep.on_progress("copy public.t", 1024)
-    time.sleep(0.2)  # at least one periodic line
+    _wait_for_line(out, r"progress: copy public\.t 1\.0 KiB/2\.0 KiB \(50%\)")  # at least one periodic line
     rep.note("connecting to postgresql://u:plain-reporter-secret@h/db")
     rep.on_done("copy public.t")
     rep.close()
@@ -117,7 +126,7 @@ def test_percent_tasks_show_a_percentage_not_an_amount() -> None:
     rep = PlainReporter(out, interval=0.05)
     rep.on_start("index public.t_pkey", total=100, unit="%")
     rep.on_progress("index public.t_pkey", 25)
-    time.sleep(0.2)
+    _wait_for_line(out, r"progress: index public\.t_pkey 25%")
     rep.on_progress("index public.t_pkey", 75)
     rep.on_done("index public.t_pkey")
     rep.close()

@@ -50,11 +50,23 @@ def test_database_url_parts_and_without_password() -> None:
     assert "topsecret" not in repr(url)
 
 
-@pytest.mark.parametrize("bad", ["", "mysql://u@h/db", "postgresql://u:pw@h:notaport/db", "postgresql:///db"])
-def test_malformed_urls_are_config_errors(bad: str) -> None:
-    with pytest.raises(ConfigError) as info:
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ("", r"^database URL is empty \(give postgresql://USER@HOST:PORT/DBNAME\)$"),
+        ("mysql://u:pw-4711-a@h/db", r"^database URL: not a PostgreSQL URL \(it must start with postgresql://\)"),
+        ("postgresql://u:pw-4711-b@h:notaport/db", r"^database URL: malformed URL \(Port could not be cast"),
+        ("postgresql://u:pw-4711-c@h:99999/db", r"^database URL: malformed URL \(Port out of range"),
+        ("postgresql://:pw-4711-d@/db", r"^database URL: the URL has no host"),
+        ("postgresql:///db", r"^database URL: the URL has no host"),
+    ],
+)
+def test_malformed_urls_are_config_errors(bad: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
         DatabaseURL.parse(bad)
-    assert "pw" not in str(info.value) or "pw@" not in str(info.value)
+    message = str(info.value)  # the raw message, not a redacted one
+    assert "pw-4711" not in message  # every password above starts with pw-4711
+    assert len(message.splitlines()) == 1
 
 
 def test_secret_and_s3_side_repr() -> None:
