@@ -116,6 +116,30 @@ def pin_session(conn: psycopg.Connection) -> None:
         conn.commit()
 
 
+# How often (ms) a target backend running one of our long statements (an index build, ANALYZE, a
+# post-data step) checks that we are still connected (PostgreSQL 14+, Linux servers; RDS included).
+# Without it a copy killed with SIGKILL leaves its statement running to the end, and a rerun has to
+# wait for it (resume.leftover_sessions refuses meanwhile).
+CLIENT_CHECK_MS = 1000
+CLIENT_CHECK_MIN_VERSION = 140000
+
+
+def end_work_when_client_goes(conn: psycopg.Connection) -> None:
+    """Make the server cancel this session's statement soon after our process dies."""
+    conn.execute(
+        "SELECT pg_catalog.set_config('client_connection_check_interval', %s, false)"
+        " WHERE pg_catalog.current_setting('server_version_num')::int >= %s",
+        (str(CLIENT_CHECK_MS), CLIENT_CHECK_MIN_VERSION),
+    )
+
+
+def client_check_options(server_version_num: int) -> str:
+    """The same for a libpq program's sessions, as PGOPTIONS ("" before PostgreSQL 14)."""
+    if server_version_num < CLIENT_CHECK_MIN_VERSION:
+        return ""
+    return f"-c client_connection_check_interval={CLIENT_CHECK_MS}"
+
+
 def begin_snapshot_reader(conn: psycopg.Connection, snapshot: str | None) -> None:
     """Start a read-only REPEATABLE READ transaction, adopting `snapshot` when given.
 

@@ -48,7 +48,7 @@ from psycopg import sql
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
 from migrate.db import resume
-from migrate.db.connect import connect, qualified
+from migrate.db.connect import client_check_options, connect, end_work_when_client_goes, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
     libpq_target,
@@ -333,6 +333,7 @@ class _Copier:
             conn = connect(self.cfg.db.target, "target")
             # Durability of each commit does not matter mid-load: a failed load is redone with --clean.
             conn.execute("SET synchronous_commit = off")
+            end_work_when_client_goes(conn)
             conn.commit()
             self._local.target = conn
             with self._conns_lock:
@@ -540,9 +541,17 @@ class _Copier:
         if jobs > 1:
             argv += ["-j", str(jobs)]
         argv.append(str(self.tmp / "schema.dump"))
-        # Named, so that a rerun can tell its sessions from anyone else's (see resume.leftover_sessions).
-        res = self._run_tool(argv, {**tool_env(tgt), "PGAPPNAME": RESTORE_APP}, "pg_restore")
+        res = self._run_tool(argv, self._restore_env(), "pg_restore")
         self._classify_restore(res, section)
+
+    def _restore_env(self) -> dict[str, str]:
+        """pg_restore's environment: named, so that a rerun can tell its sessions from anyone else's
+        (see resume.leftover_sessions), and its statements end soon after it dies."""
+        env = {**tool_env(self.cfg.db.target), "PGAPPNAME": RESTORE_APP}
+        check = client_check_options(self.detail.target_version_num)
+        if check:
+            env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {check}".strip()
+        return env
 
     def _classify_restore(self, res: subprocess.CompletedProcess[bytes], what: str) -> None:
         text = res.stderr.decode("utf-8", "replace")
@@ -1000,7 +1009,7 @@ class _Copier:
         app = RESTORE_APP
         restore = self.children.popen(
             [restore_tool.path, "--no-owner", "--no-acl", "--dbname", libpq_target(tgt)],
-            env={**tool_env(tgt), "PGAPPNAME": app}, stdin=dump.stdout, stdout=subprocess.DEVNULL,
+            env=self._restore_env(), stdin=dump.stdout, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         assert dump.stdout is not None

@@ -5,6 +5,7 @@ pg_restore's errors as harmless or fatal."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import logging
 import os
@@ -102,6 +103,25 @@ def tool_env(url: DatabaseURL) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def death_signal_prefix() -> tuple[str, ...]:
+    """A command prefix that has the kernel send the child SIGTERM when the thread that started it
+    ends (Linux PR_SET_PDEATHSIG, kept across exec): util-linux's setpriv. Empty where there is none.
+
+    Every child is started and waited for by one thread, which outlives it; so the signal comes only
+    when this process dies without ending its children itself (ChildProcesses.terminate_all).
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "TERM", "--")
+    try:
+        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return prefix if ok else ()
+
+
 class ChildProcesses:
     """Every client program we start, so that an interrupt can end them all (no orphans)."""
 
@@ -114,8 +134,9 @@ class ChildProcesses:
         if self.cancelled.is_set():
             raise KeyboardInterrupt
         log.debug("running %s", redact(" ".join(argv)))
-        # Own session: a terminal's Ctrl-C reaches us, and we decide how children end.
-        proc = subprocess.Popen(argv, env=env, start_new_session=True, **kw)
+        # Own session: a terminal's Ctrl-C reaches us, and we decide how children end. Should we be
+        # killed outright (SIGKILL, the OOM killer), the kernel sends each child SIGTERM.
+        proc = subprocess.Popen([*death_signal_prefix(), *argv], env=env, start_new_session=True, **kw)
         with self._lock:
             self._procs.add(proc)
         return proc
