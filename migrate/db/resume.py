@@ -179,7 +179,8 @@ def already_restored(source: psycopg.Connection, target: psycopg.Connection,
 
 def leftover_sessions(conn: psycopg.Connection) -> list[str]:
     """Sessions of an earlier paas-migrate run still working in this database (a run killed with
-    SIGKILL leaves its pg_restore, and queries its server has not yet found orphaned): "pid: query"."""
+    SIGKILL where its children outlive it, no setpriv, or a statement a pre-14 server does not
+    cancel when its client goes): "pid: query"."""
     return [
         f"{pid}: {query}"
         for pid, query in conn.execute(
