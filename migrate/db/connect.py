@@ -103,6 +103,7 @@ def connect(
         )
     except psycopg.OperationalError as exc:
         raise describe_connect_error(exc, url, role) from None
+    end_work_when_client_goes(conn)
     if pin:
         pin_session(conn)
     return conn
@@ -116,28 +117,29 @@ def pin_session(conn: psycopg.Connection) -> None:
         conn.commit()
 
 
-# How often (ms) a target backend running one of our long statements (an index build, ANALYZE, a
-# post-data step) checks that we are still connected (PostgreSQL 14+, Linux servers; RDS included).
-# Without it a copy killed with SIGKILL leaves its statement running to the end, and a rerun has to
-# wait for it (resume.leftover_sessions refuses meanwhile).
+# How often (ms) a backend running one of our statements (an index build, ANALYZE, a hash, DROP
+# OWNED) checks that we are still connected (PostgreSQL 14+ on Linux, RDS included). Without it a
+# process killed with SIGKILL leaves its statement running to the end (on the target, a rerun would
+# have to wait for it: resume.leftover_sessions refuses meanwhile). Set by SQL, not as a startup
+# option: RDS Proxy and poolers refuse startup options. pg_restore needs none: on the SIGTERM the
+# kernel sends it when we die (pgtools.death_signal_prefix) it cancels its own statement.
 CLIENT_CHECK_MS = 1000
-CLIENT_CHECK_MIN_VERSION = 140000
 
 
 def end_work_when_client_goes(conn: psycopg.Connection) -> None:
-    """Make the server cancel this session's statement soon after our process dies."""
-    conn.execute(
-        "SELECT pg_catalog.set_config('client_connection_check_interval', %s, false)"
-        " WHERE pg_catalog.current_setting('server_version_num')::int >= %s",
-        (str(CLIENT_CHECK_MS), CLIENT_CHECK_MIN_VERSION),
-    )
-
-
-def client_check_options(server_version_num: int) -> str:
-    """The same for a libpq program's sessions, as PGOPTIONS ("" before PostgreSQL 14)."""
-    if server_version_num < CLIENT_CHECK_MIN_VERSION:
-        return ""
-    return f"-c client_connection_check_interval={CLIENT_CHECK_MS}"
+    """Have the server cancel this session's statement soon after our process dies. Best effort:
+    before PostgreSQL 14, or on a server platform without the check (Windows), nothing is set."""
+    try:
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_catalog.set_config('client_connection_check_interval', %s, false)"
+                " WHERE pg_catalog.current_setting('server_version_num')::int >= 140000",
+                (str(CLIENT_CHECK_MS),),
+            )
+    except psycopg.Error as exc:
+        log.debug("client_connection_check_interval not set: %s", exc)
+    if not conn.autocommit:
+        conn.commit()
 
 
 def begin_snapshot_reader(conn: psycopg.Connection, snapshot: str | None) -> None:

@@ -48,7 +48,7 @@ from psycopg import sql
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
 from migrate.db import resume
-from migrate.db.connect import client_check_options, connect, end_work_when_client_goes, qualified
+from migrate.db.connect import connect, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
     libpq_target,
@@ -333,7 +333,6 @@ class _Copier:
             conn = connect(self.cfg.db.target, "target")
             # Durability of each commit does not matter mid-load: a failed load is redone with --clean.
             conn.execute("SET synchronous_commit = off")
-            end_work_when_client_goes(conn)
             conn.commit()
             self._local.target = conn
             with self._conns_lock:
@@ -546,12 +545,8 @@ class _Copier:
 
     def _restore_env(self) -> dict[str, str]:
         """pg_restore's environment: named, so that a rerun can tell its sessions from anyone else's
-        (see resume.leftover_sessions), and its statements end soon after it dies."""
-        env = {**tool_env(self.cfg.db.target), "PGAPPNAME": RESTORE_APP}
-        check = client_check_options(self.detail.target_version_num)
-        if check:
-            env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {check}".strip()
-        return env
+        (see resume.leftover_sessions)."""
+        return {**tool_env(self.cfg.db.target), "PGAPPNAME": RESTORE_APP}
 
     def _classify_restore(self, res: subprocess.CompletedProcess[bytes], what: str) -> None:
         text = res.stderr.decode("utf-8", "replace")

@@ -27,7 +27,6 @@ class DbPlanDetail:
     target_relations: list[str]
     tools: dict[str, PgTool] = field(default_factory=dict)
     resume: resume.ResumeState | None = None  # the target's record of an interrupted copy
-    target_version_num: int = 0
 
 
 def plan_database(cfg: DbCopyConfig) -> Plan:
@@ -79,8 +78,7 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
         tgt.rollback()
 
     plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
-    detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state,
-                          target_version_num=target_version_num)
+    detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state)
     source_major = source.server_version_num // 10000
     tools_needed = ["pg_dump", "pg_restore"] + (["psql"] if cfg.mode == "parallel" else [])
     for name in tools_needed:

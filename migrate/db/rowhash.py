@@ -9,7 +9,10 @@ the XOR of these. Otherwise it is the two halves of the md5 of the whole row's t
 Converting a row to text costs most of a scan (record_out calls every column's output function):
 hashing the value directly is 2.5-4x cheaper on an integer/char(n) table. A range's fingerprint
 is (count, sum of the first hashes, sum of the second): sums do not depend on row order and,
-unlike XOR, a duplicated row changes them.
+unlike XOR, a duplicated row changes them. A difference goes unseen only if both sums happen to
+coincide: about 2^-64 for a changed, missing or extra row; about 2^-53 for one value swapped
+between two rows (within a row the column hashes are XORed, across rows summed: the carries
+differ in about 3/4 of the bits, per sum).
 Everything is aggregated by the server; Python only ever receives three numbers per range, or
 (for a range the caller has bounded to a small size) keys and row md5s.
 
@@ -126,22 +129,24 @@ def row_text_expr(columns: tuple[Column, ...]) -> str:
     return "ROW(" + ", ".join(_value_expr(c) for c in columns) + ")::text"
 
 
-# Types whose default hash opclass function is exact on the value (equal hash input iff equal text
-# form, given pinned session settings), keyed by type oid: int2, int4, int8, oid, text, varchar,
-# uuid, timestamp, timestamptz. Not numeric (its hash ignores the scale: 1.0 and 1.00), nor jsonb
-# (its numbers likewise), nor floats (-0 and 0), nor enums (hashes the oid, which differs between
-# servers), nor domains (their own oid: they take the text path). char(n) is handled apart.
+# Types hashed by value, keyed by type oid, each exact on the value (equal hash input iff equal text
+# form, given pinned session settings): int2, int4, int8, oid, text, varchar, uuid, timestamp,
+# timestamptz. Not the opclass functions of int8 and timestamps: they fold 64 bits into 32 first
+# (-1 and 4294967295 hash alike under every seed), so int8 hashes its two halves chained (the low
+# half's hash seeds the high half's), and timestamps their 8-byte binary form (the instant itself,
+# whatever the session's TimeZone). Not numeric (its hash ignores the scale: 1.0 and 1.00), nor
+# jsonb (its numbers likewise), nor floats (-0 and 0), nor enums (hashes the oid, which differs
+# between servers), nor domains (their own oid: they take the text path). char(n) is handled apart.
 _TYPED_HASH = {
     21: "hashint2extended({v}, {s})",
     23: "hashint4extended({v}, {s})",
-    20: "hashint8extended({v}, {s})",
+    20: "hashint4extended(({v} >> 32)::int4, hashoidextended(({v} & 4294967295)::oid, {s}))",
     26: "hashoidextended({v}, {s})",
     25: 'hashtextextended({v} COLLATE "C", {s})',
     1043: 'hashtextextended({v} COLLATE "C", {s})',
     2950: "uuid_hash_extended({v}, {s})",
-    1114: "timestamp_hash_extended({v}, {s})",
-    # The instant as a UTC timestamp: one-to-one, whatever the session's TimeZone.
-    1184: "timestamp_hash_extended({v} AT TIME ZONE 'UTC', {s})",
+    1114: "hashtextextended(encode(timestamp_send({v}), 'hex') COLLATE \"C\", {s})",
+    1184: "hashtextextended(encode(timestamptz_send({v}), 'hex') COLLATE \"C\", {s})",
 }
 _BPCHAR = 1042
 
@@ -165,10 +170,12 @@ HASH_BUILTIN = "per-column hash"
 # Every hash function the fingerprint may call, on a value of its type: the two servers must agree on all.
 _PROBE = """SELECT concat_ws(' ',
     hashtextextended('paas-migrate probe: ✓ 0.30000000000000004' COLLATE "C", 0),
-    hashint2extended(-12345::int2, 3), hashint4extended(-1234567890, 4), hashint8extended(-1234567890123456789, 5),
+    hashint2extended(-12345::int2, 3), hashint4extended(-1234567890, 4),
+    hashint4extended((-1234567890123456789::int8 >> 32)::int4,
+                     hashoidextended((-1234567890123456789::int8 & 4294967295)::oid, 5)),
     hashoidextended(4000000000::oid, 6), uuid_hash_extended('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, 7),
-    timestamp_hash_extended('2024-02-29 23:59:59.999999'::timestamp, 8),
-    timestamp_hash_extended(timestamptz '1999-12-31 23:00:00.5-05' AT TIME ZONE 'UTC', 9),
+    hashtextextended(encode(timestamp_send('2024-02-29 23:59:59.999999'::timestamp), 'hex') COLLATE "C", 8),
+    hashtextextended(encode(timestamptz_send('1999-12-31 23:00:00.5-05'::timestamptz), 'hex') COLLATE "C", 9),
     hashbpcharextended('ü  '::char(5) COLLATE "C", 10))"""
 
 
@@ -227,6 +234,10 @@ class Hasher:
     columns: tuple[Column, ...]
     key: tuple[Column, ...] = field(default_factory=tuple)
     algorithm: str = HASH_MD5
+    # Columns that may be hashed by value: those of the same type on both sides (a source int4
+    # hashed with hashint4extended would not even run on a target's int8; a char(3) hash would hide
+    # a target text column's trailing spaces). The others go through the row's text. None: all.
+    by_value: frozenset[str] | None = None
 
     @property
     def source(self) -> str:
@@ -262,7 +273,7 @@ class Hasher:
             rest: list[Column] = []
             for i, col in enumerate(self.columns):
                 a, b = typed_hash_expr(col, 2 * i + 2), typed_hash_expr(col, 2 * i + 3)
-                if a is None or b is None:
+                if a is None or b is None or (self.by_value is not None and col.name not in self.by_value):
                     rest.append(col)
                 else:
                     typed.append((a, b))

@@ -285,14 +285,16 @@ class _Verifier:
             if other.relkind == "m" and not other.populated:
                 report.diffs.append(Diff(info.kind, info.display, Outcome.DIFFER, "not populated on target"))
                 continue
-            target_cols = {c.name for c in other.columns}
+            target_cols = {c.name: c for c in other.columns}
             columns = tuple(c for c in info.columns if c.name in target_cols)
+            same_type = frozenset(c.name for c in columns if (c.type_oid, c.type_sql) == (
+                target_cols[c.name].type_oid, target_cols[c.name].type_sql))
             note = ""
             if len(columns) != len(info.columns) or len(target_cols) != len(columns):
                 note = f"compared the {len(columns)} columns both sides have"
             same_key = [c.name for c in info.key] == [c.name for c in other.key]
             pk = info.key if same_key and all(c in columns for c in info.key) else ()
-            jobs.append(_TableJob(info, Hasher(info, columns, pk, self.algorithm), note))
+            jobs.append(_TableJob(info, Hasher(info, columns, pk, self.algorithm, same_type), note))
         self.reporter.note(f"data: hashing {len(jobs)} tables on both sides with {self.jobs} workers")
         source_rows = 0
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="verify")
