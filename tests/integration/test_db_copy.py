@@ -16,6 +16,7 @@ import pytest
 from tests.support import pgdump
 from tests.support.cli import interrupt, run_cli, start_cli
 from tests.support.dbstate import assert_untouched
+from tests.support.procs import client_command_lines, client_programs
 
 HARD_SCHEMA = (Path(__file__).parents[1] / "fixtures" / "hard_schema.sql").read_text()
 
@@ -475,25 +476,10 @@ def test_source_killed_mid_copy_fails_naming_table_then_rerun_succeeds(dbs) -> N
         assert conn.execute("SELECT count(*) FROM slow_big").fetchone() == (1500000,)
 
 
-def _children_alive(parent_pid: int) -> list[str]:
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        # The client programs themselves (their arguments may name our temporary directory).
-        if argv and Path(argv[0].decode(errors="replace")).name in ("pg_dump", "pg_restore", "psql"):
-            alive.append(b" ".join(argv).decode(errors="replace"))
-    return alive
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_exits_130_and_leaves_no_client_processes(dbs, sig: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _seed_slow_table(dbs)
-    before = set(_children_alive(os.getpid()))
+    before = set(client_command_lines())
     report = tmp_path / "report.json"
     report.write_text('{"status": "success"}')  # an earlier run's: must not survive as this run's
     # Progress shown (plain lines, as in an ECS task's log): nothing unfinished is reported done.
@@ -510,7 +496,7 @@ def test_interrupt_exits_130_and_leaves_no_client_processes(dbs, sig: int, tmp_p
     assert any("interrupted during data" in e for e in written["errors"]), written["errors"]
     # Checked at once, with no grace period: the command must have ended (and reaped) its client programs
     # before it exited. A delay here would let an orphaned psql die of SIGPIPE and hide a broken clean-up.
-    leftover = [c for c in _children_alive(os.getpid()) if c not in before and str(dbs.source_cluster.port) in c]
+    leftover = [c for c in client_command_lines() if c not in before and str(dbs.source_cluster.port) in c]
     assert leftover == []
     with psycopg.connect(dbs.source_cluster.url(dbs.source_db), autocommit=True) as conn:
         deadline = time.monotonic() + 10
@@ -526,15 +512,9 @@ def _wait_for_process(name: str, marker: str, timeout: float = 60) -> int:
     """Poll /proc until a client program `name` whose arguments contain `marker` runs; its pid."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if Path(argv[0].decode(errors="replace")).name == name and marker.encode() in b" ".join(argv):
-                return int(entry.name)
+        for pid, prog, cmd in client_programs():
+            if prog == name and marker in cmd:
+                return pid
         time.sleep(0.005)
     raise AssertionError(f"no {name} with {marker!r} started")
 
@@ -544,7 +524,7 @@ def test_interrupt_during_pre_data_leaves_no_pg_dump(dbs, tmp_path: Path) -> Non
     so it must be gone the moment the interrupted command has exited."""
     dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
     port = str(dbs.source_cluster.port)
-    before = set(_children_alive(os.getpid()))
+    before = set(client_command_lines())
     report = tmp_path / "report.json"
     proc = start_cli("db", "copy", "--jobs", "2", "--no-verify", "--report", str(report), env=env_for(dbs))
     dump = _wait_for_process("pg_dump", "--section=pre-data")
@@ -554,7 +534,7 @@ def test_interrupt_during_pre_data_leaves_no_pg_dump(dbs, tmp_path: Path) -> Non
     try:
         res = interrupt(proc, signal.SIGTERM)
         # At once, no grace period: the command must have ended its pg_dump before it exited.
-        leftover = [c for c in _children_alive(os.getpid()) if c not in before and port in c]
+        leftover = [c for c in client_command_lines() if c not in before and port in c]
         assert leftover == [], leftover
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -633,7 +613,7 @@ def test_interrupt_during_pg_restore_cancels_its_server_work(dbs, mode: str) -> 
         "INSERT INTO p SELECT g, md5(g::text) FROM generate_series(1, 2000000) g;"
         "CREATE INDEX p_v ON p (v); CREATE INDEX p_v_id ON p (v, id); CREATE INDEX p_id_v ON p (id, v);"
     )
-    before = set(_children_alive(os.getpid()))
+    before = set(client_command_lines())
     proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", "--mode", mode, env=env_for(dbs))
     active = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
               " AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
@@ -648,7 +628,7 @@ def test_interrupt_during_pg_restore_cancels_its_server_work(dbs, mode: str) -> 
         res = interrupt(proc, signal.SIGTERM)
         assert res.code == 130, res.output
         # Ended before we exited (not left to finish the restore on its own)...
-        assert [c for c in _children_alive(os.getpid()) if c not in before] == []
+        assert [c for c in client_command_lines() if c not in before] == []
         # ...and its queries were cancelled, not left running on the server.
         deadline = time.monotonic() + 2
         while conn.execute(active).fetchone() != (0,):

@@ -12,8 +12,9 @@ import time
 import psycopg
 import pytest
 
-from tests.integration.test_db_copy import _children_alive, assert_same_database, env_for
+from tests.integration.test_db_copy import assert_same_database, env_for
 from tests.support.cli import run_cli, start_cli
+from tests.support.procs import client_command_lines
 
 pytestmark = pytest.mark.postgres
 
@@ -51,7 +52,7 @@ CREATE INDEX big_slow ON big (slow(v));
 def test_sigkill_leaves_no_client_and_no_statement_running(dbs, mode: str, building: str) -> None:  # type: ignore[no-untyped-def]
     dbs.source_sql(SEED)
     dbs.target_sql(f"ALTER DATABASE {dbs.target_db} SET test.slow = 'on'")
-    before = set(_children_alive(os.getpid()))
+    before = set(client_command_lines())
     proc = start_cli("db", "copy", "--jobs", "1", "--no-verify", "--mode", mode, env=env_for(dbs))
     with psycopg.connect(dbs.target_admin_url, autocommit=True) as conn:
         deadline = time.monotonic() + 120
@@ -68,7 +69,7 @@ def test_sigkill_leaves_no_client_and_no_statement_running(dbs, mode: str, build
         # program of ours is left, and nothing of ours is running on the target.
         deadline = time.monotonic() + 4
         while True:
-            left = [c for c in _children_alive(os.getpid()) if c not in before]
+            left = [c for c in client_command_lines() if c not in before]
             running = conn.execute(ACTIVE).fetchall()
             if not left and not running:
                 break
