@@ -311,7 +311,7 @@ class Hasher:
         texts = ", ".join(f"k{i}::text" for i in range(len(self.key)))
         query = (
             f"SELECT {texts} FROM (SELECT {keys}, row_number() OVER (ORDER BY {self._key_row()}) AS rn"
-            f" FROM {self.source}{self.where(rng)}) s WHERE rn % {int(every)} = 1 AND rn > 1 ORDER BY s.rn"
+            f" FROM {self.source}{self.where(rng)}) s WHERE (rn - 1) % {int(every)} = 0 AND rn > 1 ORDER BY s.rn"
         )
         return [tuple(r) for r in conn.execute(query).fetchall()]
 

@@ -151,6 +151,7 @@ class _RangeResult:
     ranges: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # the first KEYS_REPORTED of them
     key_count: int = 0
+    counted_all: bool = True  # False when narrowing stopped early: key_count is then a lower bound
     error: str = ""
 
 
@@ -244,16 +245,21 @@ class _Verifier:
                 res.ranges.append(rng.describe(hasher.key))
             return
         subs: list[KeyRange] = []
-        if depth < MAX_DEPTH and fs.count > 0:
-            src, _ = self.s.worker()
-            with src.transaction():
-                subs = hasher.split(src, rng, math.ceil(fs.count / FANOUT))
+        rows = max(fs.count, ft.count)
+        if depth < MAX_DEPTH and rows > 0:
+            # Cut at the keys of the side with more rows: rows the other side lacks (extra on the
+            # target, missing on it) are then spread over the parts too, down to nameable keys.
+            src, tgt = self.s.worker()
+            side = src if fs.count >= ft.count else tgt
+            with side.transaction():
+                subs = hasher.split(side, rng, math.ceil(rows / FANOUT))
         if len(subs) <= 1:
             if rng.bounded:
                 res.ranges.append(rng.describe(hasher.key))
             return
         for sub in subs:
             if len(res.ranges) >= RANGES_REPORTED and res.key_count >= KEYS_REPORTED:
+                res.counted_all = False
                 break
             s2, t2 = self._both(hasher, sub)
             if not s2.same(t2):
@@ -326,6 +332,7 @@ class _Verifier:
                 r.ranges.extend(part.ranges)
                 r.keys.extend(part.keys[: max(0, KEYS_REPORTED - len(r.keys))])
                 r.key_count += part.key_count
+                r.counted_all = r.counted_all and part.counted_all
                 r.error = r.error or part.error
                 self.reporter.on_progress(job.info.display, part.source_rows)
                 job.pending -= 1
@@ -376,7 +383,8 @@ class _Verifier:
             parts.append(f"rows {r.source_rows} on source, {r.target_rows} on target")
             if r.keys:
                 shown = r.keys[:KEYS_REPORTED]
-                more = f" and {r.key_count - len(shown)} more" if r.key_count > len(shown) else ""
+                at_least = "" if r.counted_all else "at least "
+                more = f" and {at_least}{r.key_count - len(shown)} more" if r.key_count > len(shown) else ""
                 parts.append("differing keys: " + "; ".join(shown) + more)
             if r.ranges:
                 parts.append("differing ranges: " + "; ".join(r.ranges[:RANGES_REPORTED]))
