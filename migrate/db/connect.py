@@ -136,10 +136,8 @@ def end_work_when_client_goes(conn: psycopg.Connection) -> None:
                 " WHERE pg_catalog.current_setting('server_version_num')::int >= 140000",
                 (str(CLIENT_CHECK_MS),),
             )
-    except psycopg.Error as exc:
+    except psycopg.Error as exc:  # the block is its own transaction either way: nothing is left open
         log.debug("client_connection_check_interval not set: %s", exc)
-    if not conn.autocommit:
-        conn.commit()
 
 
 def begin_snapshot_reader(conn: psycopg.Connection, snapshot: str | None) -> None:
