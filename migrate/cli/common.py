@@ -283,7 +283,7 @@ def say_outcome(report: Report) -> None:
         return
     if report.status is Status.DIFFERS:
         n = sum(v for k, v in report.outcome_totals().items() if k != "match")
-        line = f"verification found {n:,} differences (listed in the output and the report)"
+        line = f"verification found {n:,} difference{'' if n == 1 else 's'} (listed in the output and the report)"
     else:
         errors = report.errors or [e for c in report.children for e in c.errors]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

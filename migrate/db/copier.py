@@ -260,7 +260,7 @@ class _Copier:
             self.phase = "verify"
             self.reporter.note("verify: comparing source and target")
             started = time.monotonic()
-            verification = verify_databases(self.cfg.db, self.reporter)
+            verification = verify_databases(self.cfg.db, self.reporter, inside_copy=True)
             self.report.children.append(verification)
             self.report.phases.append(
                 PhaseResult("verify", time.monotonic() - started, jobs, note=verification.status.value)

@@ -149,6 +149,7 @@ _TYPED_HASH = {
     1184: "hashtextextended(encode(timestamptz_send({v}), 'hex') COLLATE \"C\", {s})",
 }
 _BPCHAR = 1042
+_INTEGER_TYPES = {20, 21, 23, 26}  # int8, int2, int4, oid: keys ordered as numbers in reports
 
 
 def typed_hash_expr(col: Column, seed: int) -> str | None:
@@ -352,6 +353,36 @@ class Hasher:
         if bounds is None:
             return self.split(conn, KeyRange(), every)
         return _tile(KeyRange(), bounds)
+
+    def key_order(self, key: Bound) -> tuple[tuple[int, object], ...]:
+        """A sort key for a key's text form that orders integer keys as numbers (10 after 9), others
+        byte-wise as the ranges do."""
+        out: list[tuple[int, object]] = []
+        for col, value in zip(self.key, key, strict=False):
+            if col.type_oid in _INTEGER_TYPES:
+                try:
+                    out.append((0, int(value)))
+                    continue
+                except ValueError:
+                    pass
+            out.append((1, value.encode()))
+        return tuple(out)
+
+    def describe_key(self, key: Bound) -> str:
+        return ", ".join(f"{c.name}={v}" for c, v in zip(self.key, key, strict=True))
+
+    def merge_ranges(self, ranges: list[KeyRange]) -> list[KeyRange]:
+        """Ranges in key order, those that touch (one's end is the next one's start) made one."""
+        def start(r: KeyRange) -> tuple[int, tuple[tuple[int, object], ...]]:
+            return (0, ()) if r.lo is None else (1, self.key_order(r.lo))
+
+        merged: list[KeyRange] = []
+        for rng in sorted(ranges, key=start):
+            if merged and merged[-1].hi is not None and merged[-1].hi == rng.lo:
+                merged[-1] = KeyRange(merged[-1].lo, rng.hi)
+            else:
+                merged.append(rng)
+        return merged
 
     def row_hashes(self, conn: psycopg.Connection, rng: KeyRange) -> dict[Bound, str]:
         """Key → row fingerprint for a small range (the caller bounds its size first)."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from migrate.config import DatabaseURL, DbJobConfig
-from migrate.db import catalog
+from migrate.db import catalog, resume
 from migrate.db.connect import (
     begin_snapshot_reader,
     connect,
@@ -42,6 +42,7 @@ from migrate.db.connect import (
 from migrate.db.rowhash import (
     HASH_BUILTIN,
     HASH_MD5,
+    Bound,
     Fingerprint,
     Hasher,
     KeyRange,
@@ -49,6 +50,7 @@ from migrate.db.rowhash import (
     builtin_hash_usable,
     list_tables,
 )
+from migrate.errors import PreflightError
 from migrate.model import Diff, Outcome, PhaseResult, Report
 from migrate.progress import Reporter
 
@@ -148,8 +150,8 @@ class _RangeResult:
     source_rows: int = 0
     target_rows: int = 0
     match: bool = True
-    ranges: list[str] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)  # the first KEYS_REPORTED of them
+    ranges: list[KeyRange] = field(default_factory=list)  # narrowed differing ranges (up to RANGES_REPORTED)
+    keys: list[tuple[Bound, str]] = field(default_factory=list)  # (key, outcome): the lowest KEYS_REPORTED
     key_count: int = 0
     counted_all: bool = True  # False when narrowing stopped early: key_count is then a lower bound
     error: str = ""
@@ -160,6 +162,7 @@ class _TableJob:
     info: TableInfo
     hasher: Hasher
     note: str = ""
+    no_key: str = "no primary key to narrow by"  # why hasher.key is empty, when it is
     pending: int = 0
     result: _RangeResult = field(default_factory=_RangeResult)
     shown: bool = False  # its progress task started (when a worker first takes one of its ranges)
@@ -227,8 +230,7 @@ class _Verifier:
                 a = hasher.row_hashes(src, rng)
             with tgt.transaction():
                 b = hasher.row_hashes(tgt, rng)
-            names = [c.name for c in hasher.key]
-            for key in sorted(set(a) | set(b)):
+            for key in sorted(set(a) | set(b), key=hasher.key_order):
                 if a.get(key) == b.get(key):
                     continue
                 if key not in b:
@@ -239,10 +241,9 @@ class _Verifier:
                     what = Outcome.DIFFER.value
                 res.key_count += 1
                 if len(res.keys) < KEYS_REPORTED:
-                    ident = ", ".join(f"{n}={v}" for n, v in zip(names, key, strict=True))
-                    res.keys.append(f"{ident} ({what})")
+                    res.keys.append((key, what))
             if len(res.ranges) < RANGES_REPORTED and rng.bounded:
-                res.ranges.append(rng.describe(hasher.key))
+                res.ranges.append(rng)
             return
         subs: list[KeyRange] = []
         rows = max(fs.count, ft.count)
@@ -255,7 +256,7 @@ class _Verifier:
                 subs = hasher.split(side, rng, math.ceil(rows / FANOUT))
         if len(subs) <= 1:
             if rng.bounded:
-                res.ranges.append(rng.describe(hasher.key))
+                res.ranges.append(rng)
             return
         for sub in subs:
             if len(res.ranges) >= RANGES_REPORTED and res.key_count >= KEYS_REPORTED:
@@ -300,7 +301,10 @@ class _Verifier:
                 note = f"compared the {len(columns)} columns both sides have"
             same_key = [c.name for c in info.key] == [c.name for c in other.key]
             pk = info.key if same_key and all(c in columns for c in info.key) else ()
-            jobs.append(_TableJob(info, Hasher(info, columns, pk, self.algorithm, same_type), note))
+            job = _TableJob(info, Hasher(info, columns, pk, self.algorithm, same_type), note)
+            if info.key and not pk:
+                job.no_key = "the primary key differs on the target (missing?), so differences are not narrowed to keys"
+            jobs.append(job)
         self.reporter.note(f"data: hashing {len(jobs)} tables on both sides with {self.jobs} workers")
         source_rows = 0
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="verify")
@@ -329,8 +333,8 @@ class _Verifier:
                 r.source_rows += part.source_rows
                 r.target_rows += part.target_rows
                 r.match = r.match and part.match
-                r.ranges.extend(part.ranges)
-                r.keys.extend(part.keys[: max(0, KEYS_REPORTED - len(r.keys))])
+                r.ranges.extend(part.ranges)  # each part keeps at most RANGES_REPORTED and KEYS_REPORTED:
+                r.keys.extend(part.keys)  # sorted by key and cut when the table is finished
                 r.key_count += part.key_count
                 r.counted_all = r.counted_all and part.counted_all
                 r.error = r.error or part.error
@@ -381,15 +385,24 @@ class _Verifier:
         else:
             outcome = Outcome.DIFFER
             parts.append(f"rows {r.source_rows} on source, {r.target_rows} on target")
+            if r.target_rows == 0 and r.source_rows:
+                parts.append("the target table is empty")
+            hasher = job.hasher
             if r.keys:
-                shown = r.keys[:KEYS_REPORTED]
+                r.keys.sort(key=lambda k: hasher.key_order(k[0]))
+                shown = [f"{hasher.describe_key(k)} ({what})" for k, what in r.keys[:KEYS_REPORTED]]
+                # Narrowing that stopped early counted only some keys; every missing or extra row is one.
+                total = r.key_count if r.counted_all else max(r.key_count, abs(r.source_rows - r.target_rows))
                 at_least = "" if r.counted_all else "at least "
-                more = f" and {at_least}{r.key_count - len(shown)} more" if r.key_count > len(shown) else ""
+                more = f" and {at_least}{total - len(shown)} more" if total > len(shown) else ""
                 parts.append("differing keys: " + "; ".join(shown) + more)
             if r.ranges:
-                parts.append("differing ranges: " + "; ".join(r.ranges[:RANGES_REPORTED]))
+                merged = hasher.merge_ranges(r.ranges)
+                described = "; ".join(rng.describe(hasher.key) for rng in merged[:RANGES_REPORTED])
+                left = f" and {len(merged) - RANGES_REPORTED} more ranges" if len(merged) > RANGES_REPORTED else ""
+                parts.append(f"differing ranges: {described}{left}")
             if not job.hasher.key:
-                parts.append("contents differ (no primary key to narrow by)")
+                parts.append(f"contents differ ({job.no_key})")
         if job.note:
             parts.append(job.note)
         detail = "; ".join(parts)
@@ -425,12 +438,16 @@ class _Verifier:
         with self.s.tgt.transaction():
             t_last, t_called = _seq_state(self.s.tgt, tmeta.relation)
         if (s_last, s_called) != (t_last, t_called):
-            return Diff(
-                "sequence value",
-                name,
-                Outcome.DIFFER,
-                f"last_value {s_last} (is_called {s_called}) on source, {t_last} (is_called {t_called}) on target",
-            )
+            detail = (f"last_value {s_last} (is_called {str(s_called).lower()}) on source,"
+                      f" {t_last} (is_called {str(t_called).lower()}) on target")
+            # The value each side would hand out next: a target behind the source repeats values the
+            # source's rows already hold (duplicate keys at the first insert after cutover).
+            s_next = s_last + smeta.increment if s_called else s_last
+            t_next = t_last + tmeta.increment if t_called else t_last
+            if (t_next < s_next) if smeta.increment > 0 else (t_next > s_next):
+                detail += (f": the target is behind (inserts may collide with copied rows);"
+                           f" to fix: SELECT setval('{name}', {s_last}, {str(s_called).lower()})")
+            return Diff("sequence value", name, Outcome.DIFFER, detail)
         if tmeta.owner_table and tmeta.owner_column:
             ascending = tmeta.increment > 0
             agg = "max" if ascending else "min"
@@ -561,14 +578,26 @@ def verify_databases(
     split_rows: int = SPLIT_ROWS,
     chunk_rows: int = CHUNK_ROWS,
     key_list_max: int = KEY_LIST_MAX,
+    inside_copy: bool = False,
 ) -> Report:
     """Compare schema, table contents, sequences and large objects of cfg.source and cfg.target.
 
-    Read-only on both sides. Raises ConnectionFailed when either side cannot be reached; any
-    other failure on one object becomes an Outcome.ERROR diff and the rest is still compared.
+    Read-only on both sides. Raises ConnectionFailed when either side cannot be reached, and
+    PreflightError while a db copy other than the caller (`inside_copy`) holds the target's copy
+    lock; any other failure on one object becomes an Outcome.ERROR diff and the rest is compared.
     """
     report = Report(kind="db-verify", source=cfg.source.display(), target=cfg.target.display())
     sessions = _Sessions(cfg)
+    if not inside_copy:
+        try:
+            holder = resume.lock_holder(sessions.tgt)
+        except BaseException:
+            sessions.close()
+            raise
+        if holder is not None:
+            sessions.close()
+            raise PreflightError(f"a db copy is writing into the target (session {holder}): nothing was compared",
+                                 hint="verify when it has finished (db copy verifies at its end unless --no-verify)")
     verifier = _Verifier(
         cfg, reporter, sessions, split_rows=split_rows, chunk_rows=chunk_rows, key_list_max=key_list_max
     )

@@ -3,8 +3,10 @@ independently of our copier) verifies clean, and each kind of corruption is foun
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 import subprocess
 import sys
 import uuid
@@ -266,7 +268,8 @@ CORRUPTIONS = [
     pytest.param(
         "SELECT setval('app.events_id_seq', 5)",
         ("sequence value", "app.events_id_seq", "differ"),
-        "last_value 120",
+        "last_value 120 (is_called true) on source, 5 (is_called true) on target: the target is behind"
+        " (inserts may collide with copied rows); to fix: SELECT setval('app.events_id_seq', 120, true)",
         set(),
         id="sequence-set-back",
     ),
@@ -507,6 +510,50 @@ def test_large_tables_are_cut_at_histogram_bounds_when_statistics_serve(pair: Db
         fresh_hasher = Hasher(fresh, fresh.columns, fresh.key, HASH_BUILTIN)
         assert fresh_hasher.histogram_bounds(conn, 250) is None
         assert [r.lo for r in fresh_hasher.initial_split(conn, 250)] == [None, ("251",), ("501",), ("751",)]
+
+
+def test_a_report_an_operator_can_act_on(pair: DbPair) -> None:
+    """Keys in key order (integers as numbers), touching ranges merged, a count of the rest that is never
+    below the rows missing, an empty target table said so, a sequence ahead not called behind, and a
+    primary key missing on the target named as the reason keys are not listed."""
+    pair.target_sql(
+        "DELETE FROM app.wide WHERE id BETWEEN 5 AND 14 OR id BETWEEN 2001 AND 2500;"
+        "TRUNCATE public.log_lines;"
+        "SELECT setval('app.events_id_seq', 500);"
+        "ALTER TABLE public.animals DROP CONSTRAINT animals_pkey; UPDATE public.animals SET name = 'dog' WHERE id = 1;"
+    )
+    cfg = DbJobConfig.build(pair.source_url, pair.target_url, jobs=2)
+    report = verify_databases(cfg, RecordingReporter(), split_rows=100, chunk_rows=250, key_list_max=40)
+    details = {d.name: d.detail for d in report.differences()}
+    wide = details["app.wide"]
+    assert wide.startswith("rows 3000 on source, 2490 on target; differing keys: "), wide
+    keys = re.findall(r"id=(\d+) \(missing on target\)", wide)
+    assert [int(k) for k in keys] == [*range(5, 15), *range(2001, 2011)], wide  # the lowest 20, as numbers
+    more = re.search(r" and (at least )?(\d+) more", wide)
+    assert more is not None and int(more[2]) >= 510 - 20, wide  # 510 rows are missing
+    ranges = re.findall(r"\(id\) from (\w+) to (\w+)", wide.split("differing ranges: ")[1])
+    assert ranges, wide
+    starts = [-1 if lo == "start" else int(lo) for lo, _ in ranges]
+    assert starts == sorted(starts), wide
+    assert all(a[1] != b[0] for a, b in itertools.pairwise(ranges)), wide  # touching ones merged
+    assert "the target table is empty" in details["public.log_lines"]
+    seq = details["app.events_id_seq"]
+    assert "on target" in seq and "behind" not in seq and "setval" not in seq, seq
+    assert "the primary key differs on the target (missing?)" in details["public.animals"]
+
+
+def test_a_copy_writing_into_the_target_is_not_verified(pair: DbPair) -> None:
+    # A verify while `db copy` writes would report half-loaded tables as corruption: refused instead.
+    from migrate.db.resume import LOCK_KEY
+
+    with psycopg.connect(pair.target_url, autocommit=True) as copying:
+        copying.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        res = run_cli("db", "verify", env=env_for(pair), timeout=120)
+        assert res.code == 1, res.output
+        assert "a db copy is writing into the target" in res.err and "nothing was compared" in res.err
+        assert res.out.strip() == "" and "Traceback" not in res.err
+    code, report = verify_json(pair)  # the copy has ended (its session is gone)
+    assert code == 0, report
 
 
 def test_an_error_on_one_table_is_reported_and_the_rest_still_compared(pair: DbPair) -> None:

@@ -113,7 +113,7 @@ def test_a_job_that_did_not_succeed_says_why_on_stderr(capsys: pytest.CaptureFix
     differs = Report(kind="run", children=[Report(kind="v", diffs=[Diff("table", "a", Outcome.DIFFER),
                                                                    Diff("table", "b", Outcome.MATCH)]).settle()])
     say_outcome(differs.settle())
-    assert capsys.readouterr().err.startswith("error: verification found 1 differences")
+    assert capsys.readouterr().err.startswith("error: verification found 1 difference (listed")
 
 
 def test_declining_the_clean_prompt_is_not_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
