@@ -78,13 +78,17 @@ def run_job(ctx: click.Context, job: Callable[[Reporter], Report]) -> Report:
 
 def run_reported(ctx: click.Context, job: Callable[[Reporter], Report], *, kind: str, source: str, target: str,
                  writers: list[Callable[[Report], None]]) -> Report:
-    """run_job, and if the job fails or is interrupted, the report files are still written: with what
-    it completed (if the engine said), its status and the error. Never a stale report of an earlier run."""
+    """run_job, and if the job fails or is interrupted, the report files are still written (and with
+    --json the report is printed): with what it completed (if the engine said), its status and the
+    error. Never a stale report of an earlier run. The error itself is then said by the CLI's boundary."""
     try:
         return run_job(ctx, job)
     except BaseException as exc:
-        if writers:
+        want_json = app(ctx).json
+        if writers or want_json:
             report = Report.stopped_by(exc, kind=kind, source=source, target=target)
+            if want_json:
+                echo_json(report.to_dict())
             for write in writers:
                 try:
                     write(report)

@@ -581,6 +581,13 @@ def test_wrong_target_password_is_one_line_exit_1(pair: DbPair) -> None:
     assert len(lines) == 1, res.err
     assert "target" in lines[0] and "password" in lines[0]
     assert "not-the-Password-42" not in res.output and "Traceback" not in res.output
+    # With --json a script still gets a report on stdout: failed, with the error and the exit code.
+    res = run_cli("db", "verify", "--json", env=env_for(pair, bad), timeout=60)
+    assert res.code == 1
+    failed = json.loads(res.out)
+    assert failed["status"] == "failed" and failed["exit_code"] == 1, failed
+    assert any("password" in e for e in failed["errors"]) and "not-the-Password-42" not in res.output
+    assert len([ln for ln in res.err.splitlines() if ln.strip()]) == 1, res.err
 
 
 def test_memory_stays_bounded_on_a_larger_table(dbs: DbPair) -> None:
