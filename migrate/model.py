@@ -84,10 +84,15 @@ class Diff:
     outcome: Outcome
     detail: str = ""
     info_only: bool = False  # e.g. owner/ACL differences: shown, never a failure
+    # What `detail` says, for scripts (JSON reports only): e.g. a table's row counts, differing keys
+    # and key ranges, so that nothing has to be parsed out of the sentence.
+    data: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["outcome"] = self.outcome.value
+        if self.data is None:
+            del d["data"]
         return d
 
 

@@ -376,6 +376,7 @@ class _Verifier:
     def _finish(self, report: Report, job: _TableJob) -> None:
         r, info = job.result, job.info
         parts: list[str] = []
+        data: dict[str, object] = {}
         if r.error:
             outcome = Outcome.ERROR
             parts.append(r.error)
@@ -385,28 +386,39 @@ class _Verifier:
         else:
             outcome = Outcome.DIFFER
             parts.append(f"rows {r.source_rows} on source, {r.target_rows} on target")
+            data = {"source_rows": r.source_rows, "target_rows": r.target_rows}
             if r.target_rows == 0 and r.source_rows:
                 parts.append("the target table is empty")
             hasher = job.hasher
+            names = [c.name for c in hasher.key]
             if r.keys:
                 r.keys.sort(key=lambda k: hasher.key_order(k[0]))
-                shown = [f"{hasher.describe_key(k)} ({what})" for k, what in r.keys[:KEYS_REPORTED]]
+                first = r.keys[:KEYS_REPORTED]
+                shown = [f"{hasher.describe_key(k)} ({what})" for k, what in first]
                 # Narrowing that stopped early counted only some keys; every missing or extra row is one.
                 total = r.key_count if r.counted_all else max(r.key_count, abs(r.source_rows - r.target_rows))
                 at_least = "" if r.counted_all else "at least "
                 more = f" and {at_least}{total - len(shown)} more" if total > len(shown) else ""
                 parts.append("differing keys: " + "; ".join(shown) + more)
+                data["keys"] = [{"key": dict(zip(names, k, strict=True)), "outcome": what} for k, what in first]
+                data["keys_total"] = total
+                data["keys_total_is_exact"] = r.counted_all
             if r.ranges:
                 merged = hasher.merge_ranges(r.ranges)
                 described = "; ".join(rng.describe(hasher.key) for rng in merged[:RANGES_REPORTED])
                 left = f" and {len(merged) - RANGES_REPORTED} more ranges" if len(merged) > RANGES_REPORTED else ""
                 parts.append(f"differing ranges: {described}{left}")
+                data["ranges"] = [
+                    {"from": None if g.lo is None else dict(zip(names, g.lo, strict=True)),
+                     "to": None if g.hi is None else dict(zip(names, g.hi, strict=True))}  # to: exclusive
+                    for g in merged[:RANGES_REPORTED]]
             if not job.hasher.key:
                 parts.append(f"contents differ ({job.no_key})")
         if job.note:
             parts.append(job.note)
         detail = "; ".join(parts)
-        report.diffs.append(Diff(info.kind, info.display, outcome, detail))
+        report.diffs.append(Diff(info.kind, info.display, outcome, detail,
+                                 data=data if outcome is Outcome.DIFFER else None))
         self.reporter.on_done(info.display, ok=outcome is Outcome.MATCH, message="" if r.match else detail)
         log.info("%s %s: %s — %s", info.kind, info.display, outcome.value, detail)
 

@@ -540,6 +540,12 @@ def test_a_report_an_operator_can_act_on(pair: DbPair) -> None:
     seq = details["app.events_id_seq"]
     assert "on target" in seq and "behind" not in seq and "setval" not in seq, seq
     assert "the primary key differs on the target (missing?)" in details["public.animals"]
+    # The same facts for scripts, without parsing the sentence.
+    data = next(d.data for d in report.differences() if d.name == "app.wide")
+    assert data is not None and (data["source_rows"], data["target_rows"]) == (3000, 2490)
+    assert [k["key"] for k in data["keys"]][:3] == [{"id": "5"}, {"id": "6"}, {"id": "7"}]
+    assert {k["outcome"] for k in data["keys"]} == {"missing on target"} and data["keys_total"] >= 510
+    assert data["ranges"] and all(set(r) == {"from", "to"} for r in data["ranges"])
 
 
 def test_a_copy_writing_into_the_target_is_not_verified(pair: DbPair) -> None:
