@@ -540,6 +540,8 @@ def test_a_report_an_operator_can_act_on(pair: DbPair) -> None:
     seq = details["app.events_id_seq"]
     assert "on target" in seq and "behind" not in seq and "setval" not in seq, seq
     assert "the primary key differs on the target (missing?)" in details["public.animals"]
+    data_diffs = [(d.kind, d.name) for d in report.diffs if d.kind in ("table data", "materialized view data")]
+    assert data_diffs == sorted(data_diffs)  # by name, not in the order tables happened to finish
     # The same facts for scripts, without parsing the sentence.
     data = next(d.data for d in report.differences() if d.name == "app.wide")
     assert data is not None and (data["source_rows"], data["target_rows"]) == (3000, 2490)
