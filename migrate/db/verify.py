@@ -461,7 +461,8 @@ class _Verifier:
             t_next = t_last + tmeta.increment if t_called else t_last
             if (t_next < s_next) if smeta.increment > 0 else (t_next > s_next):
                 detail += (f": the target is behind (inserts may collide with copied rows);"
-                           f" to fix: SELECT setval('{name}', {s_last}, {str(s_called).lower()})")
+                           f" to fix: SELECT setval({psycopg.sql.Literal(name).as_string(None)}, {s_last},"
+                           f" {str(s_called).lower()})")
             return Diff("sequence value", name, Outcome.DIFFER, detail)
         if tmeta.owner_table and tmeta.owner_column:
             ascending = tmeta.increment > 0
