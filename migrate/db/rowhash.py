@@ -384,6 +384,20 @@ class Hasher:
                 merged.append(rng)
         return merged
 
+    def column_hashes(self, conn: psycopg.Connection, keys: list[Bound]) -> dict[Bound, tuple[str | None, ...]]:
+        """Key → the md5 of each compared column's text, for a few rows named by key: which columns
+        of a differing row differ."""
+        if not keys:
+            return {}
+        texts = ", ".join(f"t.{quote_ident(c.name)}::text" for c in self.key)
+        # Each column's text as the row's text form has it (ROW(...)::text: a cast of char(n) to text
+        # would drop its padding).
+        cols = ", ".join(f"md5(ROW({_value_expr(c)})::text)" for c in self.columns)
+        wanted = ", ".join(self._literal_row(k) for k in keys)
+        query = f"SELECT {texts}, {cols} FROM {self.source} WHERE {self._key_row()} IN ({wanted})"
+        n = len(self.key)
+        return {tuple(r[:n]): tuple(r[n:]) for r in conn.execute(query).fetchall()}
+
     def row_hashes(self, conn: psycopg.Connection, rng: KeyRange) -> dict[Bound, str]:
         """Key → row fingerprint for a small range (the caller bounds its size first)."""
         texts = ", ".join(f"t.{quote_ident(c.name)}::text" for c in self.key)

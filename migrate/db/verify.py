@@ -141,6 +141,15 @@ class _Sessions:
                 conn.close()
 
 
+def _key_data(names: list[str], key: Bound, what: str) -> dict[str, object]:
+    """A reported key for scripts: {"key": {column: text}, "outcome": ..., "columns": [differing]}."""
+    outcome, _, columns = what.partition(": ")
+    out: dict[str, object] = {"key": dict(zip(names, key, strict=True)), "outcome": outcome}
+    if columns:
+        out["columns"] = columns.split(", ")
+    return out
+
+
 def _one_line(exc: BaseException) -> str:
     return first_line(str(exc)) if str(exc) else type(exc).__name__
 
@@ -242,6 +251,7 @@ class _Verifier:
                 res.key_count += 1
                 if len(res.keys) < KEYS_REPORTED:
                     res.keys.append((key, what))
+            self._name_columns(hasher, res)
             if len(res.ranges) < RANGES_REPORTED and rng.bounded:
                 res.ranges.append(rng)
             return
@@ -265,6 +275,24 @@ class _Verifier:
             s2, t2 = self._both(hasher, sub)
             if not s2.same(t2):
                 self._narrow(hasher, sub, s2, t2, res, depth + 1)
+
+    def _name_columns(self, hasher: Hasher, res: _RangeResult) -> None:
+        """For the reported keys whose row differs (on both sides), which columns differ: "differ: a, b"."""
+        differ = Outcome.DIFFER.value
+        keys = [k for k, what in res.keys if what == differ]
+        if not keys:
+            return
+        src, tgt = self.s.worker()
+        with src.transaction():
+            a = hasher.column_hashes(src, keys)
+        with tgt.transaction():
+            b = hasher.column_hashes(tgt, keys)
+        names = [c.name for c in hasher.columns]
+        for i, (key, what) in enumerate(res.keys):
+            if what == differ and key in a and key in b:
+                cols = [n for n, x, y in zip(names, a[key], b[key], strict=True) if x != y]
+                if cols:
+                    res.keys[i] = (key, f"{differ}: {', '.join(cols)}")
 
     def initial_ranges(self, job: _TableJob) -> list[KeyRange]:
         info = job.info
@@ -403,7 +431,7 @@ class _Verifier:
                 at_least = "" if r.counted_all else "at least "
                 more = f" and {at_least}{total - len(shown)} more" if total > len(shown) else ""
                 parts.append("differing keys: " + "; ".join(shown) + more)
-                data["keys"] = [{"key": dict(zip(names, k, strict=True)), "outcome": what} for k, what in first]
+                data["keys"] = [_key_data(names, k, what) for k, what in first]
                 data["keys_total"] = total
                 data["keys_total_is_exact"] = r.counted_all
             if r.ranges:

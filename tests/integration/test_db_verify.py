@@ -225,7 +225,7 @@ CORRUPTIONS = [
     pytest.param(
         "UPDATE public.items SET name = name || '!' WHERE id = 7",
         ("table data", "public.items", "differ"),
-        "id=7 (differ)",
+        "id=7 (differ: name)",
         set(),
         id="value-changed",
     ),
@@ -247,21 +247,21 @@ CORRUPTIONS = [
     pytest.param(
         "UPDATE public.items SET note = '' WHERE id = 2",
         ("table data", "public.items", "differ"),
-        "id=2 (differ)",
+        "id=2 (differ: note)",
         set(),
         id="null-to-empty-string",
     ),
     pytest.param(
         "UPDATE public.items SET seen_at = seen_at + interval '1 hour' WHERE id = 3",
         ("table data", "public.items", "differ"),
-        "id=3 (differ)",
+        "id=3 (differ: seen_at)",
         set(),
         id="timestamptz-shifted",
     ),
     pytest.param(
         f"UPDATE public.items SET price = '{math.nextafter(0.1 + 0.2, 1)!r}'::float8 WHERE id = 2",
         ("table data", "public.items", "differ"),
-        "id=2 (differ)",
+        "id=2 (differ: price)",
         set(),
         id="float-last-digit",
     ),
@@ -327,63 +327,63 @@ CORRUPTIONS = [
     pytest.param(
         "UPDATE public.items SET name = note, note = name WHERE id = 4",
         ("table data", "public.items", "differ"),
-        "id=4 (differ)",
+        "id=4 (differ: name, note)",
         set(),
         id="text-columns-swapped",
     ),
     pytest.param(
         "UPDATE app.codes SET v = CASE v WHEN 1 THEN 2 ELSE 1 END WHERE v IN (1, 2)",
         ("table data", "app.codes", "differ"),
-        "(differ)",
+        "(differ: v)",
         set(),
         id="int-values-swapped-between-rows",
     ),
     pytest.param(
         "UPDATE app.codes SET v = NULL WHERE v = 7",
         ("table data", "app.codes", "differ"),
-        "(differ)",
+        "(differ: v)",
         set(),
         id="int-to-null",
     ),
     pytest.param(
         "UPDATE public.items SET name = name || ' ' WHERE id = 5",
         ("table data", "public.items", "differ"),
-        "id=5 (differ)",
+        "id=5 (differ: name)",
         set(),
         id="text-trailing-space",
     ),
     pytest.param(
         "UPDATE public.items SET seen_at = seen_at + interval '1 microsecond' WHERE id = 6",
         ("table data", "public.items", "differ"),
-        "id=6 (differ)",
+        "id=6 (differ: seen_at)",
         set(),
         id="timestamptz-1us",
     ),
     pytest.param(
         "UPDATE public.items SET uid = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' WHERE id = 7",
         ("table data", "public.items", "differ"),
-        "id=7 (differ)",
+        "id=7 (differ: uid)",
         set(),
         id="uuid-changed",
     ),
     pytest.param(
         "UPDATE public.fixed SET code = 'ac' WHERE id = 2",
         ("table data", "public.fixed", "differ"),
-        "id=2 (differ)",
+        "id=2 (differ: code)",
         set(),
         id="char-n-changed",
     ),
     pytest.param(
         "UPDATE public.fixed SET loose = loose || ' ' WHERE id = 1",
         ("table data", "public.fixed", "differ"),
-        "id=1 (differ)",
+        "id=1 (differ: loose)",
         set(),
         id="unconstrained-bpchar-trailing-space",
     ),
     pytest.param(
         "UPDATE public.fixed SET at = at + interval '1 microsecond' WHERE id = 3",
         ("table data", "public.fixed", "differ"),
-        "id=3 (differ)",
+        "id=3 (differ: at)",
         set(),
         id="timestamp-1us",
     ),
@@ -392,21 +392,21 @@ CORRUPTIONS = [
     pytest.param(
         "UPDATE public.fixed SET big = 4294967295 WHERE id = 3",  # -1 on the source
         ("table data", "public.fixed", "differ"),
-        "id=3 (differ)",
+        "id=3 (differ: big)",
         set(),
         id="int8-same-32-bit-fold",
     ),
     pytest.param(
         "UPDATE public.fixed SET at = '1999-12-31 21:48:25.032705' WHERE id = 3",  # 23:00:00 on the source
         ("table data", "public.fixed", "differ"),
-        "id=3 (differ)",
+        "id=3 (differ: at)",
         set(),
         id="timestamp-same-32-bit-fold",
     ),
     pytest.param(
         "UPDATE public.fixed SET small = small + 1, big = big - 1 WHERE id = 1",
         ("table data", "public.fixed", "differ"),
-        "id=1 (differ)",
+        "id=1 (differ: small, big)",
         set(),
         id="int2-int8-changed",
     ),
@@ -471,7 +471,7 @@ def test_large_tables_are_hashed_in_ranges_and_narrowed_to_the_key(pair: DbPair)
     by_name = {d.name: d for d in report.differences()}
     assert set(by_name) == {"app.wide", "app.codes"}, report.differences()
     assert by_name["app.wide"].outcome is Outcome.DIFFER
-    assert "id=2345 (differ)" in by_name["app.wide"].detail
+    assert "id=2345 (differ: b)" in by_name["app.wide"].detail
     assert "(id) from" in by_name["app.wide"].detail  # narrowed to a small range, and named
     assert "code=k0123a (missing on target)" in by_name["app.codes"].detail
     assert "code=k0123aa (extra on target)" in by_name["app.codes"].detail
@@ -547,6 +547,9 @@ def test_a_report_an_operator_can_act_on(pair: DbPair) -> None:
     assert data is not None and (data["source_rows"], data["target_rows"]) == (3000, 2490)
     assert [k["key"] for k in data["keys"]][:3] == [{"id": "5"}, {"id": "6"}, {"id": "7"}]
     assert {k["outcome"] for k in data["keys"]} == {"missing on target"} and data["keys_total"] >= 510
+    animals = next(d.data for d in report.differences() if d.name == "public.animals")
+    assert animals is not None and "keys" not in animals  # no key on the target to narrow by
+
     assert data["ranges"] and all(set(r) == {"from", "to"} for r in data["ranges"])
 
 
@@ -662,7 +665,7 @@ def test_md5_fallback_finds_the_same_differences(pair: DbPair, monkeypatch: pyte
         ("table data", "app.wide", Outcome.DIFFER),
         ("table data", "public.log_lines", Outcome.DIFFER),
     }
-    assert "id=777 (differ)" in next(d.detail for d in report.differences() if d.name == "app.wide")
+    assert "id=777 (differ: a)" in next(d.detail for d in report.differences() if d.name == "app.wide")
 
 
 def test_a_column_of_another_type_on_the_target_is_compared_through_its_text(pair: DbPair) -> None:
@@ -674,7 +677,7 @@ def test_a_column_of_another_type_on_the_target_is_compared_through_its_text(pai
     data = {d["name"]: d for d in report["diffs"] if d["kind"] == "table data"}
     assert data["app.codes"]["outcome"] == "match", data["app.codes"]
     assert data["public.fixed"]["outcome"] == "differ", data["public.fixed"]
-    assert "differing keys: id=1 (differ); id=2 (differ)" in data["public.fixed"]["detail"]  # id 3 is NULL
+    assert "differing keys: id=1 (differ: code); id=2 (differ: code)" in data["public.fixed"]["detail"]  # id 3 is NULL
     assert code == 3
 
 
