@@ -187,6 +187,25 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
     return report.settle()
 
 
+TMP_PREFIX = "paas-migrate-db-"  # + the pid of the run that made it
+
+
+def _remove_dead_runs_files() -> None:
+    """Delete the schema dumps of earlier runs that could not clean up after themselves (killed with
+    SIGKILL): temporary directories named for a process that no longer exists. Never another live
+    run's (its pid exists), nor anything we may not delete."""
+    for path in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*"):
+        pid = path.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # it exists (another user's): leave it
+
+
 class _Copier:
     def __init__(self, cfg: DbCopyConfig, detail: DbPlanDetail, reporter: Reporter, report: Report,
                  lock: psycopg.Connection | None = None) -> None:
@@ -196,7 +215,8 @@ class _Copier:
         self.report = report
         self.children = ChildProcesses()
         self.phase = "preflight"
-        self.tmp = Path(tempfile.mkdtemp(prefix="paas-migrate-db-"))
+        _remove_dead_runs_files()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
         os.chmod(self.tmp, 0o700)
         self._coordinator: psycopg.Connection | None = None
         self._local = threading.local()

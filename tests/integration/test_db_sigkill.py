@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -65,6 +67,8 @@ def test_sigkill_leaves_no_client_and_no_statement_running(dbs, mode: str, build
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
+        left_behind = list(Path(tempfile.gettempdir()).glob(f"paas-migrate-db-{proc.pid}-*"))
+        assert left_behind  # its temporary directory (no chance to remove it)...
         # Within seconds (the server checks for its client every second): no client
         # program of ours is left, and nothing of ours is running on the target.
         deadline = time.monotonic() + 4
@@ -81,3 +85,4 @@ def test_sigkill_leaves_no_client_and_no_statement_running(dbs, mode: str, build
     res = run_cli("db", "copy", "--no-verify", "--mode", mode, *rerun, env=env_for(dbs), timeout=300)
     assert res.code == 0, res.output
     assert_same_database(dbs)
+    assert not any(p.exists() for p in left_behind)  # ...is removed by the next run
