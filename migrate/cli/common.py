@@ -183,6 +183,20 @@ def _fact_table(con, key: str, value: object) -> None:
         con.print(f"  … and {len(rows) - FACT_ROWS_SHOWN:,} more (all of them with --json)")
 
 
+def plan_and_render(ctx: click.Context, kind: str, make_plan: Callable[[], Plan]) -> int:
+    """Make a plan and show it: exit 0 when nothing blocks the copy, else 1. A plan that cannot be
+    made (a side unreachable, say) still gives --json a JSON object on stdout, as a failed job's
+    report does; the error's one line goes to stderr from the CLI's boundary."""
+    try:
+        plan = make_plan()
+    except MigrateError as exc:
+        if app(ctx).json:
+            echo_json({"kind": kind, "status": "failed", "errors": [redact(exc)], "exit_code": int(exc.exit_code)})
+        raise
+    render_plan(ctx, plan)
+    return 0 if plan.ok else 1
+
+
 def render_plan(ctx: click.Context, plan: Plan) -> None:
     if app(ctx).json:
         echo_json(plan.to_dict())

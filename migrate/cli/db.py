@@ -11,7 +11,7 @@ from migrate.cli.common import (
     clear_reports,
     finish_job,
     output_options,
-    render_plan,
+    plan_and_render,
     write_report,
 )
 from migrate.config import DatabaseURL, DbCopyConfig, DbJobConfig
@@ -73,9 +73,7 @@ def plan_cmd(ctx: click.Context, source: str | None, target: str | None, jobs: i
     from migrate.db.planner import plan_database
 
     cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode)
-    plan = plan_database(cfg)
-    render_plan(ctx, plan)
-    return 0 if plan.ok else 1
+    return plan_and_render(ctx, "db", lambda: plan_database(cfg))
 
 
 @command.command(name="copy")
@@ -106,9 +104,7 @@ def copy_cmd(
     cfg = DbCopyConfig(db=_job_config(source, target, jobs), mode=mode, clean=clean, resume=resume,
                        verify=not no_verify)
     if dry_run:
-        plan = plan_database(cfg)
-        render_plan(ctx, plan)
-        return 0 if plan.ok else 1
+        return plan_and_render(ctx, "db", lambda: plan_database(cfg))
     if clean and not yes:
         confirm_clean(cfg.db.target.display())
     return finish_job(ctx, lambda reporter: copy_database(cfg, reporter), kind="db-copy",

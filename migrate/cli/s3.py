@@ -12,7 +12,7 @@ from migrate.cli.common import (
     clear_reports,
     finish_job,
     output_options,
-    render_plan,
+    plan_and_render,
     write_report,
 )
 from migrate.config import S3CopyConfig, S3Side, env_value, redact
@@ -131,9 +131,7 @@ def plan_cmd(ctx: click.Context, source: str | None, target: str | None, source_
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
                        workers=workers, state_dir=state_dir, shard=shard)
-    plan = plan_copy(cfg)
-    render_plan(ctx, plan)
-    return 0 if plan.ok else 1
+    return plan_and_render(ctx, "s3", lambda: plan_copy(cfg))
 
 
 @command.command(name="copy")
@@ -168,9 +166,7 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
     if dry_run:
         from migrate.s3.planner import plan_copy
 
-        plan = plan_copy(cfg)
-        render_plan(ctx, plan)
-        return 0 if plan.ok else 1
+        return plan_and_render(ctx, "s3", lambda: plan_copy(cfg))
     from migrate.s3.copier import copy_bucket
 
     return finish_job(ctx, lambda reporter: copy_bucket(cfg, reporter), kind="s3",

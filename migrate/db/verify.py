@@ -316,7 +316,8 @@ class _Verifier:
                 continue  # nothing to compare: REFRESH on the target would produce its contents
             other = tgt_tables.get(key)
             if other is None:
-                report.diffs.append(Diff(info.kind, info.display, Outcome.MISSING_ON_TARGET, "no such relation"))
+                report.diffs.append(Diff(info.kind, info.display, Outcome.MISSING_ON_TARGET,
+                                         f"no such relation (about {info.estimated_rows:,} rows on the source)"))
                 continue
             if other.relkind == "m" and not other.populated:
                 report.diffs.append(Diff(info.kind, info.display, Outcome.DIFFER, "not populated on target"))

@@ -335,6 +335,12 @@ def test_bad_connections_give_one_line_and_no_secret(dbs) -> None:  # type: igno
             # The target (reachable, or reachable by another login) got nothing: no relation, no
             # extension, not even the copy's own _paas_migrate schema.
             assert_untouched(dbs.target_admin_url)
+            if code == 1:  # a script asking for --json still gets an object on stdout, and the same one line
+                res = run_cli(*command, "--json", env=env)
+                failed = json.loads(res.out)
+                assert (res.code, failed["status"], failed["exit_code"]) == (1, "failed", 1), res.output
+                assert any(text in e for e in failed["errors"]) and "s3cret" not in res.output
+                assert len(res.err.strip().splitlines()) == 1, res.err
 
 
 def test_the_same_database_as_source_and_target_is_refused_before_anything(dbs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

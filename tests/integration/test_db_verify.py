@@ -540,6 +540,10 @@ def test_a_report_an_operator_can_act_on(pair: DbPair) -> None:
     seq = details["app.events_id_seq"]
     assert "on target" in seq and "behind" not in seq and "setval" not in seq, seq
     assert "the primary key differs on the target (missing?)" in details["public.animals"]
+    pair.target_sql("DROP TABLE app.codes")
+    dropped = verify_databases(cfg, RecordingReporter(), split_rows=100, chunk_rows=250, key_list_max=40)
+    gone = next(d for d in dropped.differences() if d.kind == "table data" and d.name == "app.codes")
+    assert gone.detail == "no such relation (about 600 rows on the source)", gone  # analysed by the seed
     data_diffs = [(d.kind, d.name) for d in report.diffs if d.kind in ("table data", "materialized view data")]
     assert data_diffs == sorted(data_diffs)  # by name, not in the order tables happened to finish
     # The same facts for scripts, without parsing the sentence.
