@@ -273,8 +273,10 @@ class Hasher:
             typed: list[tuple[str, str]] = []
             rest: list[Column] = []
             for i, col in enumerate(self.columns):
-                a, b = typed_hash_expr(col, 2 * i + 2), typed_hash_expr(col, 2 * i + 3)
-                if a is None or b is None or (self.by_value is not None and col.name not in self.by_value):
+                same_type = self.by_value is None or col.name in self.by_value
+                a = typed_hash_expr(col, 2 * i + 2) if same_type else None
+                b = typed_hash_expr(col, 2 * i + 3) if same_type else None
+                if a is None or b is None:
                     rest.append(col)
                 else:
                     typed.append((a, b))
@@ -384,12 +386,16 @@ class Hasher:
                 merged.append(rng)
         return merged
 
+    def _key_texts(self) -> str:
+        """The key columns' text forms, as keys are reported and bounds are written."""
+        return ", ".join(f"t.{quote_ident(c.name)}::text" for c in self.key)
+
     def column_hashes(self, conn: psycopg.Connection, keys: list[Bound]) -> dict[Bound, tuple[str | None, ...]]:
         """Key → the md5 of each compared column's text, for a few rows named by key: which columns
         of a differing row differ."""
         if not keys:
             return {}
-        texts = ", ".join(f"t.{quote_ident(c.name)}::text" for c in self.key)
+        texts = self._key_texts()
         # Each column's text as the row's text form has it (ROW(...)::text: a cast of char(n) to text
         # would drop its padding).
         cols = ", ".join(f"md5(ROW({_value_expr(c)})::text)" for c in self.columns)
@@ -400,7 +406,7 @@ class Hasher:
 
     def row_hashes(self, conn: psycopg.Connection, rng: KeyRange) -> dict[Bound, str]:
         """Key → row fingerprint for a small range (the caller bounds its size first)."""
-        texts = ", ".join(f"t.{quote_ident(c.name)}::text" for c in self.key)
+        texts = self._key_texts()
         query = f"SELECT {texts}, md5({row_text_expr(self.columns)}) FROM {self.source}{self.where(rng)}"
         return {tuple(r[:-1]): r[-1] for r in conn.execute(query).fetchall()}
 
