@@ -59,7 +59,7 @@ def main() -> int:
     cfg = DbCopyConfig(
         db=DbJobConfig.build(os.environ["MIGRATE_SOURCE_DATABASE_URL"], os.environ["MIGRATE_TARGET_DATABASE_URL"],
                              jobs=args.jobs),
-        verify=False,
+        verify=False, split_threshold_bytes=int(os.environ.get("SPLIT", 256 * 1024 * 1024)),
     )
     timeline = Timeline()
     report = copier.copy_database(cfg, timeline)

@@ -116,6 +116,11 @@ def plain_text(value: object) -> str:
     return escape(redact(value))
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 table', '2 tables', '1,000 objects': a count with its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 import click
 
 from migrate import __version__
-from migrate.cli.common import AppContext
+from migrate.cli.common import AppContext, echo_json, json_printed
 from migrate.config import redact
 from migrate.errors import ExitCode, MigrateError
 from migrate.logs import setup_logging
+from migrate.model import Status
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,39 @@ def _err(line: str) -> None:
     click.echo(redact(line), err=True)
 
 
+def _wants_json(argv: Sequence[str]) -> str | None:
+    """With the global --json: the command's name as a report's kind ("db copy"), else None."""
+    words: list[str] = []
+    as_json = False
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg == "--json" and not words:
+            as_json = True
+        elif not arg.startswith("-") and len(words) < 2:
+            words.append(arg)
+        elif arg.startswith("-") and words:
+            break
+    if not as_json:
+        return None
+    return "-".join(words) or "paas-migrate"
+
+
+def _json_error(kind: str | None, message: str, code: int) -> None:
+    """With --json, a command that stopped on an error before printing its JSON object prints one
+    (as a failed job's report: status, errors, exit code), so stdout is always one JSON object."""
+    if kind is None or json_printed():
+        return
+    status = Status.INTERRUPTED if code == ExitCode.INTERRUPTED else Status.FAILED
+    echo_json({"kind": kind, "status": status.value, "errors": [redact(message)], "exit_code": int(code)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point. Returns the exit code (never raises, never prints a secret)."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _wants_traceback(args)
+    json_kind = _wants_json(args)
+    json_printed(reset=True)
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _sigterm)
@@ -81,19 +111,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:  # usage errors, bad parameters
+        code = ExitCode.USAGE if isinstance(exc, click.UsageError) else ExitCode.FAILURE
+        _json_error(json_kind, exc.format_message(), code)
         _err(f"error: {exc.format_message()}")
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             _err(f"(see '{exc.ctx.command_path} --help')")
-        return ExitCode.USAGE if isinstance(exc, click.UsageError) else ExitCode.FAILURE
+        return code
     except (KeyboardInterrupt, click.exceptions.Abort):
+        _json_error(json_kind, "interrupted", ExitCode.INTERRUPTED)
         _err("interrupted: stopped before finishing; nothing unfinished was reported as done")
         return ExitCode.INTERRUPTED
     except MigrateError as exc:
+        _json_error(json_kind, str(exc), exc.exit_code)
         if verbose:
             _err(traceback.format_exc().rstrip())
         _err(f"error: {exc}")
         return exc.exit_code
     except Exception as exc:
+        _json_error(json_kind, f"unexpected {type(exc).__name__}: {exc}", ExitCode.FAILURE)
         if verbose:
             _err(traceback.format_exc().rstrip())
         hint = "" if verbose else " (run with -v for the traceback)"

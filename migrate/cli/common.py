@@ -109,8 +109,22 @@ def finish_job(ctx: click.Context, job: Callable[[Reporter], Report], *, kind: s
     return int(report.status.exit_code())
 
 
+_json_printed = False  # whether this invocation has printed its JSON object (see cli.main)
+
+
 def echo_json(data: Any) -> None:
+    global _json_printed
+    _json_printed = True
     click.echo(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
+
+
+def json_printed(reset: bool = False) -> bool:
+    """Whether echo_json has printed this invocation's object; `reset` starts a new invocation."""
+    global _json_printed
+    printed = _json_printed
+    if reset:
+        _json_printed = False
+    return printed
 
 
 def clear_reports(*paths: str | None) -> None:

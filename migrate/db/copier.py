@@ -59,7 +59,7 @@ from migrate.db.pgtools import (
 from migrate.db.planner import DbPlanDetail, plan_with_detail
 from migrate.errors import CopyFailed, Interrupted, MigrateError, PreflightError, ToolError
 from migrate.model import PhaseResult, Plan, Report
-from migrate.progress import Reporter
+from migrate.progress import Reporter, counted
 
 log = logging.getLogger(__name__)
 
@@ -531,7 +531,7 @@ class _Copier:
         if not resumed:
             return None
         return PhaseResult("post-data", 0.0, self.cfg.db.jobs,
-                           note=f"{len(self.restored)} objects kept from the interrupted run")
+                           note=f"{counted(len(self.restored), 'object')} kept from the interrupted run")
 
     def _restored_by_interrupted_run(self) -> set[tuple[int, int]]:
         """The post-data entries (as keyed in the table of contents) whose index, constraint, trigger,
@@ -732,9 +732,9 @@ class _Copier:
                              hint=hint or f"fix the cause, then {self.rerun_hint}")
         self.finish_indexes(early)
         self._record(lambda c: resume.mark(c, resume.STEP, "", "data"))
-        kept = f"; {self.kept_copies} copies kept from the interrupted run" if self.resuming else ""
+        kept = f"; {counted(self.kept_copies, 'copy', 'copies')} kept from the interrupted run" if self.resuming else ""
         return PhaseResult("data", 0.0, jobs, items=len(units), rows=self.rows, bytes=self.bytes,
-                           note=f"{len(early)} indexes/keys built as tables landed{kept}")
+                           note=f"{counted(len(early), 'index or key', 'indexes/keys')} built as tables landed{kept}")
 
     def _units_left(self, units: list[CopyUnit]) -> list[CopyUnit]:
         """--resume: the units the interrupted run did not commit. A table whose recorded ranges are not
@@ -1010,7 +1010,8 @@ class _Copier:
             for fut in [pool.submit(one, t) for t in tables]:
                 fut.result()
         early = f"; {len(self.analyzed)} analyzed as they landed" if self.analyzed else ""
-        return PhaseResult("analyze", 0.0, self.cfg.db.jobs, items=len(tables), note=f"{len(tables)} tables{early}")
+        return PhaseResult("analyze", 0.0, self.cfg.db.jobs, items=len(tables),
+                           note=f"{counted(len(tables), 'table')}{early}")
 
     # ---- stream mode ---------------------------------------------------------------------
     def stream_copy(self) -> PhaseResult:

@@ -52,7 +52,7 @@ from migrate.db.rowhash import (
 )
 from migrate.errors import PreflightError
 from migrate.model import Diff, Outcome, PhaseResult, Report
-from migrate.progress import Reporter
+from migrate.progress import Reporter, counted
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class _Verifier:
             if info.key and not pk:
                 job.no_key = "the primary key differs on the target (missing?), so differences are not narrowed to keys"
             jobs.append(job)
-        self.reporter.note(f"data: hashing {len(jobs)} tables on both sides with {self.jobs} workers")
+        self.reporter.note(f"data: hashing {counted(len(jobs), 'table')} on both sides with {self.jobs} workers")
         source_rows = 0
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="verify")
         try:

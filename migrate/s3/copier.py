@@ -27,7 +27,7 @@ from migrate.config import S3CopyConfig, redact
 from migrate.errors import CopyFailed, Interrupted
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
-from migrate.progress import Reporter, human_bytes
+from migrate.progress import Reporter, counted, human_bytes
 from migrate.s3 import clients
 from migrate.s3.checksums import (
     MD5_ETAG,
@@ -748,22 +748,23 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "size_only": status["size-only"][0], "pending": status["pending"][0], "extra_on_target": extra_n,
             "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,
         }
-        if status["size-only"][0]:
-            report.warnings.append(f"{status['size-only'][0]:,} objects are size-only: the source offers no checksum "
-                                   "to compare with (e.g. SSE-KMS single-part objects)")
+        size_only, pending = status["size-only"][0], status["pending"][0]
+        if size_only:
+            report.warnings.append(f"{counted(size_only, 'object')} {_is(size_only)} size-only: the source offers no"
+                                   " checksum to compare with (e.g. SSE-KMS single-part objects)")
         if extra_n:
-            report.warnings.append(f"{extra_n:,} objects exist only on the target (left alone): verification"
-                                   " will report them as extra on target")
+            report.warnings.append(f"{counted(extra_n, 'object')} {_exist(extra_n)} only on the target (left alone):"
+                                   " verification will report them as extra on target")
         failures = manifest.failures()
         for key, detail in failures:
             report.diffs.append(Diff("object", key, Outcome.ERROR, detail))
         if status["failed"][0]:
             more = status["failed"][0] - len(failures)
-            report.errors.append(f"{status['failed'][0]:,} objects failed" + (f" ({more:,} not listed)" if more else "")
-                                 + "; rerun to retry only those")
+            report.errors.append(f"{counted(status['failed'][0], 'object')} failed"
+                                 + (f" ({more:,} not listed)" if more else "") + "; rerun to retry only those")
             report.status = Status.PARTIAL if counts["copied"] or n_src > status["failed"][0] else Status.FAILED
-        if status["pending"][0]:
-            raise CopyFailed(f"{status['pending'][0]} objects are still pending after the copy")
+        if pending:
+            raise CopyFailed(f"{counted(pending, 'object')} {_is(pending)} still pending after the copy")
     except (KeyboardInterrupt, CopyFailed) as exc:
         # The report files still get what was copied and checked so far (the manifest's rows).
         report.totals.setdefault("manifest", str(manifest.path))
@@ -779,3 +780,11 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         manifest.close()
     report.finish()
     return report.settle()
+
+
+def _is(n: int) -> str:
+    return "is" if n == 1 else "are"
+
+
+def _exist(n: int) -> str:
+    return "exists" if n == 1 else "exist"

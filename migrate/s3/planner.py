@@ -13,7 +13,7 @@ from pathlib import Path
 
 from migrate.config import S3CopyConfig
 from migrate.model import Plan, Step
-from migrate.progress import human_bytes
+from migrate.progress import counted, human_bytes
 from migrate.s3 import clients
 from migrate.s3.copier import resolve_mode
 from migrate.s3.inventory import list_both_sides
@@ -64,13 +64,14 @@ def plan_from_manifest(cfg: S3CopyConfig, manifest, n_src: int, b_src: int, n_ds
     plan.steps = [
         Step("list", "list both buckets into the manifest", 2, items=n_src + n_dst),
         Step("plan", "reconcile listings with the manifest: missing on target, differ, match", 1, items=n_src),
-        Step("copy", f"copy {todo_n:,} objects ({human_bytes(todo_b)}); skip {cats['match'][0]:,} that match",
+        Step("copy", f"copy {counted(todo_n, 'object')} ({human_bytes(todo_b)}); skip {cats['match'][0]:,} that match",
              cfg.workers, items=todo_n, bytes=todo_b),
         Step("verify", "check each copied object against the source's checksum evidence", cfg.workers,
              items=todo_n),
     ]
     if extra_n:
-        plan.warnings.append(f"{extra_n:,} objects exist only on the target: the copy leaves them alone, and"
+        exist = "exists" if extra_n == 1 else "exist"
+        plan.warnings.append(f"{counted(extra_n, 'object')} {exist} only on the target: the copy leaves them alone, and"
                              " verification reports them as extra on target (exit 3); remove them first if"
                              " the target should equal the source")
     return plan

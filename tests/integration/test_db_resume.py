@@ -86,7 +86,7 @@ def _resume_copies_only_the_rest(dbs, tmp_path: Path) -> None:  # type: ignore[n
     report = json.loads(report_path.read_text())
     data = next(p for p in report["phases"] if p["name"] == "data")
     assert data["rows"] == sum(source[t] - before[t] for t in SEEDED), (data, before, source)
-    assert f"{len(kept)} copies kept" in data["note"], data
+    assert f"{len(kept)} {'copy' if len(kept) == 1 else 'copies'} kept" in data["note"], data
 
 
 def _killed_copy(dbs) -> None:  # type: ignore[no-untyped-def]
@@ -120,7 +120,7 @@ def test_resume_keeps_what_committed_and_copies_the_rest(dbs, tmp_path: Path) ->
     data = next(p for p in report["phases"] if p["name"] == "data")
     # Only what the interrupted run had not committed was copied again.
     assert data["rows"] == 400000 + 2, data
-    assert "1 copies kept" in data["note"], data
+    assert "1 copy kept" in data["note"], data
     assert any(w.startswith("--resume: keeping 1 table copies") for w in report["warnings"]), report["warnings"]
     assert not _state_exists(dbs)
     assert_same_database(dbs)

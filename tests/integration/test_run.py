@@ -195,7 +195,7 @@ def test_run_resume_continues_an_interrupted_database_copy(scenario: dict[str, A
     assert res.code == ExitCode.SUCCESS, res.err[-3000:]
     db = json.loads(report_path.read_text())["children"][0]
     data = next(p for p in db["phases"] if p["name"] == "data")
-    assert "1 copies kept" in data["note"] and data["rows"] == 20, data
+    assert "1 copy kept" in data["note"] and data["rows"] == 20, data
     assert db["children"][0]["status"] == "success"  # the copy's own verification
 
 

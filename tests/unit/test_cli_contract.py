@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 import pytest
 
@@ -83,6 +85,13 @@ def test_bad_configuration_is_one_line_and_exit_2(args: list[str], env: dict[str
     assert res.code == 2, res.output
     assert text in res.err and len(res.err.strip().splitlines()) == 1, res.err
     assert "s3cret" not in res.output and "Traceback" not in res.output
+    assert res.out == ""
+    # With --json, stdout is one JSON object saying the same, for scripts that parse it.
+    res = run_cli("--json", *args, env=env)
+    assert res.code == 2 and text in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    obj = json.loads(res.out)
+    assert obj["kind"] == "-".join(args[:2]) and obj["status"] == "failed" and obj["exit_code"] == 2, obj
+    assert len(obj["errors"]) == 1 and text in obj["errors"][0] and "s3cret" not in res.out
 
 
 def test_the_verdict_never_claims_more_than_was_compared() -> None:
@@ -175,6 +184,39 @@ def test_error_boundary_maps_exit_codes(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines() == [line], err
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "status"),
+    [(ConfigError("bad URL postgresql://u:s3cret@h/db"), 2, "failed"), (KeyboardInterrupt(), 130, "interrupted"),
+     (RuntimeError("surprise"), 1, "failed")],
+)
+def test_with_json_every_error_is_one_json_object_on_stdout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], exc: BaseException, code: int, status: str
+) -> None:
+    _install_fake(monkeypatch, exc)
+    assert main(["--json", "boom"]) == code
+    out = capsys.readouterr().out
+    obj = json.loads(out)
+    assert (obj["kind"], obj["status"], obj["exit_code"]) == ("boom", status, code), obj
+    assert "s3cret" not in out
+    assert main(["boom"]) == code and capsys.readouterr().out == ""  # without --json, nothing on stdout
+
+
+def test_with_json_a_command_that_printed_its_report_prints_nothing_more(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from migrate.cli.common import echo_json
+
+    @click.command(name="boom", help="Print a report, then fail.")
+    def boom() -> None:
+        echo_json({"kind": "boom", "status": "failed"})
+        raise MigrateError("it broke")
+
+    monkeypatch.setitem(cli.commands, "boom", boom)
+    for _ in range(2):  # and the next invocation in this process prints its own object again
+        assert main(["--json", "boom"]) == 1
+        assert json.loads(capsys.readouterr().out) == {"kind": "boom", "status": "failed"}
 
 
 def test_traceback_only_with_verbose(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
