@@ -404,6 +404,11 @@ class Hasher:
         n = len(self.key)
         return {tuple(r[:n]): tuple(r[n:]) for r in conn.execute(query).fetchall()}
 
+    def ordered_row_hashes_sql(self) -> str:
+        """Every row's fingerprint and its ctid, in fingerprint order: two sides' rows merge as
+        multisets without a key (a table with no primary key, duplicate rows and all)."""
+        return f'SELECT md5({row_text_expr(self.columns)}) COLLATE "C" AS h, t.ctid::text FROM {self.source} ORDER BY 1'
+
     def row_hashes(self, conn: psycopg.Connection, rng: KeyRange) -> dict[Bound, str]:
         """Key → row fingerprint for a small range (the caller bounds its size first)."""
         texts = self._key_texts()

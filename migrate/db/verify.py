@@ -6,7 +6,9 @@ Phases (connections, concurrency):
                   primary-key range of a large table, cut at the planner's histogram bounds when it
                   has them, else by a pass over the key) a server-side count + order-independent hash
                   on both sides at once (migrate.db.rowhash); a mismatch is narrowed to a range and,
-                  for ranges of at most KEY_LIST_MAX rows, to the differing keys
+                  for ranges of at most KEY_LIST_MAX rows, to the differing keys; a table without
+                  a key that differs has both sides' rows sorted by fingerprint and merged (streamed),
+                  naming how many rows are only on each side and their first ctids
   sequences       one connection per side: last_value/is_called, and owned sequences ahead of their column
   large objects   one connection per side: count and md5 per object, merged in oid order
 
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 SPLIT_ROWS = 1_000_000  # tables estimated above this are hashed in primary-key ranges...
 CHUNK_ROWS = 250_000  # ...of about this many rows
 KEY_LIST_MAX = 1000  # a mismatched range this small is listed key by key
+KEYLESS_LIST_MAX = 20_000_000  # a differing table without a key this small has its rows merged side by side
 KEYS_REPORTED = 20  # differing keys named per table
 RANGES_REPORTED = 10  # mismatched ranges named per table
 FANOUT = 16  # a mismatched large range is re-split into this many parts
@@ -164,6 +167,12 @@ class _RangeResult:
     key_count: int = 0
     counted_all: bool = True  # False when narrowing stopped early: key_count is then a lower bound
     error: str = ""
+    # A table without a key: its rows only on one side (a changed row is one of each), counted, and
+    # the first few rows' ctids on that side (None: not listed, the table is too big to sort).
+    only_source: int = 0
+    only_target: int = 0
+    source_ctids: list[str] | None = None
+    target_ctids: list[str] | None = None
 
 
 @dataclass
@@ -195,6 +204,7 @@ class _Verifier:
         self.split_rows = split_rows
         self.chunk_rows = max(1, chunk_rows)
         self.key_list_max = key_list_max
+        self.keyless_list_max = KEYLESS_LIST_MAX
         self.jobs = max(1, cfg.jobs)
         self.algorithm = HASH_MD5
         # Runs each range's target-side query while the worker runs the source side: the two are
@@ -232,6 +242,8 @@ class _Verifier:
         self, hasher: Hasher, rng: KeyRange, fs: Fingerprint, ft: Fingerprint, res: _RangeResult, depth: int
     ) -> None:
         if not hasher.key:
+            if max(fs.count, ft.count) <= self.keyless_list_max:
+                self._rows_without_key(hasher, res)
             return
         if max(fs.count, ft.count) <= self.key_list_max:
             src, tgt = self.s.worker()
@@ -275,6 +287,36 @@ class _Verifier:
             s2, t2 = self._both(hasher, sub)
             if not s2.same(t2):
                 self._narrow(hasher, sub, s2, t2, res, depth + 1)
+
+    def _rows_without_key(self, hasher: Hasher, res: _RangeResult) -> None:
+        """A table without a key that differs: merge both sides' rows, sorted by fingerprint on each
+        server and streamed, as multisets. Counts the rows only on each side and keeps the first
+        few ctids, where a user can look at them (SELECT ... WHERE ctid = '(0,5)'). Never a row's
+        values: they may be personal data, and reports end up in logs."""
+        src, tgt = self.s.worker()
+        sql = hasher.ordered_row_hashes_sql()
+        res.source_ctids, res.target_ctids = [], []
+        with src.transaction(), tgt.transaction(), \
+                src.cursor(name="keyless_rows") as a, tgt.cursor(name="keyless_rows") as b:
+            a.itersize = b.itersize = 10_000
+            a.execute(sql)
+            b.execute(sql)
+            ra, rb = next(a, None), next(b, None)
+            while ra is not None or rb is not None:
+                if rb is None or (ra is not None and ra[0] < rb[0]):
+                    res.only_source += 1
+                    if len(res.source_ctids) < KEYS_REPORTED:
+                        res.source_ctids.append(ra[1])  # type: ignore[index]
+                    ra = next(a, None)
+                elif ra is None or rb[0] < ra[0]:
+                    res.only_target += 1
+                    if len(res.target_ctids) < KEYS_REPORTED:
+                        res.target_ctids.append(rb[1])
+                    rb = next(b, None)
+                else:
+                    ra, rb = next(a, None), next(b, None)
+        res.source_ctids.sort(key=_ctid_order)
+        res.target_ctids.sort(key=_ctid_order)
 
     def _name_columns(self, hasher: Hasher, res: _RangeResult) -> None:
         """For the reported keys whose row differs (on both sides), which columns differ: "differ: a, b"."""
@@ -368,6 +410,8 @@ class _Verifier:
                 r.key_count += part.key_count
                 r.counted_all = r.counted_all and part.counted_all
                 r.error = r.error or part.error
+                r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
+                r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
                 self.reporter.on_progress(job.info.display, part.source_rows)
                 job.pending -= 1
                 if job.pending == 0:
@@ -446,6 +490,10 @@ class _Verifier:
                     for g in merged[:RANGES_REPORTED]]
             if not job.hasher.key:
                 parts.append(f"contents differ ({job.no_key})")
+                if r.source_ctids is not None and r.target_ctids is not None:
+                    parts.append(_keyless_rows(r))
+                    data.update(only_on_source=r.only_source, only_on_target=r.only_target,
+                                source_ctids=r.source_ctids, target_ctids=r.target_ctids)
         if job.note:
             parts.append(job.note)
         detail = "; ".join(parts)
@@ -673,3 +721,22 @@ def verify_databases(
     log.info("db verify: %s (%s)", report.status.value,
              ", ".join(f"{n} {outcome}" for outcome, n in report.outcome_counts().items()))
     return report
+
+
+def _ctid_order(ctid: str) -> tuple[int, int]:
+    block, offset = ctid.strip("()").split(",")
+    return int(block), int(offset)
+
+
+def _keyless_rows(r: _RangeResult) -> str:
+    """'1 row only on the source (ctid (0,5)); 2 rows only on the target (ctid (3,1), (3,2))'."""
+    parts = []
+    for n, ctids, side in ((r.only_source, r.source_ctids or [], "source"),
+                           (r.only_target, r.target_ctids or [], "target")):
+        if n:
+            more = f" and {n - len(ctids)} more" if n > len(ctids) else ""
+            parts.append(f"{counted(n, 'row')} only on the {side} (ctid {', '.join(ctids)}{more})")
+    if not parts:  # equal multisets of rows, yet the fingerprints differ: cannot happen short of a hash collision
+        return "no row found only on one side"
+    changed = "; a changed row counts once on each side" if r.only_source and r.only_target else ""
+    return "; ".join(parts) + changed

@@ -653,6 +653,43 @@ def test_other_session_defaults_on_the_target_cause_no_false_positive(pair: DbPa
     assert report["totals"]["rows"] > 4000
 
 
+def test_a_table_without_a_key_names_its_rows_on_each_side_by_ctid(pair: DbPair) -> None:
+    """No key to narrow by: both sides' rows are merged as multisets (duplicates count), giving how many
+    rows are only on each side and where they are, never their values."""
+    # Source: ('x',1) twice and ('y',2). Target: one ('x',1) gone, ('y',2) changed to ('y',3), and an
+    # extra ('z',4) at the end.
+    pair.target_sql("DELETE FROM public.log_lines"
+                    " WHERE ctid = (SELECT min(ctid) FROM public.log_lines WHERE line = 'x');"
+                    "UPDATE public.log_lines SET n = 3 WHERE line = 'y';"
+                    "INSERT INTO public.log_lines VALUES ('z', 4)")
+    with psycopg.connect(pair.target_url) as conn:
+        target_ctids = sorted(r[0] for r in conn.execute(
+            "SELECT ctid::text FROM public.log_lines WHERE line <> 'x'").fetchall())
+    with psycopg.connect(pair.source_url) as conn:
+        source_ctids = sorted(r[0] for r in conn.execute(
+            "SELECT ctid::text FROM public.log_lines WHERE line = 'y' OR"
+            " ctid = (SELECT max(ctid) FROM public.log_lines WHERE line = 'x')").fetchall())
+    code, report = verify_json(pair)
+    diff = next(d for d in report["diffs"] if d["kind"] == "table data" and d["name"] == "public.log_lines")
+    assert code == 3 and diff["outcome"] == "differ", diff
+    detail = diff["detail"]
+    # Which of the two identical ('x', 1) rows counts as the missing one is arbitrary: one of them.
+    assert "2 rows only on the source (ctid " in detail and "2 rows only on the target (ctid " in detail, detail
+    assert "a changed row counts once on each side" in detail and "'z'" not in detail and "z," not in detail
+    data = diff["data"]
+    assert (data["only_on_source"], data["only_on_target"]) == (2, 2), data
+    assert data["target_ctids"] == target_ctids, (data, target_ctids)
+    assert len(data["source_ctids"]) == 2 and source_ctids[0] in data["source_ctids"], (data, source_ctids)
+    assert f"ctid {', '.join(target_ctids)})" in detail, detail
+    # Only duplicates differ: ('x', 1) once more on the target.
+    pair.target_sql("DELETE FROM public.log_lines;"
+                    " INSERT INTO public.log_lines VALUES ('x', 1), ('x', 1), ('x', 1), ('y', 2)")
+    _, report = verify_json(pair)
+    diff = next(d for d in report["diffs"] if d["kind"] == "table data" and d["name"] == "public.log_lines")
+    assert (diff["data"]["only_on_source"], diff["data"]["only_on_target"]) == (0, 1), diff
+    assert "1 row only on the target (ctid (0," in diff["detail"] and "only on the source" not in diff["detail"]
+
+
 def test_md5_fallback_finds_the_same_differences(pair: DbPair, monkeypatch: pytest.MonkeyPatch) -> None:
     # Servers without hashtextextended (PostgreSQL 10) or hashing differently fall back to md5.
     import migrate.db.verify as verify_mod
