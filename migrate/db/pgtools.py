@@ -68,12 +68,17 @@ def find_tool(name: str, *, min_major: int = 0) -> PgTool:
             hint="install the PostgreSQL client tools (apt-get install postgresql-client) or set MIGRATE_PG_BINDIR",
         )
     best = max(found, key=lambda t: tuple(int(x) for x in t.version.split(".")))
-    if best.major < min_major:
+    check_major(best, min_major)
+    return best
+
+
+def check_major(tool: PgTool, min_major: int) -> None:
+    """Raises ToolError when `tool` is older than `min_major` (pg_dump must not be older than the source server)."""
+    if tool.major < min_major:
         raise ToolError(
-            f"{name} {best.version} is older than the source server ({min_major})",
+            f"{tool.name} {tool.version} is older than the source server ({min_major})",
             hint=f"install postgresql-client-{min_major} or newer, or set MIGRATE_PG_BINDIR to its bin directory",
         )
-    return best
 
 
 def libpq_target(url: DatabaseURL) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from migrate.config import DbCopyConfig
 from migrate.db import inventory as inv
 from migrate.db import resume
 from migrate.db.connect import connect, database_identity, refuse_same_database
-from migrate.db.pgtools import PgTool, find_tool
+from migrate.db.pgtools import PgTool, check_major, find_tool
 from migrate.errors import ToolError
 from migrate.model import Plan, Step
 
@@ -40,6 +41,14 @@ def plan_database(cfg: DbCopyConfig) -> Plan:
 
 
 def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
+    # The client programs are found (each candidate asked its --version) while both sides are read.
+    tools_needed = ["pg_dump", "pg_restore"] + (["psql"] if cfg.mode == "parallel" else [])
+    with ThreadPoolExecutor(max_workers=len(tools_needed), thread_name_prefix="find-tool") as pool:
+        found = {name: pool.submit(find_tool, name) for name in tools_needed}
+        return _plan(cfg, found)
+
+
+def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, DbPlanDetail]:
     db = cfg.db
     with connect(db.source, "source") as src:
         src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -80,10 +89,11 @@ def plan_with_detail(cfg: DbCopyConfig) -> tuple[Plan, DbPlanDetail]:
     plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
     detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state)
     source_major = source.server_version_num // 10000
-    tools_needed = ["pg_dump", "pg_restore"] + (["psql"] if cfg.mode == "parallel" else [])
-    for name in tools_needed:
+    for name, future in found.items():
         try:
-            detail.tools[name] = find_tool(name, min_major=source_major if name == "pg_dump" else 0)
+            detail.tools[name] = tool = future.result()
+            if name == "pg_dump":
+                check_major(tool, source_major)
         except ToolError as exc:
             plan.blockers.append(str(exc))
 

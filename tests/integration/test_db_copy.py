@@ -565,6 +565,24 @@ def test_tool_version_check() -> None:
     assert "older than the source server" in str(info.value)
 
 
+def test_a_pg_dump_older_than_the_source_server_blocks_the_plan(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import migrate.db.planner as planner
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db.pgtools import PgTool, find_tool
+
+    def old_pg_dump(name: str) -> PgTool:
+        return PgTool(name, "/opt/old/pg_dump", "9.6") if name == "pg_dump" else find_tool(name)
+
+    monkeypatch.setattr(planner, "find_tool", old_pg_dump)
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url))
+    plan = planner.plan_database(cfg)
+    assert not plan.ok
+    assert any("pg_dump 9.6 is older than the source server" in b for b in plan.blockers), plan.blockers
+    assert plan.facts["pg_restore"].endswith(f"({find_tool('pg_restore').path})"), plan.facts
+    monkeypatch.undo()
+    assert planner.plan_database(cfg).ok
+
+
 def test_restore_error_classification() -> None:
     from migrate.db.pgtools import parse_restore_errors
 
