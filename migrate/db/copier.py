@@ -47,7 +47,7 @@ from psycopg import sql
 
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
-from migrate.db import resume
+from migrate.db import layout, resume
 from migrate.db.connect import connect, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
@@ -598,7 +598,7 @@ class _Copier:
             parts = inv.split_parts(table, longest, self.cfg.split_threshold_bytes, self.cfg.db.jobs,
                                     source.server_version_num)
             if parts > 1 and table.pk_int_column:
-                units += _pk_ranges(coord, table, parts)
+                units += _pk_ranges(coord, table, parts, ctid_ranges=source.server_version_num >= 140000)
             elif parts > 1:
                 units += _ctid_ranges(coord, table, parts)
             else:
@@ -1362,7 +1362,10 @@ def _last_error(stderr: bytes) -> str:
     return (errors or lines or ["no message"])[0]
 
 
-def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int) -> list[CopyUnit]:
+def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int, *, ctid_ranges: bool) -> list[CopyUnit]:
+    """Ranges of the integer primary key; page (ctid) ranges instead where the server has them
+    (PostgreSQL 14+) and the rows are not stored in key order, so that key ranges would each read
+    most of the table's pages (migrate.db.layout)."""
     col = sql.Identifier(table.pk_int_column or "").as_string(None)
     rel = qualified(table.schema, table.name)
     lo, hi = coord.execute(f"SELECT min({col}), max({col}) FROM ONLY {rel}").fetchone()  # type: ignore[misc]
@@ -1370,6 +1373,12 @@ def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int) -> l
         return [CopyUnit(table)]
     step = max(1, math.ceil((hi - lo + 1) / parts))
     bounds = [lo + i * step for i in range(1, parts) if lo + i * step <= hi]
+    if ctid_ranges and bounds:
+        reads = layout.range_reads(coord, rel, f"t.{col}", f"ARRAY[{', '.join(map(str, bounds))}]::bigint[]")
+        if not layout.ranges_pay(reads):
+            log.info("%s: rows not stored in key order (key ranges would read its pages %.1f times):"
+                     " copied in page ranges", qualified(table.schema, table.name), reads)
+            return _ctid_ranges(coord, table, parts)
     preds: list[str] = []
     prev: int | None = None
     for b in bounds:

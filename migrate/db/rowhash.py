@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from migrate.db import layout
 from migrate.db.connect import qualified, quote_ident
 
 log = logging.getLogger(__name__)
@@ -355,6 +356,17 @@ class Hasher:
         if bounds is None:
             return self.split(conn, KeyRange(), every)
         return _tile(KeyRange(), bounds)
+
+    def range_reads(self, conn: psycopg.Connection, ranges: list[KeyRange]) -> float | None:
+        """migrate.db.layout.range_reads() for these consecutive ranges of a single-column key that is
+        not collatable; None for other keys (not estimated)."""
+        if len(self.key) != 1 or self.key[0].collatable or len(ranges) < 2:
+            return None
+        col = self.key[0]
+        bounds = ", ".join(f"{psycopg.sql.Literal(r.lo[0]).as_string(None)}::{col.type_sql}"
+                           for r in ranges[1:] if r.lo is not None)
+        return layout.range_reads(conn, self.table.qualified, _key_expr(col), f"ARRAY[{bounds}]::{col.type_sql}[]",
+                                  only=self.table.relkind == "r")
 
     def key_order(self, key: Bound) -> tuple[tuple[int, object], ...]:
         """A sort key for a key's text form that orders integer keys as numbers (10 after 9), others

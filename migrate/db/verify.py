@@ -41,6 +41,7 @@ from migrate.db.connect import (
     quote_ident,
     refuse_same_database,
 )
+from migrate.db.layout import ranges_pay
 from migrate.db.rowhash import (
     HASH_BUILTIN,
     HASH_MD5,
@@ -340,9 +341,23 @@ class _Verifier:
         info = job.info
         if not job.hasher.key or info.estimated_rows <= self.split_rows:
             return [KeyRange()]
-        src, _ = self.s.worker()
+        src, tgt = self.s.worker()
         with src.transaction():
-            return job.hasher.initial_split(src, self.chunk_rows)
+            ranges = job.hasher.initial_split(src, self.chunk_rows)
+        if len(ranges) > 1:
+            # Key ranges read through the key's index: where either side's rows are not stored in
+            # key order, each range would read most of the table's pages, and one scan is cheaper.
+            reads: list[float] = []
+            for conn in (src, tgt):
+                with conn.transaction():
+                    r = job.hasher.range_reads(conn, ranges)
+                if r is not None:
+                    reads.append(r)
+            if reads and not ranges_pay(max(reads)):
+                log.info("%s: rows not stored in key order (ranges would read its pages %.1f times): one scan"
+                         " per side", job.info.display, max(reads))
+                return [KeyRange()]
+        return ranges
 
     def run_data(self, report: Report) -> None:
         t0 = time.monotonic()

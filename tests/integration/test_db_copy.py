@@ -138,6 +138,41 @@ def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-u
     assert rec.tasks["data"].unit == "bytes"
 
 
+def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs) -> None:  # type: ignore[no-untyped-def]
+    """Key ranges of a table whose rows are not stored in key order would each read most of its pages
+    (the source reads the table once per range): PostgreSQL 14+ copies it in page (ctid) ranges."""
+    import psycopg
+
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.db import inventory as inv
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql(
+        "CREATE TABLE in_order (id bigint PRIMARY KEY, v text);"
+        "INSERT INTO in_order SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g;"
+        "CREATE TABLE shuffled (id bigint PRIMARY KEY, v text);"
+        "INSERT INTO shuffled SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g ORDER BY md5(g::text);"
+    )
+    with psycopg.connect(dbs.source_url) as conn:
+        tables = {t.name: t for t in inv.list_tables(conn)}
+        ordered = copier._pk_ranges(conn, tables["in_order"], 4, ctid_ranges=True)
+        assert [u.where for u in ordered] == ['"id" < 5001', '"id" >= 5001 AND "id" < 10001',
+                                               '"id" >= 10001 AND "id" < 15001', '"id" >= 15001'], ordered
+        shuffled = copier._pk_ranges(conn, tables["shuffled"], 4, ctid_ranges=True)
+        assert len(shuffled) == 4 and all("ctid" in (u.where or "") for u in shuffled), shuffled
+        # Before PostgreSQL 14 there are no page ranges: key ranges, whatever the order.
+        assert all("ctid" not in (u.where or "") for u in copier._pk_ranges(conn, tables["shuffled"], 4,
+                                                                            ctid_ranges=False))
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False,
+                       split_threshold_bytes=200_000)
+    rec = RecordingReporter()
+    assert copier.copy_database(cfg, rec).status.value == "success"
+    copies = [t for k, t, _ in rec.events if k == "start" and t.startswith("copy public.shuffled [")]
+    assert len(copies) >= 2, copies
+    assert_same_database(dbs)
+
+
 def test_index_builds_and_analyze_show_the_percentage_the_server_reports(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from migrate.config import DbCopyConfig, DbJobConfig
     from migrate.db import copier
