@@ -38,7 +38,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +48,7 @@ from psycopg import sql
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
 from migrate.db import layout, resume
-from migrate.db.connect import connect, qualified
+from migrate.db.connect import begin_snapshot_reader, connect, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
     libpq_target,
@@ -64,6 +64,7 @@ from migrate.progress import Reporter, counted
 log = logging.getLogger(__name__)
 
 BLOCK = 128 * 1024
+SMALL_COPY_BYTES = 4 * 1024 * 1024  # tables/ranges up to this size are read over a worker's own session
 PIPE_SIZE = 1024 * 1024
 LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "4MB"
@@ -221,6 +222,7 @@ class _Copier:
         self._coordinator: psycopg.Connection | None = None
         self._local = threading.local()
         self._conns: list[psycopg.Connection] = []
+        self._sources: list[psycopg.Connection] = []  # the workers' source sessions (small tables)
         self._conns_lock = threading.Lock()
         self.rows = 0
         self.bytes = 0
@@ -346,6 +348,21 @@ class _Copier:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- connections ---------------------------------------------------------------------
+    def _source(self) -> psycopg.Connection:
+        """This thread's source session, in a read-only REPEATABLE READ transaction that adopted the
+        copy's snapshot (while the coordinator holds it: the data phase). Used for small tables."""
+        conn = getattr(self._local, "source", None)
+        if conn is None or conn.closed:
+            conn = connect(self.cfg.db.source, "source")
+            with self._conns_lock:
+                self._conns.append(conn)
+                self._sources.append(conn)
+            begin_snapshot_reader(conn, self.snapshot)
+            # As pg_dump does: rows row-level security would hide fail the copy, never filtered.
+            conn.execute("SET LOCAL row_security = off")
+            self._local.source = conn
+        return conn
+
     def _target(self) -> psycopg.Connection:
         """This thread's target connection (one per worker)."""
         conn = getattr(self._local, "target", None)
@@ -428,10 +445,16 @@ class _Copier:
         log.info("exported source snapshot %s", self.snapshot)
 
     def release_snapshot(self) -> None:
+        """End the coordinator's transaction and close the workers' source sessions (the data is read)."""
         conn, self._coordinator = self._coordinator, None
         if conn is not None and not conn.closed:
             with contextlib.suppress(Exception):
                 conn.rollback()
+        with self._conns_lock:
+            sources, self._sources = self._sources, []
+        for c in sources:
+            with contextlib.suppress(Exception):
+                c.close()
 
     def _run_tool(self, argv: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess[bytes]:
         proc = self.children.popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -847,38 +870,28 @@ class _Copier:
     def _copy_unit(self, unit: CopyUnit, fmt: str) -> None:
         if self.children.cancelled.is_set():
             raise KeyboardInterrupt
-        psql = self.detail.tools["psql"]
-        src = self.cfg.db.source
-        argv = [
-            psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", libpq_target(src),
-            "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            "-c", f"SET TRANSACTION SNAPSHOT '{self.snapshot}'",
-            # As pg_dump does: if row-level security would hide rows from this user, fail loudly
-            # instead of copying a filtered subset.
-            "-c", "SET LOCAL row_security = off",
-            "-c", unit.source_sql(fmt),
-            "-c", "COMMIT",
-        ]
         task = f"copy {unit.label}"
         estimate = unit.estimate
         self.reporter.on_start(task, total=estimate, unit="bytes")
         conn = self._target()
-        proc = self.children.popen(argv, env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         moved = 0
         ok = False
+        # A small table is read over this worker's own source session: starting psql (a process, a
+        # login, the snapshot) costs ~35 ms, which dominates for a few rows; a big one through psql,
+        # whose pipe we relay in blocks without touching rows (a session hands Python every row).
+        small = estimate <= SMALL_COPY_BYTES
+        source = self._session_source(unit, fmt) if small else self._psql_source(unit, fmt)
         try:
-            assert proc.stdout is not None and proc.stderr is not None
-            fd = proc.stdout.fileno()
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-            with conn.cursor() as cur:
+            with source as blocks, conn.cursor() as cur:
                 try:
                     if unit.whole:
                         # The table is empty (a fresh or cleaned target); truncating it in this transaction
                         # is what allows COPY FREEZE. ONLY: inheritance children are copied on their own.
                         cur.execute(f"TRUNCATE ONLY {qualified(unit.table.schema, unit.table.name)}")
                     with cur.copy(unit.target_sql(fmt)) as copy:
-                        for block in _blocks(fd):
+                        # Raising inside the COPY block (the source failed) makes psycopg abort it:
+                        # nothing is committed.
+                        for block in blocks:
                             copy.write(block)
                             moved += len(block)
                             if moved > estimate:  # bigger than its size on disk: keep the bars below 100%
@@ -888,10 +901,6 @@ class _Copier:
                                 self.reporter.on_total(task, estimate)
                             self.reporter.on_progress(task, len(block))
                             self.reporter.on_progress("data", len(block))
-                        rc = proc.wait()
-                        if rc != 0 or self.children.cancelled.is_set():
-                            # Raising inside the COPY block makes psycopg abort it: nothing is committed.
-                            raise _SourceFailed(proc.stderr.read().decode("utf-8", "replace"))
                 except _SourceFailed as exc:
                     conn.rollback()
                     if self.children.cancelled.is_set():
@@ -920,6 +929,40 @@ class _Copier:
         finally:
             if not ok and moved:
                 self.reporter.on_progress("data", -moved)  # rolled back (or retried as text): not copied
+            self.reporter.on_done(task, ok=ok)
+
+    @contextlib.contextmanager
+    def _psql_source(self, unit: CopyUnit, fmt: str) -> Iterator[Iterator[bytes]]:
+        """The unit's COPY TO STDOUT run by psql in the snapshot: its pipe, in blocks. The blocks end
+        with _SourceFailed (psql's stderr) when psql failed or the copy was interrupted."""
+        psql = self.detail.tools["psql"]
+        src = self.cfg.db.source
+        argv = [
+            psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", libpq_target(src),
+            "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            "-c", f"SET TRANSACTION SNAPSHOT '{self.snapshot}'",
+            # As pg_dump does: if row-level security would hide rows from this user, fail loudly
+            # instead of copying a filtered subset.
+            "-c", "SET LOCAL row_security = off",
+            "-c", unit.source_sql(fmt),
+            "-c", "COMMIT",
+        ]
+        proc = self.children.popen(argv, env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr = proc.stderr
+
+        def blocks(fd: int) -> Iterator[bytes]:
+            yield from _blocks(fd)
+            rc = proc.wait()
+            if rc != 0 or self.children.cancelled.is_set():
+                raise _SourceFailed(stderr.read().decode("utf-8", "replace"))
+
+        try:
+            fd = proc.stdout.fileno()
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+            yield blocks(fd)
+        finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -927,7 +970,45 @@ class _Copier:
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
-            self.reporter.on_done(task, ok=ok)
+
+    @contextlib.contextmanager
+    def _session_source(self, unit: CopyUnit, fmt: str) -> Iterator[Iterator[bytes]]:
+        """The unit's COPY TO STDOUT over this worker's source session (in the snapshot), in blocks of
+        up to BLOCK bytes. A failure ends the blocks with _SourceFailed and closes the session (the
+        next unit opens another)."""
+        conn = self._source()
+
+        def blocks() -> Generator[bytes, None, None]:
+            buf = bytearray()
+            try:
+                with conn.cursor() as cur, cur.copy(unit.source_sql(fmt)) as copy:
+                    for row in copy:
+                        buf += row
+                        if len(buf) >= BLOCK:
+                            yield bytes(buf)
+                            buf.clear()
+            except psycopg.Error as exc:
+                raise _SourceFailed(str(exc)) from None
+            if buf:
+                yield bytes(buf)
+            if self.children.cancelled.is_set():
+                raise _SourceFailed("interrupted")
+
+        gen = blocks()
+        done = False
+        try:
+            yield gen
+            done = True
+        finally:
+            if not done or conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+                # Stopped part-way (the target failed) or the source failed: the session may be
+                # mid-COPY or its transaction aborted. Closing it ends its COPY on the server.
+                self._local.source = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+            with contextlib.suppress(Exception):
+                gen.close()
+
 
     def copy_large_objects(self) -> PhaseResult:
         coord = self._coordinator

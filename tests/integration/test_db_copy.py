@@ -75,6 +75,42 @@ def test_copy_of_hard_schema_equals_source(dbs, mode: str, tmp_path: Path) -> No
     assert dbs.source_cluster.password not in report.read_text()
 
 
+def test_small_tables_are_read_over_a_session_and_big_ones_through_psql(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Both ways of reading the source give the source's data: the hard schema read entirely through
+    psql (as big tables are), and the CLI test above reads it all over the workers' sessions."""
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql(HARD_SCHEMA)
+    ways: list[str] = []
+    for name in ("_psql_source", "_session_source"):
+        original = getattr(copier._Copier, name)
+
+        def spy(self, unit, fmt, _original=original, _name=name):  # type: ignore[no-untyped-def]
+            ways.append(_name)
+            return _original(self, unit, fmt)
+
+        monkeypatch.setattr(copier._Copier, name, spy)
+    monkeypatch.setattr(copier, "SMALL_COPY_BYTES", -1)  # every table "big"
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False)
+    assert copier.copy_database(cfg, RecordingReporter()).status.value == "success"
+    assert ways and set(ways) == {"_psql_source"}, ways
+    assert_same_database(dbs)
+    # Small (the default): no psql at all, and the source sessions end with the data phase.
+    cfg2 = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False,
+                        clean=True)
+    monkeypatch.setattr(copier, "SMALL_COPY_BYTES", 4 * 1024 * 1024)
+    ways.clear()
+    assert copier.copy_database(cfg2, RecordingReporter()).status.value == "success"
+    assert ways and set(ways) == {"_session_source"}, ways
+    assert_same_database(dbs)
+    with psycopg.connect(dbs.source_url) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'paas-migrate%'"
+                            " AND pid <> pg_backend_pid()").fetchone()
+    assert left == (0,), left
+
+
 def test_statistics_that_depend_on_post_data_are_computed_after_it(dbs) -> None:  # type: ignore[no-untyped-def]
     """Tables are analyzed as they land, except where the statistics need post-data objects: extended
     statistics (CREATE STATISTICS is post-data) and inheritance parents (their children land later)."""
