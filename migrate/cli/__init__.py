@@ -65,22 +65,26 @@ def _err(line: str) -> None:
     click.echo(redact(line), err=True)
 
 
+# The kind a command's own JSON (its plan or report) carries: an error object says the same.
+_KINDS = {"db plan": "db", "db copy": "db-copy", "db verify": "db-verify", "s3 plan": "s3", "s3 copy": "s3",
+          "s3 verify": "s3", "run": "run"}
+
+
 def _wants_json(argv: Sequence[str]) -> str | None:
-    """With the global --json: the command's name as a report's kind ("db copy"), else None."""
-    words: list[str] = []
-    as_json = False
-    for arg in argv:
-        if arg == "--":
-            break
-        if arg == "--json" and not words:
-            as_json = True
-        elif not arg.startswith("-") and len(words) < 2:
-            words.append(arg)
-        elif arg.startswith("-") and words:
-            break
-    if not as_json:
+    """With --json (global, or the command's own, anywhere before "--"): the command's kind, for an
+    error object ("db-copy"), else None."""
+    if "--json" not in argv[: argv.index("--") if "--" in argv else len(argv)]:
         return None
-    return "-".join(words) or "paas-migrate"
+    words: list[str] = []
+    for arg in argv:
+        if arg == "--" or (arg.startswith("-") and words):
+            break
+        if not arg.startswith("-"):
+            words.append(arg)
+            if len(words) == 2 or arg == "run":
+                break
+    command = " ".join(words)
+    return _KINDS.get(command, command.replace(" ", "-") or "paas-migrate")
 
 
 def _json_error(kind: str | None, message: str, code: int) -> None:
@@ -110,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.SUCCESS
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group without its command: its help, exit 2
+        commands = sorted(exc.ctx.command.commands) if isinstance(exc.ctx.command, click.Group) else []
+        _json_error(json_kind, f"missing command: one of {', '.join(commands)}", ExitCode.USAGE)
+        click.echo(exc.format_message(), err=True)
+        return ExitCode.USAGE
     except click.ClickException as exc:  # usage errors, bad parameters
         code = ExitCode.USAGE if isinstance(exc, click.UsageError) else ExitCode.FAILURE
         _json_error(json_kind, exc.format_message(), code)

@@ -1455,7 +1455,12 @@ def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int, *, c
     step = max(1, math.ceil((hi - lo + 1) / parts))
     bounds = [lo + i * step for i in range(1, parts) if lo + i * step <= hi]
     if ctid_ranges and bounds:
-        reads = layout.range_reads(coord, rel, f"t.{col}", f"ARRAY[{', '.join(map(str, bounds))}]::bigint[]")
+        try:
+            with coord.transaction():  # a savepoint: this connection holds the snapshot
+                reads = layout.range_reads(coord, rel, f"t.{col}", f"ARRAY[{', '.join(map(str, bounds))}]::bigint[]")
+        except psycopg.Error as exc:  # only an estimate: key ranges, as without it
+            log.info("%s: could not estimate how its rows lie (%s): key ranges", rel, _first_line(str(exc)))
+            reads = None
         if not layout.ranges_pay(reads):
             log.info("%s: rows not stored in key order (key ranges would read its pages %.1f times):"
                      " copied in page ranges", qualified(table.schema, table.name), reads)
@@ -1472,7 +1477,7 @@ def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int, *, c
 def _ctid_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int) -> list[CopyUnit]:
     rel = qualified(table.schema, table.name)
     pages = coord.execute(
-        f"SELECT pg_relation_size('{rel}'::regclass) / current_setting('block_size')::int"
+        "SELECT pg_catalog.pg_relation_size(%s::regclass) / current_setting('block_size')::int", (rel,)
     ).fetchone()[0]  # type: ignore[index]
     if not pages:
         return [CopyUnit(table)]

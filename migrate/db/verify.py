@@ -20,6 +20,7 @@ object lists are streamed.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import threading
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 SPLIT_ROWS = 1_000_000  # tables estimated above this are hashed in primary-key ranges...
 CHUNK_ROWS = 250_000  # ...of about this many rows
 KEY_LIST_MAX = 1000  # a mismatched range this small is listed key by key
-KEYLESS_LIST_MAX = 20_000_000  # a differing table without a key this small has its rows merged side by side
+KEYLESS_LIST_MAX = 5_000_000  # a differing table without a key this small has its rows merged side by side
 KEYS_REPORTED = 20  # differing keys named per table
 RANGES_REPORTED = 10  # mismatched ranges named per table
 FANOUT = 16  # a mismatched large range is re-split into this many parts
@@ -174,6 +175,7 @@ class _RangeResult:
     only_target: int = 0
     source_ctids: list[str] | None = None
     target_ctids: list[str] | None = None
+    keyless_note: str = ""  # why a keyless table's rows are not listed
 
 
 @dataclass
@@ -243,8 +245,15 @@ class _Verifier:
         self, hasher: Hasher, rng: KeyRange, fs: Fingerprint, ft: Fingerprint, res: _RangeResult, depth: int
     ) -> None:
         if not hasher.key:
-            if max(fs.count, ft.count) <= self.keyless_list_max:
+            if max(fs.count, ft.count) > self.keyless_list_max:
+                res.keyless_note = f"rows not listed: more than {self.keyless_list_max:,} to sort"
+                return
+            try:
                 self._rows_without_key(hasher, res)
+            except psycopg.Error as exc:  # naming the rows is extra: the table still differs
+                log.debug("listing the rows of %s failed", hasher.table.display, exc_info=True)
+                res.source_ctids = res.target_ctids = None
+                res.keyless_note = f"rows not listed: {_one_line(exc)}"
             return
         if max(fs.count, ft.count) <= self.key_list_max:
             src, tgt = self.s.worker()
@@ -291,12 +300,12 @@ class _Verifier:
 
     def _rows_without_key(self, hasher: Hasher, res: _RangeResult) -> None:
         """A table without a key that differs: merge both sides' rows, sorted by fingerprint on each
-        server and streamed, as multisets. Counts the rows only on each side and keeps the first
-        few ctids, where a user can look at them (SELECT ... WHERE ctid = '(0,5)'). Never a row's
+        server and streamed, as multisets. Counts the rows only on each side and keeps the lowest
+        KEYS_REPORTED ctids of each, where a user can look at them (SELECT ... WHERE ctid = '(0,5)'). Never a row's
         values: they may be personal data, and reports end up in logs."""
         src, tgt = self.s.worker()
         sql = hasher.ordered_row_hashes_sql()
-        res.source_ctids, res.target_ctids = [], []
+        lowest: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])  # max-heaps (negated) of ctids
         with src.transaction(), tgt.transaction(), \
                 src.cursor(name="keyless_rows") as a, tgt.cursor(name="keyless_rows") as b:
             a.itersize = b.itersize = 10_000
@@ -306,18 +315,16 @@ class _Verifier:
             while ra is not None or rb is not None:
                 if rb is None or (ra is not None and ra[0] < rb[0]):
                     res.only_source += 1
-                    if len(res.source_ctids) < KEYS_REPORTED:
-                        res.source_ctids.append(ra[1])  # type: ignore[index]
+                    _keep_lowest(lowest[0], ra[1])  # type: ignore[index]
                     ra = next(a, None)
                 elif ra is None or rb[0] < ra[0]:
                     res.only_target += 1
-                    if len(res.target_ctids) < KEYS_REPORTED:
-                        res.target_ctids.append(rb[1])
+                    _keep_lowest(lowest[1], rb[1])
                     rb = next(b, None)
                 else:
                     ra, rb = next(a, None), next(b, None)
-        res.source_ctids.sort(key=_ctid_order)
-        res.target_ctids.sort(key=_ctid_order)
+        res.source_ctids, res.target_ctids = (
+            [f"({-blk},{-off})" for blk, off in sorted(heap, reverse=True)] for heap in lowest)
 
     def _name_columns(self, hasher: Hasher, res: _RangeResult) -> None:
         """For the reported keys whose row differs (on both sides), which columns differ: "differ: a, b"."""
@@ -349,8 +356,12 @@ class _Verifier:
             # key order, each range would read most of the table's pages, and one scan is cheaper.
             reads: list[float] = []
             for conn in (src, tgt):
-                with conn.transaction():
-                    r = job.hasher.range_reads(conn, ranges)
+                try:
+                    with conn.transaction():
+                        r = job.hasher.range_reads(conn, ranges)
+                except psycopg.Error as exc:  # only an estimate: keep the ranges
+                    log.info("%s: could not estimate how its rows lie (%s)", job.info.display, _one_line(exc))
+                    r = None
                 if r is not None:
                     reads.append(r)
             if reads and not ranges_pay(max(reads)):
@@ -427,6 +438,7 @@ class _Verifier:
                 r.error = r.error or part.error
                 r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
                 r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
+                r.keyless_note = part.keyless_note
                 self.reporter.on_progress(job.info.display, part.source_rows)
                 job.pending -= 1
                 if job.pending == 0:
@@ -505,7 +517,9 @@ class _Verifier:
                     for g in merged[:RANGES_REPORTED]]
             if not job.hasher.key:
                 parts.append(f"contents differ ({job.no_key})")
-                if r.source_ctids is not None and r.target_ctids is not None:
+                if r.keyless_note:
+                    parts.append(r.keyless_note)
+                elif r.source_ctids is not None and r.target_ctids is not None:
                     parts.append(_keyless_rows(r))
                     data.update(only_on_source=r.only_source, only_on_target=r.only_target,
                                 source_ctids=r.source_ctids, target_ctids=r.target_ctids)
@@ -738,9 +752,14 @@ def verify_databases(
     return report
 
 
-def _ctid_order(ctid: str) -> tuple[int, int]:
+def _keep_lowest(heap: list[tuple[int, int]], ctid: str) -> None:
+    """Keep the KEYS_REPORTED lowest ctids seen, in `heap` (a max-heap: negated (block, offset))."""
     block, offset = ctid.strip("()").split(",")
-    return int(block), int(offset)
+    item = (-int(block), -int(offset))
+    if len(heap) < KEYS_REPORTED:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
 
 
 def _keyless_rows(r: _RangeResult) -> str:

@@ -174,7 +174,7 @@ def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-u
     assert rec.tasks["data"].unit == "bytes"
 
 
-def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Key ranges of a table whose rows are not stored in key order would each read most of its pages
     (the source reads the table once per range): PostgreSQL 14+ copies it in page (ctid) ranges."""
     import psycopg
@@ -189,6 +189,8 @@ def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs) -> None:  # t
         "INSERT INTO in_order SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g;"
         "CREATE TABLE shuffled (id bigint PRIMARY KEY, v text);"
         "INSERT INTO shuffled SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g ORDER BY md5(g::text);"
+        '''CREATE TABLE "it's" (id bigint PRIMARY KEY, v text);'''
+        '''INSERT INTO "it's" SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g ORDER BY md5(g::text);'''
     )
     with psycopg.connect(dbs.source_url) as conn:
         tables = {t.name: t for t in inv.list_tables(conn)}
@@ -200,10 +202,19 @@ def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs) -> None:  # t
         # Before PostgreSQL 14 there are no page ranges: key ranges, whatever the order.
         assert all("ctid" not in (u.where or "") for u in copier._pk_ranges(conn, tables["shuffled"], 4,
                                                                             ctid_ranges=False))
+    by_pages: list[str] = []
+    ctid_ranges = copier._ctid_ranges
+
+    def spy(coord, table, parts):  # type: ignore[no-untyped-def]
+        by_pages.append(table.name)
+        return ctid_ranges(coord, table, parts)
+
+    monkeypatch.setattr(copier, "_ctid_ranges", spy)
     cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False,
                        split_threshold_bytes=200_000)
     rec = RecordingReporter()
     assert copier.copy_database(cfg, rec).status.value == "success"
+    assert sorted(by_pages) == ["it's", "shuffled"], by_pages  # not in_order
     copies = [t for k, t, _ in rec.events if k == "start" and t.startswith("copy public.shuffled [")]
     assert len(copies) >= 2, copies
     assert_same_database(dbs)

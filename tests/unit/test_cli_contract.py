@@ -87,11 +87,21 @@ def test_bad_configuration_is_one_line_and_exit_2(args: list[str], env: dict[str
     assert "s3cret" not in res.output and "Traceback" not in res.output
     assert res.out == ""
     # With --json, stdout is one JSON object saying the same, for scripts that parse it.
-    res = run_cli("--json", *args, env=env)
-    assert res.code == 2 and text in res.err and len(res.err.strip().splitlines()) == 1, res.err
-    obj = json.loads(res.out)
-    assert obj["kind"] == "-".join(args[:2]) and obj["status"] == "failed" and obj["exit_code"] == 2, obj
-    assert len(obj["errors"]) == 1 and text in obj["errors"][0] and "s3cret" not in res.out
+    # The command's own --json (after it) too; the kind is the one the command's plan carries.
+    for argv in (["--json", *args], [*args[:2], "--json", *args[2:]]):
+        res = run_cli(*argv, env=env)
+        assert res.code == 2 and text in res.err and len(res.err.strip().splitlines()) == 1, res.err
+        obj = json.loads(res.out)
+        assert obj["kind"] == args[0] and obj["status"] == "failed" and obj["exit_code"] == 2, obj
+        assert len(obj["errors"]) == 1 and text in obj["errors"][0] and "s3cret" not in res.out
+
+
+def test_a_group_without_its_command_shows_its_help_and_exits_2() -> None:
+    res = run_cli("db")
+    assert res.code == 2 and res.out == "" and "Commands:" in res.err and "error:" not in res.err, res.output
+    res = run_cli("--json", "db")
+    assert res.code == 2 and json.loads(res.out) == {
+        "kind": "db", "status": "failed", "errors": ["missing command: one of copy, plan, verify"], "exit_code": 2}
 
 
 def test_the_verdict_never_claims_more_than_was_compared() -> None:
