@@ -28,6 +28,7 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import math
@@ -38,7 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 
 BLOCK = 128 * 1024
 SMALL_COPY_BYTES = 4 * 1024 * 1024  # tables/ranges up to this size are read over a worker's own session
+FREEZE_MIN_BYTES = 1024 * 1024  # whole tables above this size are loaded frozen
+SEQUENCES_PER_QUERY = 200
 PIPE_SIZE = 1024 * 1024
 LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "4MB"
@@ -101,6 +104,12 @@ class CopyUnit:
         return self.parts == 1
 
     @property
+    def freeze(self) -> bool:
+        """Loaded frozen (COPY FREEZE, after TRUNCATE in the same transaction): a whole table, big
+        enough that setting hint bits on its pages later costs more than the TRUNCATE (new files)."""
+        return self.whole and self.table.bytes > FREEZE_MIN_BYTES
+
+    @property
     def record_name(self) -> str:
         """The table's name in the resume record: quoted, so that no two tables share it."""
         return qualified(self.table.schema, self.table.name)
@@ -121,7 +130,7 @@ class CopyUnit:
         cols = ", ".join(sql.Identifier(c).as_string(None) for c in self.table.columns)
         # FREEZE (whole tables only, after TRUNCATE in the same transaction): rows land frozen, so the
         # index builds and ANALYZE that read them next do not rewrite every page to set hint bits.
-        freeze = ", FREEZE" if self.whole else ""
+        freeze = ", FREEZE" if self.freeze else ""
         return f"COPY {qualified(self.table.schema, self.table.name)} ({cols}) FROM STDIN (FORMAT {fmt}{freeze})"
 
 
@@ -676,6 +685,11 @@ class _Copier:
             if oid not in remaining:  # landed in the interrupted run: only its builds are left
                 builds.extend(items)
                 builds_left[oid] = len(items)
+        # A small table copied whole gets its indexes and ANALYZE in its copy's transaction: for a
+        # few rows, separate jobs (a transaction, a commit and a hand-over each) cost more than the work.
+        inline: dict[int, tuple[list[inv.EarlyIndex], str | None]] = {
+            u.table.oid: (by_table.get(u.table.oid, []), None if u.table.oid in late else labels[u.table.oid])
+            for u in units if u.whole and u.estimate <= SMALL_COPY_BYTES}
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="copy")
         running: dict[cf.Future[None], tuple[str, CopyUnit | None, int]] = {}
         self._watch = _BuildWatch(self.cfg.db.target, self.reporter, STREAM_POLL_SECONDS)
@@ -691,7 +705,11 @@ class _Copier:
                     running[pool.submit(self.analyze_table, names[oid], label)] = (f"analyze {label}", None, 0)
                 else:
                     u = copies.popleft()
-                    running[pool.submit(self.copy_unit, u)] = (u.label, u, u.table.oid)
+                    after = inline.get(u.table.oid)
+                    if after is not None:
+                        running[pool.submit(self.copy_unit, u, *after)] = (u.label, u, u.table.oid)
+                    else:
+                        running[pool.submit(self.copy_unit, u)] = (u.label, u, u.table.oid)
 
         def indexes_done(oid: int) -> None:
             if oid not in late:
@@ -720,6 +738,8 @@ class _Copier:
                                 indexes_done(oid)
                         continue
                     remaining[oid] -= 1
+                    if oid in inline:
+                        continue  # built and analyzed with its copy
                     if remaining[oid] == 0:
                         items = by_table.get(oid, [])
                         builds.extend(items)
@@ -836,19 +856,8 @@ class _Copier:
             self.reporter.on_done(task, ok=ok)
 
     def build_index(self, item: inv.EarlyIndex) -> None:
-        def work(conn: psycopg.Connection) -> None:
-            conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
-            if item.method == "gin":
-                # Measured (bench/, PostgreSQL 15, 2 MiB L2 per core): a high-cardinality GIN build
-                # (1M jsonb docs) takes 3.0 s with 4MB, 3.4 s with 16MB, 4.4-5.4 s with 64MB and
-                # 5.4-6.2 s with 256MB-1GB (a smaller accumulator stays in CPU cache); 4M docs and a
-                # low-cardinality int[] index are the same at 4, 16 and 64MB. B-tree builds want the
-                # opposite (in-memory sorts), so GIN only.
-                conn.execute("SELECT pg_catalog.set_config('maintenance_work_mem', %s, true)", (GIN_BUILD_MEMORY,))
-            conn.execute(item.statement.encode())
-            self._mark(conn, resume.INDEX, self._table_name(item.table_oid), item.name)
-
-        self._target_job(f"index {item.name}", "index", f"building {item.name}", work)
+        self._target_job(f"index {item.name}", "index", f"building {item.name}",
+                         functools.partial(self._build_in, item=item))
 
     def _table_name(self, oid: int) -> str:
         """A table's name in the resume record (quoted: see CopyUnit.record_name)."""
@@ -860,14 +869,16 @@ class _Copier:
                 self._data_total += delta
                 self.reporter.on_total("data", self._data_total)
 
-    def copy_unit(self, unit: CopyUnit) -> None:
+    def copy_unit(self, unit: CopyUnit, builds: Sequence[inv.EarlyIndex] = (), analyze: str | None = None) -> None:
+        """COPY one table or range; for a small table copied whole, also build `builds` and ANALYZE
+        it (shown as `analyze`) in the same transaction."""
         try:
-            self._copy_unit(unit, "binary")
+            self._copy_unit(unit, "binary", builds, analyze)
         except _BinaryUnsupported:
             log.info("%s: a column type has no binary form; copying as text", unit.label)
-            self._copy_unit(unit, "text")
+            self._copy_unit(unit, "text", builds, analyze)
 
-    def _copy_unit(self, unit: CopyUnit, fmt: str) -> None:
+    def _copy_unit(self, unit: CopyUnit, fmt: str, builds: Sequence[inv.EarlyIndex], analyze: str | None) -> None:
         if self.children.cancelled.is_set():
             raise KeyboardInterrupt
         task = f"copy {unit.label}"
@@ -884,7 +895,7 @@ class _Copier:
         try:
             with source as blocks, conn.cursor() as cur:
                 try:
-                    if unit.whole:
+                    if unit.freeze:
                         # The table is empty (a fresh or cleaned target); truncating it in this transaction
                         # is what allows COPY FREEZE. ONLY: inheritance children are copied on their own.
                         cur.execute(f"TRUNCATE ONLY {qualified(unit.table.schema, unit.table.name)}")
@@ -920,6 +931,7 @@ class _Copier:
                     raise CopyFailed(f"writing to the target failed: {_first_line(str(exc))}") from None
                 rows = max(cur.rowcount, 0)
             self._mark(conn, resume.COPY, unit.record_name, unit.key)
+            self._build_inline(conn, unit, builds, analyze)
             conn.commit()
             ok = True
             with self._count_lock:
@@ -930,6 +942,48 @@ class _Copier:
             if not ok and moved:
                 self.reporter.on_progress("data", -moved)  # rolled back (or retried as text): not copied
             self.reporter.on_done(task, ok=ok)
+
+    def _build_inline(self, conn: psycopg.Connection, unit: CopyUnit, builds: Sequence[inv.EarlyIndex],
+                      analyze: str | None) -> None:
+        """A small table's index builds and ANALYZE, in its copy's transaction (not yet committed):
+        shown as their own tasks; a failure rolls the copy back too."""
+        steps: list[tuple[str, str, Callable[[], object]]] = [
+            (f"index {e.name}", f"building {e.name}", functools.partial(self._build_in, conn, e)) for e in builds]
+        if analyze is not None:
+            rel = qualified(unit.table.schema, unit.table.name)
+            steps.append((f"analyze {analyze}", f"analyzing {analyze}",
+                          functools.partial(conn.execute, f"ANALYZE {rel}")))
+        for task, what, work in steps:
+            self.reporter.on_start(task, total=100, unit="%")
+            ok = False
+            try:
+                work()
+                ok = True
+            except psycopg.Error as exc:
+                conn.rollback()
+                if self.children.cancelled.is_set():
+                    raise KeyboardInterrupt from None
+                raise CopyFailed(f"{what} failed: {_first_line(str(exc))}") from None
+            finally:
+                if ok:
+                    self.reporter.on_progress(task, 100)
+                self.reporter.on_done(task, ok=ok)
+        if analyze is not None:
+            with self._count_lock:
+                self.analyzed.add(qualified(unit.table.schema, unit.table.name))
+
+    def _build_in(self, conn: psycopg.Connection, item: inv.EarlyIndex) -> None:
+        """One early index build on `conn`, in its current transaction, recorded there."""
+        conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+        if item.method == "gin":
+            # Measured (bench/, PostgreSQL 15, 2 MiB L2 per core): a high-cardinality GIN build
+            # (1M jsonb docs) takes 3.0 s with 4MB, 3.4 s with 16MB, 4.4-5.4 s with 64MB and
+            # 5.4-6.2 s with 256MB-1GB (a smaller accumulator stays in CPU cache); 4M docs and a
+            # low-cardinality int[] index are the same at 4, 16 and 64MB. B-tree builds want the
+            # opposite (in-memory sorts), so GIN only.
+            conn.execute("SELECT pg_catalog.set_config('maintenance_work_mem', %s, true)", (GIN_BUILD_MEMORY,))
+        conn.execute(item.statement.encode())
+        self._mark(conn, resume.INDEX, self._table_name(item.table_oid), item.name)
 
     @contextlib.contextmanager
     def _psql_source(self, unit: CopyUnit, fmt: str) -> Iterator[Iterator[bytes]]:
@@ -1052,10 +1106,16 @@ class _Copier:
         assert coord is not None
         conn = self._target()
         seqs = self.detail.source.sequences
-        for schema, name in seqs:
-            rel = qualified(schema, name)
-            last_value, is_called = coord.execute(f"SELECT last_value, is_called FROM {rel}").fetchone()  # type: ignore[misc]
-            conn.execute("SELECT pg_catalog.setval(%s::regclass, %s, %s)", (rel, last_value, is_called))
+        # A few hundred sequences per round trip each way (a database may have thousands).
+        for i in range(0, len(seqs), SEQUENCES_PER_QUERY):
+            rels = [qualified(schema, name) for schema, name in seqs[i:i + SEQUENCES_PER_QUERY]]
+            values = coord.execute(" UNION ALL ".join(
+                f"(SELECT {n}, last_value, is_called FROM {rel})" for n, rel in enumerate(rels))).fetchall()
+            values.sort()
+            conn.execute(
+                "SELECT pg_catalog.setval(u.rel::regclass, u.v, u.called)"
+                " FROM unnest(%s::text[], %s::bigint[], %s::boolean[]) AS u(rel, v, called)",
+                (rels, [v[1] for v in values], [v[2] for v in values]))
         conn.commit()
         return PhaseResult("sequences", 0.0, 1, items=len(seqs))
 

@@ -187,9 +187,9 @@ def test_resume_of_a_table_copied_in_ranges(dbs, monkeypatch, jobs: int) -> None
     real = copier._Copier._copy_unit
     first_landed = threading.Event()
 
-    def failing(self, unit, fmt):  # type: ignore[no-untyped-def]
+    def failing(self, unit, fmt, *inline):  # type: ignore[no-untyped-def]
         if unit.part == 0:
-            real(self, unit, fmt)
+            real(self, unit, fmt, *inline)
             first_landed.set()
             return
         first_landed.wait(30)

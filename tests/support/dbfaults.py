@@ -12,9 +12,9 @@ def fail_copy_of(monkeypatch: Any, table: str) -> None:
 
     real = copier._Copier._copy_unit
 
-    def failing(self: Any, unit: Any, fmt: str) -> None:
+    def failing(self: Any, unit: Any, fmt: str, *inline: Any) -> None:
         if unit.table.name == table:
             raise CopyFailed("injected failure")
-        real(self, unit, fmt)
+        real(self, unit, fmt, *inline)
 
     monkeypatch.setattr(copier._Copier, "_copy_unit", failing)
