@@ -1,6 +1,6 @@
 """db copy benchmark: peers side by side in one run, alternating rounds, fresh targets each time.
 
-    ./dev bench db [--scale 20] [--rounds 3] [--jobs 2]
+    ./dev bench db [--scale 20] [--rounds 3] [--jobs 2] [--no-gin | --pgbench-only | --many-tables N]
 
 Peers: `pg_dump -Fc | pg_restore` (piped: serial), `pgcopydb clone` (Debian package), and our
 `db copy --no-verify` in parallel and stream modes; then `db verify` on the copy. Prints medians,
@@ -81,6 +81,18 @@ def seed(src: LocalPostgres, scale: int, gin: bool = True, extras: bool = True) 
     src.execute("VACUUM ANALYZE", "bench")
 
 
+def seed_many(src: LocalPostgres, n: int) -> None:
+    src.execute(
+        "DO $$ BEGIN FOR i IN 1.." + str(n) + " LOOP EXECUTE format("
+        "'CREATE TABLE t%s (id serial PRIMARY KEY, ref int, name text, at timestamptz DEFAULT now());"
+        " CREATE INDEX ON t%s (ref);"
+        " INSERT INTO t%s (ref, name) SELECT g, md5(g::text) FROM generate_series(1, 100) g', i, i, i);"
+        " END LOOP; END $$",
+        "bench",
+    )
+    src.execute("VACUUM ANALYZE", "bench")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scale", type=int, default=20, help="pgbench scale (20 ≈ 300 MB of accounts)")
@@ -94,6 +106,9 @@ def main() -> int:
                          "every tool's wall time)")
     ap.add_argument("--pgbench-only", action="store_true",
                     help="the pgbench tables alone (no orders/events tables with secondary indexes)")
+    ap.add_argument("--many-tables", type=int, default=0, metavar="N",
+                    help="instead: N small tables (100 rows, a serial key and a secondary index each),"
+                         " where per-table overhead decides")
     args = ap.parse_args()
 
     src = LocalPostgres("bench-src", durable=args.durable).start()
@@ -102,13 +117,18 @@ def main() -> int:
     try:
         tgt.create_role(RDS_USER, RDS_PW, createdb=True)
         src.create_database("bench")
-        if args.pgbench_only:
+        if args.many_tables:
+            print(f"seeding: {args.many_tables} small tables")
+        elif args.pgbench_only:
             print(f"seeding: pgbench scale {args.scale} only")
         else:
             print(f"seeding: pgbench scale {args.scale} + orders (1M rows, 3 indexes"
                   f"{', b-tree only' if args.no_gin else ' incl. GIN on jsonb'}) + events (500k rows)")
         t = time.monotonic()
-        seed(src, args.scale, gin=not args.no_gin, extras=not args.pgbench_only)
+        if args.many_tables:
+            seed_many(src, args.many_tables)
+        else:
+            seed(src, args.scale, gin=not args.no_gin, extras=not args.pgbench_only)
         with __import__("psycopg").connect(src.url("bench")) as c:
             size = c.execute("SELECT pg_size_pretty(pg_database_size('bench'))").fetchone()[0]
         print(f"seeded {size} in {time.monotonic() - t:.0f}s; jobs={args.jobs}; rounds={args.rounds}")

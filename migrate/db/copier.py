@@ -68,6 +68,8 @@ BLOCK = 128 * 1024
 SMALL_COPY_BYTES = 4 * 1024 * 1024  # tables/ranges up to this size are read over a worker's own session
 FREEZE_MIN_BYTES = 1024 * 1024  # whole tables above this size are loaded frozen
 SEQUENCES_PER_QUERY = 200
+ANALYZE_BATCH = 50  # small tables analyzed per statement in the analyze phase...
+ANALYZE_ALONE_BYTES = 8 * 1024 * 1024  # ...and tables above this size one per statement
 PIPE_SIZE = 1024 * 1024
 LO_CHUNK = 1024 * 1024
 GIN_BUILD_MEMORY = "4MB"
@@ -1130,25 +1132,32 @@ class _Copier:
         """ANALYZE what the data phase did not: partitioned parents, materialized views, and tables
         whose statistics depend on post-data objects (see inv.analyze_after_post_data)."""
         with connect(self.cfg.db.target, "target") as conn:
-            tables = [
-                qualified(s, n)
-                for s, n in conn.execute(
-                    f"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    f" WHERE c.relkind IN ('r', 'p', 'm') AND {inv.USER_SCHEMA}"
+            sized = [
+                (qualified(s, n), int(size))
+                for s, n, size in conn.execute(
+                    f"SELECT n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid)"
+                    f" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    f" WHERE c.relkind IN ('r', 'p', 'm') AND {inv.USER_SCHEMA} ORDER BY 3 DESC, 1, 2"
                 ).fetchall()
                 if qualified(s, n) not in self.analyzed
             ]
+        tables = [rel for rel, _ in sized]
+        # Biggest first, one statement per big table; small ones many to a statement (ANALYZE a, b, c:
+        # each in a transaction of its own), so thousands of tables are not thousands of round trips.
+        batches: list[list[str]] = [[rel] for rel, size in sized if size >= ANALYZE_ALONE_BYTES]
+        small = [rel for rel, size in sized if size < ANALYZE_ALONE_BYTES]
+        batches += [small[i:i + ANALYZE_BATCH] for i in range(0, len(small), ANALYZE_BATCH)]
 
-        def one(rel: str) -> None:
+        def one(rels: list[str]) -> None:
             conn = self._target()
             conn.autocommit = True
             try:
-                conn.execute(f"ANALYZE {rel}")
+                conn.execute(f"ANALYZE {', '.join(rels)}")
             finally:
                 conn.autocommit = False
 
         with cf.ThreadPoolExecutor(max_workers=self.cfg.db.jobs, thread_name_prefix="analyze") as pool:
-            for fut in [pool.submit(one, t) for t in tables]:
+            for fut in [pool.submit(one, b) for b in batches]:
                 fut.result()
         early = f"; {len(self.analyzed)} analyzed as they landed" if self.analyzed else ""
         return PhaseResult("analyze", 0.0, self.cfg.db.jobs, items=len(tables),
