@@ -17,14 +17,15 @@ import psycopg
 
 SAMPLE_PAGES = 256  # pages sampled (TABLESAMPLE SYSTEM) to estimate how ranges spread over pages
 MAX_RANGE_READS = 1.5  # ranges are worth it while they read each page at most this many times on average
+MIN_PAGES = 64  # below this (512 KiB) extra page reads cost nothing worth estimating: ranges as planned
 
 
 def range_reads(conn: psycopg.Connection, relation: str, key_sql: str, bounds_sql: str, *, only: bool = True
                 ) -> float | None:
     """How many times reading each key range on its own would read the table's pages, on average:
     1.0 when every range has pages of its own, up to the number of ranges when every range has rows
-    on nearly every page. Estimated from about SAMPLE_PAGES pages of the table; None when the sample
-    holds no row.
+    on nearly every page. Estimated from about SAMPLE_PAGES pages of the table; None when the table
+    has fewer than MIN_PAGES pages or the sample holds no row.
 
     `relation` is the table's qualified, quoted name, `key_sql` an expression over the alias `t`
     (the range key), `bounds_sql` an array of the ranges' bounds in increasing order.
@@ -32,7 +33,9 @@ def range_reads(conn: psycopg.Connection, relation: str, key_sql: str, bounds_sq
     pages = conn.execute(
         "SELECT pg_catalog.pg_relation_size(%s::regclass) / current_setting('block_size')::int", (relation,)
     ).fetchone()[0]  # type: ignore[index]
-    percent = min(100.0, 100.0 * SAMPLE_PAGES / max(int(pages), 1))
+    if int(pages) < MIN_PAGES:
+        return None
+    percent = min(100.0, 100.0 * SAMPLE_PAGES / int(pages))
     row = conn.execute(
         "SELECT count(DISTINCT page), count(DISTINCT (page, part)) FROM ("
         f"SELECT (t.ctid::text::point)[0] AS page, width_bucket({key_sql}, {bounds_sql}) AS part"
