@@ -104,9 +104,32 @@ def connect(
     except psycopg.OperationalError as exc:
         raise describe_connect_error(exc, url, role) from None
     end_work_when_client_goes(conn)
+    no_timeouts(conn)
     if pin:
         pin_session(conn)
     return conn
+
+
+# Role or database defaults an application may have set (a 30 s statement_timeout is common) that
+# would cut a long COPY, an index build or a hash, or end the idle snapshot-holding transaction or
+# the session holding the copy lock. pg_dump and pg_restore clear the same ones for their sessions.
+NO_TIMEOUTS = {"statement_timeout": "0", "idle_in_transaction_session_timeout": "0", "lock_timeout": "0"}
+
+
+def no_timeouts(conn: psycopg.Connection) -> None:
+    """Clear the session's timeouts (NO_TIMEOUTS, and idle_session_timeout on PostgreSQL 14+)."""
+    settings = dict(NO_TIMEOUTS)
+    if conn.info.server_version >= 140000:
+        settings["idle_session_timeout"] = "0"
+    calls = ", ".join("pg_catalog.set_config(%s, %s, false)" for _ in settings)
+    conn.execute(f"SELECT {calls}", [x for item in settings.items() for x in item])
+    if not conn.autocommit:
+        conn.commit()
+
+
+def psql_no_timeouts() -> list[str]:
+    """The same, as psql -c arguments (before its transaction)."""
+    return [arg for name, value in NO_TIMEOUTS.items() for arg in ("-c", f"SET {name} = {value}")]
 
 
 def pin_session(conn: psycopg.Connection) -> None:

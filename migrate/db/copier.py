@@ -49,7 +49,7 @@ from psycopg import sql
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
 from migrate.db import layout, resume
-from migrate.db.connect import begin_snapshot_reader, connect, qualified
+from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
     libpq_target,
@@ -995,6 +995,7 @@ class _Copier:
         src = self.cfg.db.source
         argv = [
             psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", libpq_target(src),
+            *psql_no_timeouts(),
             "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             "-c", f"SET TRANSACTION SNAPSHOT '{self.snapshot}'",
             # As pg_dump does: if row-level security would hide rows from this user, fail loudly

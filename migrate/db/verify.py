@@ -86,13 +86,7 @@ def _prepare(conn: psycopg.Connection) -> None:
     snapshot-holding transaction. row_security = off (as pg_dump does): a table whose row-level
     security would hide rows from this user raises an error instead of hashing a filtered subset.
     """
-    for name, value in (
-        ("search_path", "pg_catalog"),
-        ("row_security", "off"),
-        ("statement_timeout", "0"),
-        ("idle_in_transaction_session_timeout", "0"),
-        ("lock_timeout", "0"),
-    ):
+    for name, value in (("search_path", "pg_catalog"), ("row_security", "off")):  # timeouts: connect() clears them
         conn.execute("SELECT set_config(%s, %s, false)", (name, value))
 
 

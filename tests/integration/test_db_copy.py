@@ -112,6 +112,26 @@ def test_small_tables_are_read_over_a_session_and_big_ones_through_psql(dbs, mon
     assert left == (0,), left
 
 
+def test_timeouts_an_application_set_do_not_cut_the_copy(dbs) -> None:  # type: ignore[no-untyped-def]
+    """Apps often set statement_timeout (and idle timeouts) on their database or role: a long COPY,
+    the idle snapshot-holding transaction and the idle lock session must not be cut by them."""
+    dbs.source_sql(
+        "CREATE TABLE slowish (id int PRIMARY KEY, v text);"
+        "INSERT INTO slowish SELECT g, md5(g::text) FROM generate_series(1, 300000) g;"
+        "CREATE INDEX slowish_v ON slowish (v);"
+        "CREATE TABLE little (id int PRIMARY KEY); INSERT INTO little SELECT generate_series(1, 10);"
+    )
+    timeouts = ("SET statement_timeout = '20ms'", "SET idle_in_transaction_session_timeout = '50ms'",
+                "SET idle_session_timeout = '100ms'")
+    for cluster, db in ((dbs.source_cluster, dbs.source_db), (dbs.target_cluster, dbs.target_db)):
+        for setting in timeouts:
+            cluster.execute(f"ALTER DATABASE {db} {setting}", "postgres")
+    res = run_cli("db", "copy", "--jobs", "2", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert "db-verify: success" in res.out or "verified: all" in res.out, res.out
+    assert_same_database(dbs)
+
+
 def test_statistics_that_depend_on_post_data_are_computed_after_it(dbs) -> None:  # type: ignore[no-untyped-def]
     """Tables are analyzed as they land, except where the statistics need post-data objects: extended
     statistics (CREATE STATISTICS is post-data) and inheritance parents (their children land later)."""
