@@ -930,15 +930,26 @@ class _Copier:
                     conn.rollback()
                     if self.children.cancelled.is_set():
                         raise KeyboardInterrupt from None
+                    if fmt == "binary" and "no binary input function" in str(exc):  # the target's COPY says first
+                        raise _BinaryUnsupported from None
                     raise CopyFailed(f"writing to the target failed: {_first_line(str(exc))}") from None
                 rows = max(cur.rowcount, 0)
             self._mark(conn, resume.COPY, unit.record_name, unit.key)
-            self._build_inline(conn, unit, builds, analyze)
-            conn.commit()
+            inline = self._build_inline(conn, unit, builds, analyze)
+            try:
+                conn.commit()
+            except BaseException:
+                for t in inline:
+                    self.reporter.on_done(t, ok=False)
+                raise
+            for t in inline:
+                self.reporter.on_done(t, ok=True)
             ok = True
             with self._count_lock:
                 self.rows += rows
                 self.bytes += moved
+                if analyze is not None:
+                    self.analyzed.add(qualified(unit.table.schema, unit.table.name))
             self._grow_data_total(moved - estimate)  # landed: its actual size replaces the estimate
         finally:
             if not ok and moved:
@@ -946,33 +957,34 @@ class _Copier:
             self.reporter.on_done(task, ok=ok)
 
     def _build_inline(self, conn: psycopg.Connection, unit: CopyUnit, builds: Sequence[inv.EarlyIndex],
-                      analyze: str | None) -> None:
-        """A small table's index builds and ANALYZE, in its copy's transaction (not yet committed):
-        shown as their own tasks; a failure rolls the copy back too."""
+                      analyze: str | None) -> list[str]:
+        """A small table's index builds and ANALYZE, in its copy's transaction (not yet committed),
+        each shown as its own task. Returns the tasks that ran: the caller says them done when the
+        transaction commits (a later failure rolls them back with the copy)."""
         steps: list[tuple[str, str, Callable[[], object]]] = [
             (f"index {e.name}", f"building {e.name}", functools.partial(self._build_in, conn, e)) for e in builds]
         if analyze is not None:
             rel = qualified(unit.table.schema, unit.table.name)
             steps.append((f"analyze {analyze}", f"analyzing {analyze}",
                           functools.partial(conn.execute, f"ANALYZE {rel}")))
-        for task, what, work in steps:
-            self.reporter.on_start(task, total=100, unit="%")
-            ok = False
-            try:
-                work()
-                ok = True
-            except psycopg.Error as exc:
-                conn.rollback()
-                if self.children.cancelled.is_set():
-                    raise KeyboardInterrupt from None
-                raise CopyFailed(f"{what} failed: {_first_line(str(exc))}") from None
-            finally:
-                if ok:
-                    self.reporter.on_progress(task, 100)
-                self.reporter.on_done(task, ok=ok)
-        if analyze is not None:
-            with self._count_lock:
-                self.analyzed.add(qualified(unit.table.schema, unit.table.name))
+        ran: list[str] = []
+        try:
+            for task, what, work in steps:
+                self.reporter.on_start(task, total=100, unit="%")
+                ran.append(task)
+                try:
+                    work()
+                except psycopg.Error as exc:
+                    conn.rollback()
+                    if self.children.cancelled.is_set():
+                        raise KeyboardInterrupt from None
+                    raise CopyFailed(f"{what} failed: {_first_line(str(exc))}") from None
+                self.reporter.on_progress(task, 100)
+        except BaseException:
+            for task in ran:
+                self.reporter.on_done(task, ok=False)
+            raise
+        return ran
 
     def _build_in(self, conn: psycopg.Connection, item: inv.EarlyIndex) -> None:
         """One early index build on `conn`, in its current transaction, recorded there."""
@@ -985,6 +997,8 @@ class _Copier:
             # opposite (in-memory sorts), so GIN only.
             conn.execute("SELECT pg_catalog.set_config('maintenance_work_mem', %s, true)", (GIN_BUILD_MEMORY,))
         conn.execute(item.statement.encode())
+        if item.method == "gin":  # the rest of an inline transaction (b-tree builds, ANALYZE): the default
+            conn.execute("SET LOCAL maintenance_work_mem TO DEFAULT")
         self._mark(conn, resume.INDEX, self._table_name(item.table_oid), item.name)
 
     @contextlib.contextmanager
@@ -1133,21 +1147,26 @@ class _Copier:
         """ANALYZE what the data phase did not: partitioned parents, materialized views, and tables
         whose statistics depend on post-data objects (see inv.analyze_after_post_data)."""
         with connect(self.cfg.db.target, "target") as conn:
+            # A partitioned parent's ANALYZE samples its whole tree: sized by its partitions (12+).
+            size = "pg_catalog.pg_relation_size(c.oid)"
+            if conn.info.server_version >= 120000:
+                tree = "(SELECT sum(pg_catalog.pg_relation_size(relid)) FROM pg_catalog.pg_partition_tree(c.oid))"
+                size = f"CASE WHEN c.relkind = 'p' THEN {tree} ELSE {size} END"
             sized = [
-                (qualified(s, n), int(size))
-                for s, n, size in conn.execute(
-                    f"SELECT n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid)"
-                    f" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                (qualified(s, n), int(b or 0))
+                for s, n, b in conn.execute(
+                    f"SELECT n.nspname, c.relname, {size} FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                     f" WHERE c.relkind IN ('r', 'p', 'm') AND {inv.USER_SCHEMA} ORDER BY 3 DESC, 1, 2"
                 ).fetchall()
                 if qualified(s, n) not in self.analyzed
             ]
+            many = ANALYZE_BATCH if conn.info.server_version >= 110000 else 1  # ANALYZE a, b: PostgreSQL 11+
         tables = [rel for rel, _ in sized]
         # Biggest first, one statement per big table; small ones many to a statement (ANALYZE a, b, c:
         # each in a transaction of its own), so thousands of tables are not thousands of round trips.
-        batches: list[list[str]] = [[rel] for rel, size in sized if size >= ANALYZE_ALONE_BYTES]
-        small = [rel for rel, size in sized if size < ANALYZE_ALONE_BYTES]
-        batches += [small[i:i + ANALYZE_BATCH] for i in range(0, len(small), ANALYZE_BATCH)]
+        batches: list[list[str]] = [[rel] for rel, b in sized if b >= ANALYZE_ALONE_BYTES]
+        small = [rel for rel, b in sized if b < ANALYZE_ALONE_BYTES]
+        batches += [small[i:i + many] for i in range(0, len(small), many)]
 
         def one(rels: list[str]) -> None:
             conn = self._target()
@@ -1157,9 +1176,16 @@ class _Copier:
             finally:
                 conn.autocommit = False
 
-        with cf.ThreadPoolExecutor(max_workers=self.cfg.db.jobs, thread_name_prefix="analyze") as pool:
+        pool = cf.ThreadPoolExecutor(max_workers=self.cfg.db.jobs, thread_name_prefix="analyze")
+        try:
             for fut in [pool.submit(one, b) for b in batches]:
                 fut.result()
+        except BaseException:
+            # Ctrl-C / SIGTERM: drop the queued batches and cancel the running ones now.
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.abort()
+            raise
+        pool.shutdown(wait=True)
         early = f"; {len(self.analyzed)} analyzed as they landed" if self.analyzed else ""
         return PhaseResult("analyze", 0.0, self.cfg.db.jobs, items=len(tables),
                            note=f"{counted(len(tables), 'table')}{early}")

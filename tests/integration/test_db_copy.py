@@ -98,18 +98,59 @@ def test_small_tables_are_read_over_a_session_and_big_ones_through_psql(dbs, mon
     assert copier.copy_database(cfg, RecordingReporter()).status.value == "success"
     assert ways and set(ways) == {"_psql_source"}, ways
     assert_same_database(dbs)
-    # Small (the default): no psql at all, and the source sessions end with the data phase.
+    # Small (the default): no psql at all; the sessions read in the snapshot (a row committed on the
+    # source once the copy is under way is not copied) and end with the data phase.
+    dbs.source_sql("CREATE TABLE late_rows (id int); INSERT INTO late_rows SELECT generate_series(1, 5);")
     cfg2 = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False,
                         clean=True)
     monkeypatch.setattr(copier, "SMALL_COPY_BYTES", 4 * 1024 * 1024)
     ways.clear()
+    copy_unit = copier._Copier._copy_unit
+    post_data = copier._Copier.post_data
+    inserted: list[bool] = []
+    at_post_data: list[tuple[str, str]] = []
+
+    def copy_after_a_write(self, *args):  # type: ignore[no-untyped-def]
+        if not inserted:
+            inserted.append(True)
+            dbs.source_sql("INSERT INTO late_rows VALUES (6)")
+        return copy_unit(self, *args)
+
+    def watch_post_data(self):  # type: ignore[no-untyped-def]
+        with psycopg.connect(dbs.source_url) as conn:
+            at_post_data.extend(conn.execute(
+                "SELECT application_name, state FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'paas-migrate%' AND pid <> pg_backend_pid()").fetchall())
+        return post_data(self)
+
+    monkeypatch.setattr(copier._Copier, "_copy_unit", copy_after_a_write)
+    monkeypatch.setattr(copier._Copier, "post_data", watch_post_data)
     assert copier.copy_database(cfg2, RecordingReporter()).status.value == "success"
     assert ways and set(ways) == {"_session_source"}, ways
+    assert inserted
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM late_rows").fetchone() == (5,)
+    # Only the coordinator is left on the source, its snapshot released: no worker session.
+    assert len(at_post_data) <= 1 and all(state == "idle" for _, state in at_post_data), at_post_data
+    dbs.source_sql("DELETE FROM late_rows WHERE id = 6")
     assert_same_database(dbs)
-    with psycopg.connect(dbs.source_url) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'paas-migrate%'"
-                            " AND pid <> pg_backend_pid()").fetchone()
-    assert left == (0,), left
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["session", "psql"])
+def test_a_column_type_without_binary_io_is_copied_as_text(dbs, monkeypatch, small: bool) -> None:  # type: ignore[no-untyped-def]
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql("CREATE TABLE grants (id int PRIMARY KEY, acl aclitem);"
+                   "INSERT INTO grants VALUES (1, 'postgres=r/postgres'), (2, NULL);"
+                   "CREATE TABLE plain (id int PRIMARY KEY); INSERT INTO plain VALUES (1);")
+    monkeypatch.setattr(copier, "SMALL_COPY_BYTES", 4 * 1024 * 1024 if small else -1)
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False)
+    assert copier.copy_database(cfg, RecordingReporter()).status.value == "success"
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert conn.execute("SELECT id, acl::text FROM grants ORDER BY id").fetchall() == [
+            (1, "postgres=r/postgres"), (2, None)]
 
 
 def test_timeouts_an_application_set_do_not_cut_the_copy(dbs) -> None:  # type: ignore[no-untyped-def]
@@ -330,12 +371,13 @@ def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeyp
     starts = [t for k, t in heavy if k == "start"]
     assert starts[:2] == ["copy public.chain [1/2]", "copy public.chain [2/2]"] or \
         starts[:2] == ["copy public.chain [2/2]", "copy public.chain [1/2]"], starts
-    # chain's builds (GIN first: the longest) go before further copies: at most the one copy that took
-    # the worker freed by chain's first range (before the table had landed) starts ahead of them
-    doc = starts.index("index public.chain_doc")
-    assert sum(t.startswith("copy public.side_") for t in starts[:doc]) <= 1, starts
-    assert starts.index("index public.chain_n") < max(starts.index("copy public.side_a"),
-                                                       starts.index("copy public.side_b")), starts
+    # chain's builds (GIN first: the longest) go before further copies: once chain has landed (its
+    # last range done), no copy starts until all of its builds have (small tables may be copied, with
+    # their builds, by the worker freed by chain's first range while the second is still loading)
+    landed = max(heavy.index(("done", "copy public.chain [1/2]")), heavy.index(("done", "copy public.chain [2/2]")))
+    builds = [heavy.index(("start", f"index public.chain_{i}")) for i in ("doc", "pkey", "n")]
+    assert landed < heavy.index(("start", "index public.chain_doc")) == min(builds), heavy
+    assert not any(k == "start" and t.startswith("copy ") for k, t in heavy[landed:max(builds)]), heavy
     # A small table's builds and ANALYZE run inside its copy's job (and transaction): not extra jobs.
     table_of = {"index public.chain_doc": "chain", "index public.chain_n": "chain", "index public.chain_pkey": "chain",
                 "index public.side_a_pkey": "side_a", "analyze public.chain": "chain",
@@ -349,15 +391,21 @@ def test_longest_chain_goes_first_and_heavy_tasks_never_exceed_jobs(dbs, monkeyp
         elif copying.get(table_of[t], 0) > 0:
             assert table_of[t] != "chain", heavy  # the split table's builds are jobs of their own
             continue
+        else:
+            assert table_of[t] == "chain", (t, heavy)  # side_a's builds and ANALYZE ran inside its copy
         running += 1 if k == "start" else -1
         peak = max(peak, running)
     assert peak <= 2, heavy
-    # Each table is analyzed in the data phase, after its last index build.
+    # Each table is analyzed in the data phase, after its last index build (side_a's in its copy's
+    # transaction: they are said done when it commits, with the copy).
     for table, last_index in (("chain", "index public.chain_n"), ("side_a", "index public.side_a_pkey")):
         assert f"analyze public.{table}" in starts, " | ".join(starts)
         analyzed = starts.index(f"analyze public.{table}")
         assert analyzed > starts.index(last_index), starts
-        assert heavy.index(("done", last_index)) < heavy.index(("start", f"analyze public.{table}")), heavy
+        if table == "chain":
+            assert heavy.index(("done", last_index)) < heavy.index(("start", f"analyze public.{table}")), heavy
+        else:
+            assert heavy.index(("done", last_index)) < heavy.index(("done", "copy public.side_a")), heavy
     assert "analyze public.side_b" in starts  # no index: analyzed as soon as it landed
     assert_same_database(dbs)
 
