@@ -374,6 +374,16 @@ class _Copier:
             self._local.source = conn
         return conn
 
+    def _close_source(self) -> None:
+        conn = getattr(self._local, "source", None)
+        if conn is not None:
+            self._local.source = None
+            with self._conns_lock:
+                if conn in self._sources:
+                    self._sources.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _target(self) -> psycopg.Connection:
         """This thread's target connection (one per worker)."""
         conn = getattr(self._local, "target", None)
@@ -893,6 +903,8 @@ class _Copier:
         # login, the snapshot) costs ~35 ms, which dominates for a few rows; a big one through psql,
         # whose pipe we relay in blocks without touching rows (a session hands Python every row).
         small = estimate <= SMALL_COPY_BYTES
+        if not small:
+            self._close_source()  # at most one source connection per worker: psql's, or the session
         source = self._session_source(unit, fmt) if small else self._psql_source(unit, fmt)
         try:
             with source as blocks, conn.cursor() as cur:
