@@ -48,7 +48,7 @@ from psycopg import sql
 
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
-from migrate.db import layout, resume
+from migrate.db import resume
 from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
@@ -1553,26 +1553,13 @@ def _last_error(stderr: bytes) -> str:
 
 def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int, *, ctid_ranges: bool) -> list[CopyUnit]:
     """Ranges of the integer primary key; page (ctid) ranges instead where the server has them
-    (PostgreSQL 14+) and the rows are not stored in key order, so that key ranges would each read
-    most of the table's pages (migrate.db.layout)."""
-    col = sql.Identifier(table.pk_int_column or "").as_string(None)
-    rel = qualified(table.schema, table.name)
-    lo, hi = coord.execute(f"SELECT min({col}), max({col}) FROM ONLY {rel}").fetchone()  # type: ignore[misc]
-    if lo is None:
+    (PostgreSQL 14+) and the rows are not stored in key order (inv.key_ranges)."""
+    how, bounds = inv.key_ranges(coord, table, parts, ctid_ranges=ctid_ranges)
+    if how == "pages":
+        return _ctid_ranges(coord, table, parts)
+    if how == "whole":
         return [CopyUnit(table)]
-    step = max(1, math.ceil((hi - lo + 1) / parts))
-    bounds = [lo + i * step for i in range(1, parts) if lo + i * step <= hi]
-    if ctid_ranges and bounds:
-        try:
-            with coord.transaction():  # a savepoint: this connection holds the snapshot
-                reads = layout.range_reads(coord, rel, f"t.{col}", f"ARRAY[{', '.join(map(str, bounds))}]::bigint[]")
-        except psycopg.Error as exc:  # only an estimate: key ranges, as without it
-            log.info("%s: could not estimate how its rows lie (%s): key ranges", rel, _first_line(str(exc)))
-            reads = None
-        if not layout.ranges_pay(reads):
-            log.info("%s: rows not stored in key order (key ranges would read its pages %.1f times):"
-                     " copied in page ranges", qualified(table.schema, table.name), reads)
-            return _ctid_ranges(coord, table, parts)
+    col = sql.Identifier(table.pk_int_column or "").as_string(None)
     preds: list[str] = []
     prev: int | None = None
     for b in bounds:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
+
+from migrate.db import layout
+
+log = logging.getLogger(__name__)
 
 # User schemas: not the system ones, not another session's temp schemas.
 USER_SCHEMA = (
@@ -56,6 +61,34 @@ def split_parts(table: TableInfo, longest: TableInfo | None, threshold: int, job
     if table is longest and table.bytes > SPLIT_LONGEST_MIN:
         return jobs
     return 1
+
+
+def key_ranges(conn: psycopg.Connection, table: TableInfo, parts: int, *, ctid_ranges: bool
+               ) -> tuple[str, list[int]]:
+    """How a table with an integer primary key is read in `parts`: ("key", bounds) in key ranges
+    cut at `bounds`; ("pages", []) in page (ctid) ranges instead, when `ctid_ranges` (PostgreSQL
+    14+) and its rows are not stored in key order, so that key ranges would each read most of its
+    pages (migrate.db.layout); ("whole", []) when it has no rows. Read-only; errors of the
+    estimate (run in a savepoint: `conn` may hold the copy's snapshot) leave key ranges."""
+    col = sql.Identifier(table.pk_int_column or "").as_string(None)
+    rel = f"{sql.Identifier(table.schema).as_string(None)}.{sql.Identifier(table.name).as_string(None)}"
+    lo, hi = conn.execute(f"SELECT min({col}), max({col}) FROM ONLY {rel}").fetchone()  # type: ignore[misc]
+    if lo is None:
+        return "whole", []
+    step = max(1, math.ceil((hi - lo + 1) / parts))
+    bounds = [lo + i * step for i in range(1, parts) if lo + i * step <= hi]
+    if ctid_ranges and bounds:
+        try:
+            with conn.transaction():
+                reads = layout.range_reads(conn, rel, f"t.{col}", f"ARRAY[{', '.join(map(str, bounds))}]::bigint[]")
+        except psycopg.Error as exc:
+            log.info("%s: could not estimate how its rows lie (%s): key ranges", rel, str(exc).split("\n")[0])
+            reads = None
+        if not layout.ranges_pay(reads):
+            log.info("%s: rows not stored in key order (key ranges would read its pages %.1f times):"
+                     " page ranges", rel, reads)
+            return "pages", []
+    return "key", bounds
 
 
 @dataclass

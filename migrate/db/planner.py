@@ -56,6 +56,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         source_has_state_schema = src.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                                               (resume.SCHEMA,)).fetchone() is not None
         source_identity = database_identity(src)
+        splits = _splits(src, source, cfg) if cfg.mode == "parallel" else {}
         # Row-level security policies name roles (TO role): pg_restore fails on one the target lacks.
         policy_roles = src.execute(
             "SELECT DISTINCT r.rolname, p.polname, n.nspname || '.' || c.relname FROM pg_catalog.pg_policy p"
@@ -116,11 +117,9 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     facts["extensions"] = {
         name: {"source version": source.extensions[name], **extensions.get(name, {})} for name in source.extensions
     }
-    longest = inv.longest_chain(source.tables)
     facts["table list"] = [
         {"table": t.qualified, "bytes": t.bytes, "index bytes": t.index_bytes, "rows (estimate)": t.rows_estimate,
-         "split": cfg.mode == "parallel" and inv.split_parts(
-             t, longest, cfg.split_threshold_bytes, db.jobs, source.server_version_num) > 1}
+         "split": splits.get(t.oid, "")}
         for t in source.tables
     ]
     plan.facts = facts
@@ -240,3 +239,19 @@ def _steps(cfg: DbCopyConfig, source: inv.Inventory) -> list[Step]:
         Step("analyze", "ANALYZE every copied table", jobs, tables),
     ]
     return steps + (verify if cfg.verify else [])
+
+
+def _splits(src: psycopg.Connection, source: inv.Inventory, cfg: DbCopyConfig) -> dict[int, str]:
+    """Table oid -> how a parallel copy reads it in ranges ("4 key ranges", "4 page ranges"), for
+    the tables it splits: the same decisions as the copy (inv.split_parts, inv.key_ranges)."""
+    longest = inv.longest_chain(source.tables)
+    pages = source.server_version_num >= 140000
+    out: dict[int, str] = {}
+    for t in source.tables:
+        parts = inv.split_parts(t, longest, cfg.split_threshold_bytes, cfg.db.jobs, source.server_version_num)
+        if parts <= 1:
+            continue
+        how = inv.key_ranges(src, t, parts, ctid_ranges=pages)[0] if t.pk_int_column else "pages"
+        if how != "whole":
+            out[t.oid] = f"{parts} {'key' if how == 'key' else 'page'} ranges"
+    return out

@@ -274,6 +274,12 @@ def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs, monkeypatch) 
     monkeypatch.setattr(copier, "_ctid_ranges", spy)
     cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2), verify=False,
                        split_threshold_bytes=200_000)
+    # The plan (and --dry-run) says the same as the copy will do.
+    from migrate.db.planner import plan_database
+
+    split = {t["table"]: t["split"] for t in plan_database(cfg).facts["table list"]}
+    assert split["public.in_order"].endswith(" key ranges") and split["public.shuffled"].endswith(" page ranges"), split
+    assert by_pages == []  # planning read-only, through the same decision (not the copy's code path)
     rec = RecordingReporter()
     assert copier.copy_database(cfg, rec).status.value == "success"
     assert sorted(by_pages) == ["it's", "shuffled"], by_pages  # not in_order
