@@ -22,7 +22,9 @@ and `search_path = pg_catalog`, on both sides, before calling anything here.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 
 import psycopg
@@ -227,6 +229,10 @@ class Fingerprint:
     def same(self, other: Fingerprint) -> bool:
         return (self.count, self.sum_hi, self.sum_lo) == (other.count, other.sum_hi, other.sum_lo)
 
+    def __add__(self, other: Fingerprint) -> Fingerprint:
+        """The fingerprint of two disjoint sets of rows together (counts and sums add up exactly)."""
+        return Fingerprint(self.count + other.count, self.sum_hi + other.sum_hi, self.sum_lo + other.sum_lo)
+
 
 @dataclass
 class Hasher:
@@ -265,7 +271,10 @@ class Hasher:
             conds.append(f"{self._key_row()} < {self._literal_row(rng.hi)}")
         return (" WHERE " + " AND ".join(conds)) if conds else ""
 
-    def fingerprint_sql(self, rng: KeyRange) -> str:
+    def fingerprint_sql(self, rng: KeyRange, pages: str | None = None) -> str:
+        """The count and sums of `rng`'s rows; or, with `pages` (a ctid predicate), of those pages'
+        rows on this side only (pages hold other rows on each side: only whole sides compare)."""
+        where = self.where(rng) if pages is None else f" WHERE {pages}"
         # OFFSET 0 keeps the subquery from being flattened, which would compute each row's text
         # (or md5) once per sum instead of once.
         if self.algorithm == HASH_BUILTIN:
@@ -285,24 +294,24 @@ class Hasher:
             if not rest:  # no subquery: its projection costs ~20% on a narrow table
                 return (
                     f"SELECT count(*), coalesce(sum({ha}), 0), coalesce(sum({hb}), 0)"
-                    f" FROM {self.source}{self.where(rng)}"
+                    f" FROM {self.source}{where}"
                 )
             return (
                 'SELECT count(*), coalesce(sum(ha # hashtextextended(r COLLATE "C", 0)), 0),'
                 ' coalesce(sum(hb # hashtextextended(r COLLATE "C", 1)), 0)'
                 f" FROM (SELECT {ha} AS ha, {hb} AS hb, {row_text_expr(tuple(rest))} AS r"
-                f" FROM {self.source}{self.where(rng)} OFFSET 0) q"
+                f" FROM {self.source}{where} OFFSET 0) q"
             )
         return (
             # sum(bigint) is exact (it accumulates in 128 bits and returns numeric) and twice as fast
             # as summing numerics.
             "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
             " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
-            f" FROM (SELECT md5({row_text_expr(self.columns)}) AS h FROM {self.source}{self.where(rng)} OFFSET 0) q"
+            f" FROM (SELECT md5({row_text_expr(self.columns)}) AS h FROM {self.source}{where} OFFSET 0) q"
         )
 
-    def fingerprint(self, conn: psycopg.Connection, rng: KeyRange) -> Fingerprint:
-        row = conn.execute(self.fingerprint_sql(rng)).fetchone()
+    def fingerprint(self, conn: psycopg.Connection, rng: KeyRange, pages: str | None = None) -> Fingerprint:
+        row = conn.execute(self.fingerprint_sql(rng, pages)).fetchone()
         assert row is not None
         return Fingerprint(int(row[0]), int(row[1]), int(row[2]))
 
@@ -367,6 +376,23 @@ class Hasher:
                            for r in ranges[1:] if r.lo is not None)
         return layout.range_reads(conn, self.table.qualified, _key_expr(col), f"ARRAY[{bounds}]::{col.type_sql}[]",
                                   only=self.table.relkind == "r")
+
+    def page_parts(self, conn: psycopg.Connection, parts: int) -> list[str]:
+        """ctid predicates that tile this side's table in `parts` page ranges (the last one open-ended:
+        rows in pages added since are in it). PostgreSQL 14+ reads each range alone (TID range scan)."""
+        pages = int(conn.execute(
+            "SELECT pg_catalog.pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+            (self.table.qualified,)).fetchone()[0])  # type: ignore[index]
+        step = max(1, math.ceil(pages / parts))
+        cuts = [i * step for i in range(1, parts) if i * step < pages]
+        edges: list[int | None] = [None, *cuts, None]
+        preds = []
+        for lo, hi in itertools.pairwise(edges):
+            conds = [] if lo is None else [f"t.ctid >= '({lo},0)'::tid"]
+            if hi is not None:
+                conds.append(f"t.ctid < '({hi},0)'::tid")
+            preds.append(" AND ".join(conds) or "true")
+        return preds
 
     def key_order(self, key: Bound) -> tuple[tuple[int, object], ...]:
         """A sort key for a key's text form that orders integer keys as numbers (10 after 9), others

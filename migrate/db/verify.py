@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -181,6 +181,17 @@ class _TableJob:
     pending: int = 0
     result: _RangeResult = field(default_factory=_RangeResult)
     shown: bool = False  # its progress task started (when a worker first takes one of its ranges)
+    sums: dict[str, Fingerprint] = field(default_factory=dict)  # hashed in page ranges: each side's total
+
+
+@dataclass
+class _Pages:
+    """A table hashed in page (ctid) ranges, each side on its own (pages hold other rows on each
+    side): each side's parts summed, then the sums compared. For tables without a key, or whose rows
+    are not stored in key order, where key ranges would each read most pages."""
+
+    source: list[str]
+    target: list[str]
 
 
 class _Verifier:
@@ -201,6 +212,8 @@ class _Verifier:
         self.split_rows = split_rows
         self.chunk_rows = max(1, chunk_rows)
         self.key_list_max = key_list_max
+        # Page (ctid) ranges read alone only on PostgreSQL 14+ (TID range scans); else a whole scan each.
+        self.page_ranges = min(sessions.src.info.server_version, sessions.tgt.info.server_version) >= 140000
         self.keyless_list_max = KEYLESS_LIST_MAX
         self.jobs = max(1, cfg.jobs)
         self.algorithm = HASH_MD5
@@ -338,16 +351,18 @@ class _Verifier:
                 if cols:
                     res.keys[i] = (key, f"{differ}: {', '.join(cols)}")
 
-    def initial_ranges(self, job: _TableJob) -> list[KeyRange]:
+    def initial_ranges(self, job: _TableJob) -> list[KeyRange] | _Pages:
         info = job.info
-        if not job.hasher.key or info.estimated_rows <= self.split_rows:
+        if info.estimated_rows <= self.split_rows:
             return [KeyRange()]
         src, tgt = self.s.worker()
-        with src.transaction():
-            ranges = job.hasher.initial_split(src, self.chunk_rows)
-        if len(ranges) > 1:
+        if job.hasher.key:
+            with src.transaction():
+                ranges = job.hasher.initial_split(src, self.chunk_rows)
+            if len(ranges) <= 1:
+                return ranges
             # Key ranges read through the key's index: where either side's rows are not stored in
-            # key order, each range would read most of the table's pages, and one scan is cheaper.
+            # key order, each range would read most of the table's pages.
             reads: list[float] = []
             for conn in (src, tgt):
                 try:
@@ -358,11 +373,34 @@ class _Verifier:
                     r = None
                 if r is not None:
                     reads.append(r)
-            if reads and not ranges_pay(max(reads)):
-                log.info("%s: rows not stored in key order (ranges would read its pages %.1f times): one scan"
-                         " per side", job.info.display, max(reads))
-                return [KeyRange()]
-        return ranges
+            if not reads or ranges_pay(max(reads)):
+                return ranges
+            log.info("%s: rows not stored in key order (key ranges would read its pages %.1f times)",
+                     job.info.display, max(reads))
+        # No key, or keys not in storage order: page ranges on each side (PostgreSQL 14+), else one scan.
+        if self.jobs < 2 or not self.page_ranges:
+            return [KeyRange()]
+        with src.transaction():
+            source = job.hasher.page_parts(src, self.jobs)
+        with tgt.transaction():
+            target = job.hasher.page_parts(tgt, self.jobs)
+        return _Pages(source, target)
+
+    def _page_part(self, job: _TableJob, side: str, pages: str) -> Fingerprint:
+        """One side's fingerprint of one page range of the table."""
+        self._show(job)
+        src, tgt = self.s.worker()
+        return _guarded_fingerprint(job.hasher, src if side == "source" else tgt, KeyRange(), pages)
+
+    def _narrow_whole(self, job: _TableJob, fs: Fingerprint, ft: Fingerprint) -> _RangeResult:
+        """A table hashed in page ranges that differs: narrowed by key (or listed row by row, keyless)."""
+        res = _RangeResult(fs.count, ft.count, match=False)
+        try:
+            self._narrow(job.hasher, KeyRange(), fs, ft, res, depth=0)
+        except Exception as exc:
+            log.debug("narrowing %s failed", job.info.display, exc_info=True)
+            res.error = _one_line(exc)
+        return res
 
     def run_data(self, report: Report) -> None:
         t0 = time.monotonic()
@@ -400,44 +438,74 @@ class _Verifier:
         self.reporter.note(f"data: hashing {counted(len(jobs), 'table')} on both sides with {self.jobs} workers")
         source_rows = 0
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="verify")
+        # Each future: what it is ("plan" a table, hash a key "range", hash a "source"/"target" page
+        # range) and its table. Futures are added as others finish, so this waits on the set it has.
+        work: dict[Future[object], tuple[str, _TableJob]] = {}
         try:
-            planned: dict[Future[list[KeyRange]], _TableJob] = {}
             for job in sorted(jobs, key=lambda j: -j.info.estimated_rows):  # biggest first: shortest wall time
-                planned[pool.submit(self.initial_ranges, job)] = job
-            hashing: dict[Future[_RangeResult], _TableJob] = {}
-            for fut in as_completed(planned):
-                job = planned[fut]
-                try:
-                    ranges = fut.result()
-                except Exception as exc:
-                    ranges = []
-                    job.result = _RangeResult(match=False, error=_one_line(exc))
-                    self._show(job)
-                    self._finish(report, job)
-                    continue
-                job.pending = len(ranges)
-                for rng in ranges:
-                    hashing[pool.submit(self._check_range_of, job, rng)] = job
-            for hfut in as_completed(hashing):
-                job = hashing[hfut]
-                part = hfut.result()
-                r = job.result
-                r.source_rows += part.source_rows
-                r.target_rows += part.target_rows
-                r.match = r.match and part.match
-                r.ranges.extend(part.ranges)  # each part keeps at most RANGES_REPORTED and KEYS_REPORTED:
-                r.keys.extend(part.keys)  # sorted by key and cut when the table is finished
-                r.key_count += part.key_count
-                r.counted_all = r.counted_all and part.counted_all
-                r.error = r.error or part.error
-                r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
-                r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
-                r.keyless_note = part.keyless_note
-                self.reporter.on_progress(job.info.display, part.source_rows)
-                job.pending -= 1
-                if job.pending == 0:
-                    source_rows += r.source_rows
-                    self._finish(report, job)
+                work[pool.submit(self.initial_ranges, job)] = ("plan", job)
+            while work:
+                done, _ = wait(work, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    kind, job = work.pop(fut)
+                    try:
+                        value = fut.result()
+                    except Exception as exc:  # planning a table, or hashing one of its page ranges
+                        job.result = _RangeResult(match=False, error=job.result.error or _one_line(exc))
+                        value = None
+                    if kind == "plan":
+                        if value is None:
+                            self._show(job)
+                            self._finish(report, job)
+                        elif isinstance(value, _Pages):
+                            job.pending = len(value.source) + len(value.target)
+                            for side, parts in (("source", value.source), ("target", value.target)):
+                                for pages in parts:
+                                    work[pool.submit(self._page_part, job, side, pages)] = (side, job)
+                        else:
+                            job.pending = len(value)  # type: ignore[arg-type]
+                            for rng in value:  # type: ignore[attr-defined]
+                                work[pool.submit(self._check_range_of, job, rng)] = ("range", job)
+                        continue
+                    if kind in ("source", "target"):
+                        if isinstance(value, Fingerprint):
+                            job.sums[kind] = job.sums[kind] + value if kind in job.sums else value
+                            if kind == "source":
+                                self.reporter.on_progress(job.info.display, value.count)
+                        job.pending -= 1
+                        if job.pending:
+                            continue
+                        fs, ft = job.sums.get("source"), job.sums.get("target")
+                        if job.result.error or fs is None or ft is None:
+                            job.result.match = False
+                        elif fs.same(ft):
+                            job.result = _RangeResult(fs.count, ft.count)
+                        else:
+                            job.pending = 1  # narrowed by key like a differing range (the whole table)
+                            work[pool.submit(self._narrow_whole, job, fs, ft)] = ("range", job)
+                            continue
+                        source_rows += job.result.source_rows
+                        self._finish(report, job)
+                        continue
+                    part = value if isinstance(value, _RangeResult) else _RangeResult(match=False, error="no result")
+                    r = job.result
+                    r.source_rows += part.source_rows
+                    r.target_rows += part.target_rows
+                    r.match = r.match and part.match
+                    r.ranges.extend(part.ranges)  # each part keeps at most RANGES_REPORTED and KEYS_REPORTED:
+                    r.keys.extend(part.keys)  # sorted by key and cut when the table is finished
+                    r.key_count += part.key_count
+                    r.counted_all = r.counted_all and part.counted_all
+                    r.error = r.error or part.error
+                    r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
+                    r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
+                    r.keyless_note = part.keyless_note
+                    if not job.sums:  # (hashed in page ranges: its progress was shown as they finished)
+                        self.reporter.on_progress(job.info.display, part.source_rows)
+                    job.pending -= 1
+                    if job.pending == 0:
+                        source_rows += r.source_rows
+                        self._finish(report, job)
         except BaseException:
             # Ctrl-C/SIGTERM: drop queued work; the caller cancels running queries by closing the sessions.
             pool.shutdown(wait=False, cancel_futures=True)
@@ -681,10 +749,11 @@ def _merge(a: Iterator[tuple[int, str]], b: Iterator[tuple[int, str]]) -> Iterat
             x, y = next(a, None), next(b, None)
 
 
-def _guarded_fingerprint(hasher: Hasher, conn: psycopg.Connection, rng: KeyRange) -> Fingerprint:
+def _guarded_fingerprint(hasher: Hasher, conn: psycopg.Connection, rng: KeyRange, pages: str | None = None
+                         ) -> Fingerprint:
     # A savepoint: a failed query must not abort the snapshot-holding transaction.
     with conn.transaction():
-        return hasher.fingerprint(conn, rng)
+        return hasher.fingerprint(conn, rng, pages)
 
 
 def verify_databases(
