@@ -6,9 +6,12 @@ Phases (connections, concurrency):
                   primary-key range of a large table, cut at the planner's histogram bounds when it
                   has them, else by a pass over the key) a server-side count + order-independent hash
                   on both sides at once (migrate.db.rowhash); a mismatch is narrowed to a range and,
-                  for ranges of at most KEY_LIST_MAX rows, to the differing keys; a table without
-                  a key that differs has both sides' rows sorted by fingerprint and merged (streamed),
-                  naming how many rows are only on each side and their first ctids
+                  for ranges of at most KEY_LIST_MAX rows, to the differing keys. A large table
+                  without a key, or whose rows are not stored in key order (key ranges would each
+                  read most pages: migrate.db.layout), is hashed in page (ctid) ranges, each side on
+                  its own, and the sides' sums compared (PostgreSQL 14+; else one scan per side). A
+                  table without a key that differs has both sides' rows sorted by fingerprint and
+                  merged (streamed), naming how many rows are only on each side and their lowest ctids
   sequences       one connection per side: last_value/is_called, and owned sequences ahead of their column
   large objects   one connection per side: count and md5 per object, merged in oid order
 
@@ -23,12 +26,14 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import queue
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -386,8 +391,10 @@ class _Verifier:
             target = job.hasher.page_parts(tgt, self.jobs)
         return _Pages(source, target)
 
-    def _page_part(self, job: _TableJob, side: str, pages: str) -> Fingerprint:
-        """One side's fingerprint of one page range of the table."""
+    def _page_part(self, job: _TableJob, side: str, pages: str) -> Fingerprint | None:
+        """One side's fingerprint of one page range of the table (None: another part failed)."""
+        if job.result.error:
+            return None
         self._show(job)
         src, tgt = self.s.worker()
         return _guarded_fingerprint(job.hasher, src if side == "source" else tgt, KeyRange(), pages)
@@ -439,73 +446,84 @@ class _Verifier:
         source_rows = 0
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="verify")
         # Each future: what it is ("plan" a table, hash a key "range", hash a "source"/"target" page
-        # range) and its table. Futures are added as others finish, so this waits on the set it has.
+        # range) and its table. Work is added as other work finishes; finished futures queue
+        # themselves (waiting on all pending futures at each turn would cost O(tables) per turn).
         work: dict[Future[object], tuple[str, _TableJob]] = {}
+        finished: queue.SimpleQueue[Future[object]] = queue.SimpleQueue()
+
+        def submit(kind: str, job: _TableJob, fn: Callable[..., Any], *args: object) -> None:
+            fut = pool.submit(fn, *args)
+            work[fut] = (kind, job)
+            fut.add_done_callback(finished.put)
+
         try:
             for job in sorted(jobs, key=lambda j: -j.info.estimated_rows):  # biggest first: shortest wall time
-                work[pool.submit(self.initial_ranges, job)] = ("plan", job)
+                submit("plan", job, self.initial_ranges, job)
             while work:
-                done, _ = wait(work, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    kind, job = work.pop(fut)
-                    try:
-                        value = fut.result()
-                    except Exception as exc:  # planning a table, or hashing one of its page ranges
-                        job.result = _RangeResult(match=False, error=job.result.error or _one_line(exc))
-                        value = None
-                    if kind == "plan":
-                        if value is None:
-                            self._show(job)
-                            self._finish(report, job)
-                        elif isinstance(value, _Pages):
-                            job.pending = len(value.source) + len(value.target)
-                            for side, parts in (("source", value.source), ("target", value.target)):
-                                for pages in parts:
-                                    work[pool.submit(self._page_part, job, side, pages)] = (side, job)
-                        else:
-                            job.pending = len(value)  # type: ignore[arg-type]
-                            for rng in value:  # type: ignore[attr-defined]
-                                work[pool.submit(self._check_range_of, job, rng)] = ("range", job)
-                        continue
-                    if kind in ("source", "target"):
-                        if isinstance(value, Fingerprint):
-                            job.sums[kind] = job.sums[kind] + value if kind in job.sums else value
-                            if kind == "source":
-                                self.reporter.on_progress(job.info.display, value.count)
-                        job.pending -= 1
-                        if job.pending:
-                            continue
-                        fs, ft = job.sums.get("source"), job.sums.get("target")
-                        if job.result.error or fs is None or ft is None:
-                            job.result.match = False
-                        elif fs.same(ft):
-                            job.result = _RangeResult(fs.count, ft.count)
-                        else:
-                            job.pending = 1  # narrowed by key like a differing range (the whole table)
-                            work[pool.submit(self._narrow_whole, job, fs, ft)] = ("range", job)
-                            continue
-                        source_rows += job.result.source_rows
+                try:
+                    fut = finished.get(timeout=1.0)  # (with a timeout: an interrupt is seen within a second)
+                except queue.Empty:
+                    continue
+                kind, job = work.pop(fut)
+                try:
+                    value = fut.result()
+                except Exception as exc:  # planning a table, or hashing one of its ranges
+                    job.result.match = False
+                    job.result.error = job.result.error or _one_line(exc)
+                    value = None
+                if kind == "plan":
+                    if value is None:
+                        self._show(job)
                         self._finish(report, job)
-                        continue
-                    part = value if isinstance(value, _RangeResult) else _RangeResult(match=False, error="no result")
-                    r = job.result
-                    r.source_rows += part.source_rows
-                    r.target_rows += part.target_rows
-                    r.match = r.match and part.match
-                    r.ranges.extend(part.ranges)  # each part keeps at most RANGES_REPORTED and KEYS_REPORTED:
-                    r.keys.extend(part.keys)  # sorted by key and cut when the table is finished
-                    r.key_count += part.key_count
-                    r.counted_all = r.counted_all and part.counted_all
-                    r.error = r.error or part.error
-                    r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
-                    r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
-                    r.keyless_note = part.keyless_note
-                    if not job.sums:  # (hashed in page ranges: its progress was shown as they finished)
-                        self.reporter.on_progress(job.info.display, part.source_rows)
+                    elif isinstance(value, _Pages):
+                        job.pending = len(value.source) + len(value.target)
+                        for side, parts in (("source", value.source), ("target", value.target)):
+                            for pages in parts:
+                                submit(side, job, self._page_part, job, side, pages)
+                    else:
+                        job.pending = len(value)  # type: ignore[arg-type]
+                        for rng in value:  # type: ignore[attr-defined]
+                            submit("range", job, self._check_range_of, job, rng)
+                    continue
+                if kind in ("source", "target"):
+                    if isinstance(value, Fingerprint):
+                        job.sums[kind] = job.sums[kind] + value if kind in job.sums else value
+                        if kind == "source":
+                            self.reporter.on_progress(job.info.display, value.count)
                     job.pending -= 1
-                    if job.pending == 0:
-                        source_rows += r.source_rows
-                        self._finish(report, job)
+                    if job.pending:
+                        continue
+                    fs, ft = job.sums.get("source"), job.sums.get("target")
+                    if job.result.error or fs is None or ft is None:
+                        job.result.match = False
+                    elif fs.same(ft):
+                        job.result = _RangeResult(fs.count, ft.count)
+                    else:
+                        job.pending = 1  # narrowed by key like a differing range (the whole table)
+                        submit("range", job, self._narrow_whole, job, fs, ft)
+                        continue
+                    source_rows += job.result.source_rows
+                    self._finish(report, job)
+                    continue
+                part = value if isinstance(value, _RangeResult) else _RangeResult(match=False, error="no result")
+                r = job.result
+                r.source_rows += part.source_rows
+                r.target_rows += part.target_rows
+                r.match = r.match and part.match
+                r.ranges.extend(part.ranges)  # each part keeps at most RANGES_REPORTED and KEYS_REPORTED:
+                r.keys.extend(part.keys)  # sorted by key and cut when the table is finished
+                r.key_count += part.key_count
+                r.counted_all = r.counted_all and part.counted_all
+                r.error = r.error or part.error
+                r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
+                r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
+                r.keyless_note = part.keyless_note
+                if not job.sums:  # (hashed in page ranges: its progress was shown as they finished)
+                    self.reporter.on_progress(job.info.display, part.source_rows)
+                job.pending -= 1
+                if job.pending == 0:
+                    source_rows += r.source_rows
+                    self._finish(report, job)
         except BaseException:
             # Ctrl-C/SIGTERM: drop queued work; the caller cancels running queries by closing the sessions.
             pool.shutdown(wait=False, cancel_futures=True)
