@@ -271,10 +271,13 @@ class Hasher:
             conds.append(f"{self._key_row()} < {self._literal_row(rng.hi)}")
         return (" WHERE " + " AND ".join(conds)) if conds else ""
 
-    def fingerprint_sql(self, rng: KeyRange, pages: str | None = None) -> str:
+    def fingerprint_sql(self, rng: KeyRange, pages: str | None = None, part: str | None = None) -> str:
         """The count and sums of `rng`'s rows; or, with `pages` (a ctid predicate), of those pages'
-        rows on this side only (pages hold other rows on each side: only whole sides compare)."""
+        rows on this side only (pages hold other rows on each side: only whole sides compare). With
+        `part` (an expression over the row), one result row per part, the part first."""
         where = self.where(rng) if pages is None else f" WHERE {pages}"
+        # part: in the innermost select (it reads the row), then grouped by in the outer one.
+        lead, inner, group = ("", "", "") if part is None else ("part, ", f"{part} AS part, ", " GROUP BY part")
         # OFFSET 0 keeps the subquery from being flattened, which would compute each row's text
         # (or md5) once per sum instead of once.
         if self.algorithm == HASH_BUILTIN:
@@ -293,21 +296,21 @@ class Hasher:
             ha, hb = (" # ".join(h[i] for h in typed) or "0" for i in (0, 1))
             if not rest:  # no subquery: its projection costs ~20% on a narrow table
                 return (
-                    f"SELECT count(*), coalesce(sum({ha}), 0), coalesce(sum({hb}), 0)"
-                    f" FROM {self.source}{where}"
+                    f"SELECT {inner}count(*), coalesce(sum({ha}), 0), coalesce(sum({hb}), 0)"
+                    f" FROM {self.source}{where}{group.replace('part', '1')}"
                 )
             return (
-                'SELECT count(*), coalesce(sum(ha # hashtextextended(r COLLATE "C", 0)), 0),'
+                f'SELECT {lead}count(*), coalesce(sum(ha # hashtextextended(r COLLATE "C", 0)), 0),'
                 ' coalesce(sum(hb # hashtextextended(r COLLATE "C", 1)), 0)'
-                f" FROM (SELECT {ha} AS ha, {hb} AS hb, {row_text_expr(tuple(rest))} AS r"
-                f" FROM {self.source}{where} OFFSET 0) q"
+                f" FROM (SELECT {inner}{ha} AS ha, {hb} AS hb, {row_text_expr(tuple(rest))} AS r"
+                f" FROM {self.source}{where} OFFSET 0) q{group}"
             )
         return (
             # sum(bigint) is exact (it accumulates in 128 bits and returns numeric) and twice as fast
             # as summing numerics.
-            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
+            f"SELECT {lead}count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
             " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
-            f" FROM (SELECT md5({row_text_expr(self.columns)}) AS h FROM {self.source}{where} OFFSET 0) q"
+            f" FROM (SELECT {inner}md5({row_text_expr(self.columns)}) AS h FROM {self.source}{where} OFFSET 0) q{group}"
         )
 
     def fingerprint(self, conn: psycopg.Connection, rng: KeyRange, pages: str | None = None) -> Fingerprint:
@@ -329,14 +332,19 @@ class Hasher:
         return [tuple(r) for r in conn.execute(query).fetchall()]
 
     def split(self, conn: psycopg.Connection, rng: KeyRange, every: int) -> list[KeyRange]:
-        bounds = self.boundaries(conn, rng, every)
+        """`rng` in ranges of about `every` rows: at the histogram's bounds where they serve (no read
+        of the table), else at keys found by one pass over the key."""
+        bounds = self.histogram_bounds(conn, every, rng, coarse=False) or self.boundaries(conn, rng, every)
         return _tile(rng, bounds)
 
-    def histogram_bounds(self, conn: psycopg.Connection, every: int) -> list[Bound] | None:
-        """Keys that cut the whole table into ranges of about `every` rows, from the planner's
+    def histogram_bounds(self, conn: psycopg.Connection, every: int, rng: KeyRange | None = None,
+                         *, coarse: bool = True) -> list[Bound] | None:
+        """Keys that cut the table (or `rng`) into ranges of about `every` rows, from the planner's
         statistics (pg_stats' histogram of the key column), without reading the table; None when
         they cannot be used: a composite or collatable key (its histogram is in the column's
-        collation, the ranges compare byte-wise), or no histogram (never analysed).
+        collation, the ranges compare byte-wise), no histogram (never analysed), no bound inside
+        `rng`, or (unless `coarse`) `every` finer than one of its buckets. A pass over the key in key order (boundaries)
+        reads the table's rows in key order: where they are not stored so, that is a random read.
 
         Any increasing bounds tile the table exactly, so stale statistics only make ranges uneven
         (the last range, unbounded, takes rows added since).
@@ -344,27 +352,32 @@ class Hasher:
         if len(self.key) != 1 or self.key[0].collatable:
             return None
         col = self.key[0]
+        rng = rng or KeyRange()
+        inside = [f"d.b > {self._literal_row(rng.lo)[1:-1]}" if rng.lo is not None else "true",
+                  f"d.b < {self._literal_row(rng.hi)[1:-1]}" if rng.hi is not None else "true"]
         query = (
             # Ordered by the key's type (ORDER BY d.b: the output column is its text form).
-            f"SELECT d.b::text AS bound FROM (SELECT DISTINCT b FROM unnest(("
+            f"SELECT d.b::text AS bound, {' AND '.join(inside)} FROM (SELECT DISTINCT b FROM unnest(("
             "SELECT s.histogram_bounds::text FROM pg_stats s"
             " WHERE s.schemaname = %s AND s.tablename = %s AND s.attname = %s AND NOT s.inherited"
             f")::{col.type_sql}[]) AS b) d ORDER BY d.b"
         )
-        bounds = [r[0] for r in conn.execute(query, (self.table.schema, self.table.name, col.name)).fetchall()]
-        if len(bounds) < 3:
+        rows = conn.execute(query, (self.table.schema, self.table.name, col.name)).fetchall()
+        if len(rows) < 3:
             return None
-        per_bucket = max(1.0, self.table.estimated_rows / (len(bounds) - 1))
+        per_bucket = max(1.0, self.table.estimated_rows / (len(rows) - 1))
+        if every < per_bucket and not coarse:
+            return None
         step = max(1, round(every / per_bucket))
-        return [(b,) for b in bounds[step:-1:step]]
+        candidates = [b for b, ok in rows[1:-1] if ok]  # not the histogram's min and max
+        chosen: list[Bound] = [(str(b),) for b in candidates[step - 1::step]]
+        return chosen if chosen or coarse else None  # (coarse: too few rows to cut is an answer too)
 
     def initial_split(self, conn: psycopg.Connection, every: int) -> list[KeyRange]:
         """The whole table in ranges of about `every` rows: from statistics when they serve, else
         by one pass over the key."""
         bounds = self.histogram_bounds(conn, every)
-        if bounds is None:
-            return self.split(conn, KeyRange(), every)
-        return _tile(KeyRange(), bounds)
+        return _tile(KeyRange(), self.boundaries(conn, KeyRange(), every) if bounds is None else bounds)
 
     def range_reads(self, conn: psycopg.Connection, ranges: list[KeyRange]) -> float | None:
         """migrate.db.layout.range_reads() for these consecutive ranges of a single-column key that is
@@ -376,6 +389,24 @@ class Hasher:
                            for r in ranges[1:] if r.lo is not None)
         return layout.range_reads(conn, self.table.qualified, _key_expr(col), f"ARRAY[{bounds}]::{col.type_sql}[]",
                                   only=self.table.relkind == "r")
+
+    def fingerprints_by_range(self, conn: psycopg.Connection, rng: KeyRange, subs: list[KeyRange]) -> list[Fingerprint]:
+        """The fingerprints of `subs` (consecutive ranges tiling `rng`) in one read of `rng`: each row
+        is put in its part by comparing its key with the parts' bounds (as where() compares)."""
+        his = [s.hi for s in subs[:-1] if s.hi is not None]
+        if not his:
+            part = "0"
+        elif len(self.key) == 1 and not self.key[0].collatable:
+            # One binary search per row (width_bucket: how many bounds are <= the key).
+            col = self.key[0]
+            bounds = ", ".join(self._literal_row(hi)[1:-1] for hi in his)
+            part = f"width_bucket({_key_expr(col)}, ARRAY[{bounds}]::{col.type_sql}[])"
+        else:  # composite or collatable keys: compared as where() does (row-wise, byte-wise)
+            cases = " ".join(f"WHEN {self._key_row()} < {self._literal_row(hi)} THEN {i}" for i, hi in enumerate(his))
+            part = f"CASE {cases} ELSE {len(his)} END"
+        got = {int(r[0]): Fingerprint(int(r[1]), int(r[2]), int(r[3]))
+               for r in conn.execute(self.fingerprint_sql(rng, part=part)).fetchall()}
+        return [got.get(i, Fingerprint(0, 0, 0)) for i in range(len(subs))]
 
     def page_parts(self, conn: psycopg.Connection, parts: int) -> list[str]:
         """ctid predicates that tile this side's table in `parts` page ranges (the last one open-ended:

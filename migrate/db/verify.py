@@ -302,11 +302,18 @@ class _Verifier:
             if rng.bounded:
                 res.ranges.append(rng)
             return
-        for sub in subs:
+        # All the parts' fingerprints in one read of the range per side (not one per part: where the
+        # rows are not stored in key order, each part's read would cover most of the table's pages).
+        src, tgt = self.s.worker()
+        fut = self._side_pool.submit(_guarded_parts, hasher, tgt, rng, subs)
+        try:
+            ours = _guarded_parts(hasher, src, rng, subs)
+        finally:
+            theirs = fut.result()
+        for sub, s2, t2 in zip(subs, ours, theirs, strict=True):
             if len(res.ranges) >= RANGES_REPORTED and res.key_count >= KEYS_REPORTED:
                 res.counted_all = False
                 break
-            s2, t2 = self._both(hasher, sub)
             if not s2.same(t2):
                 self._narrow(hasher, sub, s2, t2, res, depth + 1)
 
@@ -765,6 +772,12 @@ def _merge(a: Iterator[tuple[int, str]], b: Iterator[tuple[int, str]]) -> Iterat
         else:
             yield x[0], x[1], y[1]
             x, y = next(a, None), next(b, None)
+
+
+def _guarded_parts(hasher: Hasher, conn: psycopg.Connection, rng: KeyRange, subs: list[KeyRange]
+                   ) -> list[Fingerprint]:
+    with conn.transaction():  # a savepoint, as below
+        return hasher.fingerprints_by_range(conn, rng, subs)
 
 
 def _guarded_fingerprint(hasher: Hasher, conn: psycopg.Connection, rng: KeyRange, pages: str | None = None
