@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 # (shortest exact output) and the source (PaaS) and target (RDS) may straddle that version.
 # NaN is compared as a value: its bit pattern is not preserved by a dump and restore.
 _FLOAT_TYPES = {700, 701}
+# Scalar key types whose order is the same on every server (no collation, no enum or composite
+# order) and whose text form parses back as one value: their histogram bounds cut ranges, and
+# width_bucket() places keys among bounds. int2, int4, int8, oid, numeric, float4/8, date, time,
+# timestamp, timestamptz, interval, uuid. Other keys: a pass over the key, and row comparisons.
+_ORDERED_SCALARS = {21, 23, 20, 26, 1700, 700, 701, 1082, 1083, 1114, 1184, 1186, 2950}
+MIN_HISTOGRAM_PARTS = 4  # narrowing takes the histogram's cut only if it gives at least this many parts
 
 
 @dataclass(frozen=True)
@@ -331,25 +337,34 @@ class Hasher:
         )
         return [tuple(r) for r in conn.execute(query).fetchall()]
 
-    def split(self, conn: psycopg.Connection, rng: KeyRange, every: int) -> list[KeyRange]:
-        """`rng` in ranges of about `every` rows: at the histogram's bounds where they serve (no read
-        of the table), else at keys found by one pass over the key."""
-        bounds = self.histogram_bounds(conn, every, rng, coarse=False) or self.boundaries(conn, rng, every)
-        return _tile(rng, bounds)
+    def split(self, conn: psycopg.Connection, rng: KeyRange, every: int, rows: int) -> list[KeyRange]:
+        """`rng` (holding `rows` rows on this side) in ranges of about `every` rows: at the
+        histogram's bounds where they serve (no read of the table), else at keys found by one pass
+        over the key."""
+        bounds: list[Bound] | None = None
+        try:
+            with conn.transaction():  # a savepoint: only an estimate
+                bounds = self.histogram_bounds(conn, every, rng, rows=rows)
+        except psycopg.Error as exc:
+            log.debug("histogram bounds of %s not usable: %s", self.table.display, exc)
+        return _tile(rng, bounds or self.boundaries(conn, rng, every))
 
     def histogram_bounds(self, conn: psycopg.Connection, every: int, rng: KeyRange | None = None,
-                         *, coarse: bool = True) -> list[Bound] | None:
+                         *, rows: int | None = None) -> list[Bound] | None:
         """Keys that cut the table (or `rng`) into ranges of about `every` rows, from the planner's
         statistics (pg_stats' histogram of the key column), without reading the table; None when
         they cannot be used: a composite or collatable key (its histogram is in the column's
-        collation, the ranges compare byte-wise), no histogram (never analysed), no bound inside
-        `rng`, or (unless `coarse`) `every` finer than one of its buckets. A pass over the key in key order (boundaries)
-        reads the table's rows in key order: where they are not stored so, that is a random read.
+        collation, the ranges compare byte-wise) or one of another type than _ORDERED_SCALARS, no
+        histogram (never analysed), or no bound inside `rng`. With `rows` (narrowing: the rows
+        `rng` holds on this side), the bounds inside are taken as splitting those rows evenly, and
+        None when they would give fewer than MIN_HISTOGRAM_PARTS parts or parts finer than a
+        bucket. (A pass over the key, boundaries(), reads the rows in key order: where they are not
+        stored so, that is a random read.)
 
         Any increasing bounds tile the table exactly, so stale statistics only make ranges uneven
         (the last range, unbounded, takes rows added since).
         """
-        if len(self.key) != 1 or self.key[0].collatable:
+        if len(self.key) != 1 or self.key[0].collatable or self.key[0].type_oid not in _ORDERED_SCALARS:
             return None
         col = self.key[0]
         rng = rng or KeyRange()
@@ -362,16 +377,21 @@ class Hasher:
             " WHERE s.schemaname = %s AND s.tablename = %s AND s.attname = %s AND NOT s.inherited"
             f")::{col.type_sql}[]) AS b) d ORDER BY d.b"
         )
-        rows = conn.execute(query, (self.table.schema, self.table.name, col.name)).fetchall()
-        if len(rows) < 3:
+        found = conn.execute(query, (self.table.schema, self.table.name, col.name)).fetchall()
+        if len(found) < 3:
             return None
-        per_bucket = max(1.0, self.table.estimated_rows / (len(rows) - 1))
-        if every < per_bucket and not coarse:
-            return None
+        candidates = [b for b, ok in found[1:-1] if ok]  # not the histogram's min and max
+        if rows is None:  # the whole table
+            per_bucket = max(1.0, self.table.estimated_rows / (len(found) - 1))
+        else:
+            per_bucket = rows / (len(candidates) + 1)
+            if per_bucket < 1 or every < per_bucket:
+                return None
         step = max(1, round(every / per_bucket))
-        candidates = [b for b, ok in rows[1:-1] if ok]  # not the histogram's min and max
         chosen: list[Bound] = [(str(b),) for b in candidates[step - 1::step]]
-        return chosen if chosen or coarse else None  # (coarse: too few rows to cut is an answer too)
+        if rows is not None and len(chosen) + 1 < MIN_HISTOGRAM_PARTS:
+            return None  # (stale or skewed statistics: a pass gives the parts asked for)
+        return chosen
 
     def initial_split(self, conn: psycopg.Connection, every: int) -> list[KeyRange]:
         """The whole table in ranges of about `every` rows: from statistics when they serve, else
@@ -382,7 +402,7 @@ class Hasher:
     def range_reads(self, conn: psycopg.Connection, ranges: list[KeyRange]) -> float | None:
         """migrate.db.layout.range_reads() for these consecutive ranges of a single-column key that is
         not collatable; None for other keys (not estimated)."""
-        if len(self.key) != 1 or self.key[0].collatable or len(ranges) < 2:
+        if len(self.key) != 1 or self.key[0].type_oid not in _ORDERED_SCALARS or len(ranges) < 2:
             return None
         col = self.key[0]
         bounds = ", ".join(f"{psycopg.sql.Literal(r.lo[0]).as_string(None)}::{col.type_sql}"
@@ -396,7 +416,7 @@ class Hasher:
         his = [s.hi for s in subs[:-1] if s.hi is not None]
         if not his:
             part = "0"
-        elif len(self.key) == 1 and not self.key[0].collatable:
+        elif len(self.key) == 1 and self.key[0].type_oid in _ORDERED_SCALARS:
             # One binary search per row (width_bucket: how many bounds are <= the key).
             col = self.key[0]
             bounds = ", ".join(self._literal_row(hi)[1:-1] for hi in his)

@@ -297,7 +297,7 @@ class _Verifier:
             src, tgt = self.s.worker()
             side = src if fs.count >= ft.count else tgt
             with side.transaction():
-                subs = hasher.split(side, rng, math.ceil(rows / FANOUT))
+                subs = hasher.split(side, rng, math.ceil(rows / FANOUT), rows)
         if len(subs) <= 1:
             if rng.bounded:
                 res.ranges.append(rng)
