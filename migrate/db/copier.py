@@ -717,11 +717,7 @@ class _Copier:
                     running[pool.submit(self.analyze_table, names[oid], label)] = (f"analyze {label}", None, 0)
                 else:
                     u = copies.popleft()
-                    after = inline.get(u.table.oid)
-                    if after is not None:
-                        running[pool.submit(self.copy_unit, u, *after)] = (u.label, u, u.table.oid)
-                    else:
-                        running[pool.submit(self.copy_unit, u)] = (u.label, u, u.table.oid)
+                    running[pool.submit(self.copy_unit, u, *inline.get(u.table.oid, ()))] = (u.label, u, u.table.oid)
 
         def indexes_done(oid: int) -> None:
             if oid not in late:

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from migrate.db import layout
+from migrate.db.connect import first_line, qualified
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def key_ranges(conn: psycopg.Connection, table: TableInfo, parts: int, *, ctid_r
     pages (migrate.db.layout); ("whole", []) when it has no rows. Read-only; errors of the
     estimate (run in a savepoint: `conn` may hold the copy's snapshot) leave key ranges."""
     col = sql.Identifier(table.pk_int_column or "").as_string(None)
-    rel = f"{sql.Identifier(table.schema).as_string(None)}.{sql.Identifier(table.name).as_string(None)}"
+    rel = qualified(table.schema, table.name)
     lo, hi = conn.execute(f"SELECT min({col}), max({col}) FROM ONLY {rel}").fetchone()  # type: ignore[misc]
     if lo is None:
         return "whole", []
@@ -82,7 +83,7 @@ def key_ranges(conn: psycopg.Connection, table: TableInfo, parts: int, *, ctid_r
             with conn.transaction():
                 reads = layout.range_reads(conn, rel, f"t.{col}", f"ARRAY[{', '.join(map(str, bounds))}]::bigint[]")
         except psycopg.Error as exc:
-            log.info("%s: could not estimate how its rows lie (%s): key ranges", rel, str(exc).split("\n")[0])
+            log.info("%s: could not estimate how its rows lie (%s): key ranges", rel, first_line(str(exc)))
             reads = None
         if not layout.ranges_pay(reads):
             log.info("%s: rows not stored in key order (key ranges would read its pages %.1f times):"
