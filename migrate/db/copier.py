@@ -48,7 +48,7 @@ from psycopg import sql
 
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import inventory as inv
-from migrate.db import resume
+from migrate.db import layout, resume
 from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
@@ -1567,9 +1567,7 @@ def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int, *, c
 
 def _ctid_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int) -> list[CopyUnit]:
     rel = qualified(table.schema, table.name)
-    pages = coord.execute(
-        "SELECT pg_catalog.pg_relation_size(%s::regclass) / current_setting('block_size')::int", (rel,)
-    ).fetchone()[0]  # type: ignore[index]
+    pages = layout.relation_pages(coord, rel)
     if not pages:
         return [CopyUnit(table)]
     step = max(1, math.ceil(pages / parts))

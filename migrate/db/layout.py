@@ -20,6 +20,14 @@ MAX_RANGE_READS = 1.5  # ranges are worth it while they read each page at most t
 MIN_PAGES = 64  # below this (512 KiB) extra page reads cost nothing worth estimating: ranges as planned
 
 
+def relation_pages(conn: psycopg.Connection, relation: str) -> int:
+    """The table's size in pages (`relation`: its qualified, quoted name)."""
+    row = conn.execute(
+        "SELECT pg_catalog.pg_relation_size(%s::regclass) / current_setting('block_size')::int", (relation,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def range_reads(conn: psycopg.Connection, relation: str, key_sql: str, bounds_sql: str, *, only: bool = True
                 ) -> float | None:
     """How many times reading each key range on its own would read the table's pages, on average:
@@ -30,12 +38,10 @@ def range_reads(conn: psycopg.Connection, relation: str, key_sql: str, bounds_sq
     `relation` is the table's qualified, quoted name, `key_sql` an expression over the alias `t`
     (the range key), `bounds_sql` an array of the ranges' bounds in increasing order.
     """
-    pages = conn.execute(
-        "SELECT pg_catalog.pg_relation_size(%s::regclass) / current_setting('block_size')::int", (relation,)
-    ).fetchone()[0]  # type: ignore[index]
-    if int(pages) < MIN_PAGES:
+    pages = relation_pages(conn, relation)
+    if pages < MIN_PAGES:
         return None
-    percent = min(100.0, 100.0 * SAMPLE_PAGES / int(pages))
+    percent = min(100.0, 100.0 * SAMPLE_PAGES / pages)
     row = conn.execute(
         "SELECT count(DISTINCT page), count(DISTINCT (page, part)) FROM ("
         f"SELECT (t.ctid::text::point)[0] AS page, width_bucket({key_sql}, {bounds_sql}) AS part"

@@ -431,9 +431,7 @@ class Hasher:
     def page_parts(self, conn: psycopg.Connection, parts: int) -> list[str]:
         """ctid predicates that tile this side's table in `parts` page ranges (the last one open-ended:
         rows in pages added since are in it). PostgreSQL 14+ reads each range alone (TID range scan)."""
-        pages = int(conn.execute(
-            "SELECT pg_catalog.pg_relation_size(%s::regclass) / current_setting('block_size')::int",
-            (self.table.qualified,)).fetchone()[0])  # type: ignore[index]
+        pages = layout.relation_pages(conn, self.table.qualified)
         step = max(1, math.ceil(pages / parts))
         cuts = [i * step for i in range(1, parts) if i * step < pages]
         edges: list[int | None] = [None, *cuts, None]
