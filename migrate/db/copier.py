@@ -97,6 +97,10 @@ class CopyUnit:
     def source_sql(self, fmt: str) -> str:
         cols = ", ".join(sql.Identifier(c).as_string(None) for c in self.table.columns)
         rel = qualified(self.table.schema, self.table.name)
+        if self.table.config_filter is not None:
+            # An extension's configuration table: the rows pg_dump would copy (its condition is
+            # the extension's own SQL, "WHERE ..." or ""); the extension's script made the rest.
+            return f"COPY (SELECT {cols} FROM ONLY {rel} {self.table.config_filter}) TO STDOUT (FORMAT {fmt})"
         if self.where is None:
             return f"COPY {rel} ({cols}) TO STDOUT (FORMAT {fmt})"
         return f"COPY (SELECT {cols} FROM ONLY {rel} WHERE {self.where}) TO STDOUT (FORMAT {fmt})"
@@ -109,7 +113,7 @@ class CopyUnit:
     def freeze(self) -> bool:
         """Loaded frozen (COPY FREEZE, after TRUNCATE in the same transaction): a whole table, big
         enough that setting hint bits on its pages later costs more than the TRUNCATE (new files)."""
-        return self.whole and self.table.bytes > FREEZE_MIN_BYTES
+        return self.whole and self.table.bytes > FREEZE_MIN_BYTES and self.table.config_filter is None
 
     @property
     def record_name(self) -> str:
@@ -371,6 +375,9 @@ class _Copier:
             begin_snapshot_reader(conn, self.snapshot)
             # As pg_dump does: rows row-level security would hide fail the copy, never filtered.
             conn.execute("SET LOCAL row_security = off")
+            # Text in the target's encoding (the source converts it), names of objects qualified.
+            conn.execute("SELECT pg_catalog.set_config('client_encoding', %s, true),"
+                         " pg_catalog.set_config('search_path', '', true)", (self.detail.target_encoding,))
             self._local.source = conn
         return conn
 
@@ -391,6 +398,8 @@ class _Copier:
             conn = connect(self.cfg.db.target, "target")
             # Durability of each commit does not matter mid-load: a failed load is redone with --clean.
             conn.execute("SET synchronous_commit = off")
+            # The encoding the source sends its text in (whatever PGCLIENTENCODING or a role says).
+            conn.execute("SELECT pg_catalog.set_config('client_encoding', %s, false)", (self.detail.target_encoding,))
             conn.commit()
             self._local.target = conn
             with self._conns_lock:
@@ -880,6 +889,9 @@ class _Copier:
     def copy_unit(self, unit: CopyUnit, builds: Sequence[inv.EarlyIndex] = (), analyze: str | None = None) -> None:
         """COPY one table or range; for a small table copied whole, also build `builds` and ANALYZE
         it (shown as `analyze`) in the same transaction."""
+        if unit.table.text_only:  # oids of named objects (regclass...): as names, which the target resolves
+            self._copy_unit(unit, "text", builds, analyze)
+            return
         try:
             self._copy_unit(unit, "binary", builds, analyze)
         except _BinaryUnsupported:
@@ -905,6 +917,8 @@ class _Copier:
         try:
             with source as blocks, conn.cursor() as cur:
                 try:
+                    if unit.table.text_only:  # names of objects as the source printed them: qualified
+                        cur.execute("SELECT pg_catalog.set_config('search_path', '', true)")
                     if unit.freeze:
                         # The table is empty (a fresh or cleaned target); truncating it in this transaction
                         # is what allows COPY FREEZE. ONLY: inheritance children are copied on their own.
@@ -1023,10 +1037,13 @@ class _Copier:
             # As pg_dump does: if row-level security would hide rows from this user, fail loudly
             # instead of copying a filtered subset.
             "-c", "SET LOCAL row_security = off",
+            "-c", "SET LOCAL search_path = ''",  # names of objects (regclass...) qualified
             "-c", unit.source_sql(fmt),
             "-c", "COMMIT",
         ]
-        proc = self.children.popen(argv, env=tool_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Text in the target's encoding (the source converts it, as for pg_restore's client_encoding).
+        env = dict(tool_env(src), PGCLIENTENCODING=self.detail.target_encoding)
+        proc = self.children.popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
         stderr = proc.stderr
 

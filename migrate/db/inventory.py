@@ -23,6 +23,34 @@ NOT_EXTENSION_MEMBER = (
     "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
     " AND d.objid = c.oid AND d.deptype = 'e')"
 )
+# An extension's configuration tables and sequences (pg_extension_config_dump: pg_partman's
+# part_config, pg_cron's cron.job, PostGIS's spatial_ref_sys): members whose rows are the user's, so
+# pg_dump copies them (a table's rows matching its condition, "" or "WHERE ..."). `c` is pg_class.
+EXTENSION_CONFIG = (
+    "(SELECT x.cond FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) AS x(rel, cond)"
+    " WHERE x.rel = c.oid LIMIT 1)"
+)
+COPIED = f"({NOT_EXTENSION_MEMBER} OR {EXTENSION_CONFIG} IS NOT NULL)"
+# Types whose binary form is an oid (the same names have other oids on another server): a table with
+# a column of one (or of an array, domain, range or composite over one) is copied in text, where they
+# are names (schema-qualified, with search_path ''), as pg_dump does.
+OID_NAME_TYPES_SQL = """
+WITH RECURSIVE t(oid) AS (
+    SELECT oid FROM pg_type WHERE typnamespace = 'pg_catalog'::regnamespace AND typname IN
+        ('regproc', 'regprocedure', 'regoper', 'regoperator', 'regclass', 'regtype', 'regrole',
+         'regnamespace', 'regconfig', 'regdictionary', 'regcollation')
+    UNION
+    SELECT d.oid FROM t JOIN (
+        SELECT oid, typelem AS dep FROM pg_type WHERE typelem <> 0
+        UNION ALL SELECT oid, typbasetype FROM pg_type WHERE typbasetype <> 0
+        UNION ALL SELECT rngtypid, rngsubtype FROM pg_range
+        UNION ALL SELECT y.oid, a.atttypid FROM pg_type y JOIN pg_class k ON k.oid = y.typrelid AND k.relkind = 'c'
+                  JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped
+    ) d ON d.dep = t.oid
+)
+SELECT DISTINCT a.attrelid::bigint FROM pg_attribute a JOIN t ON t.oid = a.atttypid
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+"""
 
 
 @dataclass
@@ -36,6 +64,8 @@ class TableInfo:
     columns: list[str] = field(default_factory=list)  # copyable: not dropped, not generated
     pk_int_column: str | None = None  # a single-column integer primary key, for range splits
     index_bytes: int = 0
+    text_only: bool = False  # a column holds oids of named objects (regclass...): copied as text
+    config_filter: str | None = None  # an extension's configuration table: the rows copied ("", "WHERE ...")
 
     @property
     def qualified(self) -> str:
@@ -55,7 +85,7 @@ def split_parts(table: TableInfo, longest: TableInfo | None, threshold: int, job
     """How many ranges a parallel copy loads `table` in: tables above `threshold` by size; the longest
     chain's table over all jobs (so that its index builds can start early); 1 when the table has
     neither an integer primary key nor ctid ranges (PostgreSQL 14+) to split by."""
-    if jobs <= 1 or not (table.pk_int_column or server_version_num >= 140000):
+    if jobs <= 1 or table.config_filter is not None or not (table.pk_int_column or server_version_num >= 140000):
         return 1
     if table.bytes > threshold:
         return min(max(2, math.ceil(table.bytes / threshold)), 4 * jobs)
@@ -97,6 +127,7 @@ class Inventory:
     server_version_num: int
     server_version: str
     database: str
+    encoding: str
     database_bytes: int
     tables: list[TableInfo]
     extensions: dict[str, str]  # name -> version
@@ -120,13 +151,13 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
         f"""
         SELECT n.nspname, c.relname, c.oid::bigint,
                pg_table_size(c.oid), c.reltuples::bigint, c.relpages::bigint,
-               pg_indexes_size(c.oid)
+               pg_indexes_size(c.oid), {EXTENSION_CONFIG}
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'r' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}
+        WHERE c.relkind = 'r' AND {USER_SCHEMA} AND {COPIED}
         ORDER BY pg_table_size(c.oid) DESC, n.nspname, c.relname
         """
     ).fetchall()
-    tables = [TableInfo(r[0], r[1], r[2], r[3], r[4], r[5], index_bytes=r[6]) for r in rows]
+    tables = [TableInfo(r[0], r[1], r[2], r[3], r[4], r[5], index_bytes=r[6], config_filter=r[7]) for r in rows]
     if not tables:
         return tables
     cols = conn.execute(
@@ -153,6 +184,8 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     ).fetchall()
     for oid, col in pks:
         by_oid[oid].pk_int_column = col
+    for (oid,) in conn.execute(OID_NAME_TYPES_SQL, ([t.oid for t in tables],)).fetchall():
+        by_oid[oid].text_only = True
     for t in tables:
         # reltuples is -1 until the first VACUUM or ANALYZE (PostgreSQL 14+; 0 before): a freshly loaded
         # source would show 0 rows. Ask the planner instead, which estimates from the table's current
@@ -189,6 +222,7 @@ def take_inventory(conn: psycopg.Connection) -> Inventory:
     """Read-only: versions, sizes, tables, extensions, sequences, large objects."""
     version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
     version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    encoding = str(conn.execute("SHOW server_encoding").fetchone()[0])  # type: ignore[index]
     db, size, user, su = conn.execute(
         "SELECT current_database(), pg_database_size(current_database()), current_user,"
         " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
@@ -199,7 +233,7 @@ def take_inventory(conn: psycopg.Connection) -> Inventory:
     seqs = conn.execute(
         f"""
         SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'S' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} ORDER BY 1, 2
+        WHERE c.relkind = 'S' AND {USER_SCHEMA} AND {COPIED} ORDER BY 1, 2
         """
     ).fetchall()
     los = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]  # type: ignore[index]
@@ -211,6 +245,7 @@ def take_inventory(conn: psycopg.Connection) -> Inventory:
         server_version_num=version_num,
         server_version=version,
         database=db,
+        encoding=encoding,
         database_bytes=int(size),
         tables=list_tables(conn),
         extensions=exts,
@@ -285,7 +320,8 @@ def early_indexes(conn: psycopg.Connection, tables: list[TableInfo]) -> list[Ear
     """Valid indexes and PK/UNIQUE/EXCLUDE constraints of plain, unpartitioned tables, as DDL.
 
     Partitions and partitioned parents are left to pg_restore (their indexes are attached to the
-    parent's). Read-only."""
+    parent's). Not those of extensions' configuration tables: CREATE EXTENSION made them. Read-only."""
+    tables = [t for t in tables if t.config_filter is None]
     if not tables:
         return []
     rows = conn.execute(

@@ -27,6 +27,7 @@ class DbPlanDetail:
     source: inv.Inventory
     target_relations: list[str]
     tools: dict[str, PgTool] = field(default_factory=dict)
+    target_encoding: str = "UTF8"  # the target database's encoding: the copy's text travels in it
     resume: resume.ResumeState | None = None  # the target's record of an interrupted copy
 
 
@@ -69,6 +70,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         refuse_same_database(source_identity, database_identity(tgt))
         target_version = str(tgt.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         target_version_num = int(tgt.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        target_encoding = str(tgt.execute("SHOW server_encoding").fetchone()[0])  # type: ignore[index]
         state, state_error = None, None
         try:
             with tgt.transaction():  # a savepoint: a record we may not read must not end this transaction
@@ -88,7 +90,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         tgt.rollback()
 
     plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
-    detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state)
+    detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state,
+                          target_encoding=target_encoding)
     source_major = source.server_version_num // 10000
     for name, future in found.items():
         try:
@@ -102,6 +105,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         "source server": f"PostgreSQL {source.server_version}",
         "target server": f"PostgreSQL {target_version}",
         "source database size": _mb(source.database_bytes),
+        "encoding": (source.encoding if source.encoding == target_encoding
+                     else f"{source.encoding} -> {target_encoding}"),
         "tables": len(source.tables),
         "table data": _mb(source.total_table_bytes),
         "rows (estimate)": sum(t.rows_estimate for t in source.tables),
@@ -124,6 +129,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     ]
     plan.facts = facts
 
+    if source.encoding != target_encoding:
+        plan.warnings.append(
+            f"the source database's encoding is {source.encoding}, the target's {target_encoding}: text is"
+            f" converted (as pg_restore would); a character {target_encoding} cannot hold stops the copy"
+        )
     if target_version_num // 10000 < source_major:
         plan.warnings.append(
             f"the target server ({target_version}) is older than the source ({source.server_version}):"

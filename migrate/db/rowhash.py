@@ -31,6 +31,7 @@ import psycopg
 
 from migrate.db import layout
 from migrate.db.connect import qualified, quote_ident
+from migrate.db.inventory import COPIED
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,9 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
   AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
-                  AND e.objid = c.oid AND e.deptype = 'e')
+  AND {copied}
 ORDER BY 1, 2
-"""
+""".replace("{copied}", COPIED)  # not extension members, but for extensions' configuration tables
 
 
 def list_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
@@ -252,11 +252,17 @@ class Hasher:
     # hashed with hashint4extended would not even run on a target's int8; a char(3) hash would hide
     # a target text column's trailing spaces). The others go through the row's text. None: all.
     by_value: frozenset[str] | None = None
+    # The two databases' encodings differ: text is hashed as its UTF-8 bytes (the md5 algorithm only).
+    utf8: bool = False
 
     @property
     def source(self) -> str:
         only = "ONLY " if self.table.relkind == "r" else ""
         return f"{only}{self.table.qualified} t"
+
+    def _md5(self, text: str) -> str:
+        """md5 of a text expression's bytes: in UTF-8 when the two servers' encodings differ."""
+        return f"md5(convert_to({text}, 'UTF8'))" if self.utf8 else f"md5({text})"
 
     def _key_row(self) -> str:
         return "(" + ", ".join(_key_expr(c) for c in self.key) + ")"
@@ -286,7 +292,7 @@ class Hasher:
         lead, inner, group = ("", "", "") if part is None else ("part, ", f"{part} AS part, ", " GROUP BY part")
         # OFFSET 0 keeps the subquery from being flattened, which would compute each row's text
         # (or md5) once per sum instead of once.
-        if self.algorithm == HASH_BUILTIN:
+        if self.algorithm == HASH_BUILTIN and not self.utf8:
             # Two independently seeded 64-bit hashes per row, each summed exactly. Column i's own
             # hashes use seeds 2i+2 and 2i+3 (so swapped columns differ); the text of the rest, 0 and 1.
             typed: list[tuple[str, str]] = []
@@ -316,7 +322,8 @@ class Hasher:
             # as summing numerics.
             f"SELECT {lead}count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
             " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
-            f" FROM (SELECT {inner}md5({row_text_expr(self.columns)}) AS h FROM {self.source}{where} OFFSET 0) q{group}"
+            f" FROM (SELECT {inner}{self._md5(row_text_expr(self.columns))} AS h FROM {self.source}{where}"
+            f" OFFSET 0) q{group}"
         )
 
     def fingerprint(self, conn: psycopg.Connection, rng: KeyRange, pages: str | None = None) -> Fingerprint:
@@ -485,7 +492,7 @@ class Hasher:
         texts = self._key_texts()
         # Each column's text as the row's text form has it (ROW(...)::text: a cast of char(n) to text
         # would drop its padding).
-        cols = ", ".join(f"md5(ROW({_value_expr(c)})::text)" for c in self.columns)
+        cols = ", ".join(self._md5(f"ROW({_value_expr(c)})::text") for c in self.columns)
         wanted = ", ".join(self._literal_row(k) for k in keys)
         query = f"SELECT {texts}, {cols} FROM {self.source} WHERE {self._key_row()} IN ({wanted})"
         n = len(self.key)
@@ -494,12 +501,13 @@ class Hasher:
     def ordered_row_hashes_sql(self) -> str:
         """Every row's fingerprint and its ctid, in fingerprint order: two sides' rows merge as
         multisets without a key (a table with no primary key, duplicate rows and all)."""
-        return f'SELECT md5({row_text_expr(self.columns)}) COLLATE "C" AS h, t.ctid::text FROM {self.source} ORDER BY 1'
+        h = self._md5(row_text_expr(self.columns))
+        return f'SELECT {h} COLLATE "C" AS h, t.ctid::text FROM {self.source} ORDER BY 1'
 
     def row_hashes(self, conn: psycopg.Connection, rng: KeyRange) -> dict[Bound, str]:
         """Key → row fingerprint for a small range (the caller bounds its size first)."""
         texts = self._key_texts()
-        query = f"SELECT {texts}, md5({row_text_expr(self.columns)}) FROM {self.source}{self.where(rng)}"
+        query = f"SELECT {texts}, {self._md5(row_text_expr(self.columns))} FROM {self.source}{self.where(rng)}"
         return {tuple(r[:-1]): r[-1] for r in conn.execute(query).fetchall()}
 
 

@@ -47,6 +47,7 @@ from migrate.db.connect import (
     quote_ident,
     refuse_same_database,
 )
+from migrate.db.inventory import COPIED
 from migrate.db.layout import ranges_pay
 from migrate.db.rowhash import (
     HASH_BUILTIN,
@@ -423,7 +424,10 @@ class _Verifier:
             src_tables = list_tables(self.s.src)
         with self.s.tgt.transaction():
             tgt_tables = list_tables(self.s.tgt)
-        self.algorithm = HASH_BUILTIN if builtin_hash_usable(self.s.src, self.s.tgt) else HASH_MD5
+        # Databases in different encodings hold the same text as different bytes: hashed as UTF-8.
+        utf8 = len({str(c.execute("SHOW server_encoding").fetchone()[0])  # type: ignore[index]
+                    for c in (self.s.src, self.s.tgt)}) > 1
+        self.algorithm = HASH_BUILTIN if not utf8 and builtin_hash_usable(self.s.src, self.s.tgt) else HASH_MD5
         jobs: list[_TableJob] = []
         for key, info in src_tables.items():
             if info.relkind == "m" and not info.populated:
@@ -445,8 +449,13 @@ class _Verifier:
                 note = f"compared the {len(columns)} columns both sides have"
             same_key = [c.name for c in info.key] == [c.name for c in other.key]
             pk = info.key if same_key and all(c in columns for c in info.key) else ()
-            job = _TableJob(info, Hasher(info, columns, pk, self.algorithm, same_type), note)
-            if info.key and not pk:
+            # Text keys of two encodings may sort apart byte-wise: a range would hold other rows on each side.
+            text_key = utf8 and any(c.collatable for c in pk)
+            job = _TableJob(info, Hasher(info, columns, () if text_key else pk, self.algorithm, same_type, utf8), note)
+            if text_key:
+                job.no_key = ("its key is text and the two databases' encodings differ, so differences are"
+                              " not narrowed to keys")
+            elif info.key and not pk:
                 job.no_key = "the primary key differs on the target (missing?), so differences are not narrowed to keys"
             jobs.append(job)
         self.reporter.note(f"data: hashing {counted(len(jobs), 'table')} on both sides with {self.jobs} workers")
@@ -733,9 +742,8 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqincrement,
           AND d.deptype IN ('a', 'i') LIMIT 1)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
 WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid
-                  AND e.deptype = 'e')
-"""
+  AND {copied}
+""".replace("{copied}", COPIED)  # not extension members, but for extensions' configuration sequences
 
 
 def _sequences(conn: psycopg.Connection) -> Iterator[tuple[str, _SeqMeta]]:
