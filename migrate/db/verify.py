@@ -12,7 +12,8 @@ Phases (connections, concurrency):
                   its own, and the sides' sums compared (PostgreSQL 14+; else one scan per side). A
                   table without a key that differs has both sides' rows sorted by fingerprint and
                   merged (streamed), naming how many rows are only on each side and their lowest ctids
-  sequences       one connection per side: last_value/is_called, and owned sequences ahead of their column
+  sequences       one connection per side: last_value/is_called, and sequences owned by an integer column
+                  behind its max() (a warning, not a difference, when the source's is behind its rows too)
   large objects   one connection per side: count and md5 per object, merged in oid order
 
 The source is read on one snapshot (exported by the coordinating connection and adopted by every
@@ -632,7 +633,7 @@ class _Verifier:
                 report.diffs.append(Diff("sequence value", name, Outcome.MISSING_ON_TARGET))
                 continue
             try:
-                report.diffs.append(self._compare_sequence(name, meta, tgt[name]))
+                report.diffs.append(self._compare_sequence(name, meta, tgt[name], report.warnings))
             except Exception as exc:
                 report.diffs.append(Diff("sequence value", name, Outcome.ERROR, _one_line(exc)))
         for name in sorted(set(tgt) - set(src)):
@@ -640,7 +641,9 @@ class _Verifier:
         report.phases.append(PhaseResult("sequences", time.monotonic() - t0, 1, items=len(src)))
         report.totals["sequences"] = len(src)
 
-    def _compare_sequence(self, name: str, smeta: _SeqMeta, tmeta: _SeqMeta) -> Diff:
+    def _compare_sequence(self, name: str, smeta: _SeqMeta, tmeta: _SeqMeta, warnings: list[str]) -> Diff:
+        """The sequence's state on both sides; a target sequence behind its integer column's max()
+        differs, unless the source's is behind its own rows too (then a warning: the copy is exact)."""
         with self.s.src.transaction():
             s_last, s_called = _seq_state(self.s.src, smeta.relation)
         with self.s.tgt.transaction():
@@ -657,22 +660,29 @@ class _Verifier:
                            f" to fix: SELECT setval({psycopg.sql.Literal(name).as_string(None)}, {s_last},"
                            f" {str(s_called).lower()})")
             return Diff("sequence value", name, Outcome.DIFFER, detail)
-        if tmeta.owner_table and tmeta.owner_column:
-            ascending = tmeta.increment > 0
-            agg = "max" if ascending else "min"
-            with self.s.tgt.transaction():
-                row = self.s.tgt.execute(
-                    f"SELECT {agg}({quote_ident(tmeta.owner_column)}) FROM {tmeta.owner_table}"
-                ).fetchone()
-            extreme = row[0] if row else None
+        # Owned by an integer column (a serial or identity): a sequence behind its column's max()
+        # hands out values its rows already hold. Not for other columns: a text column fed by
+        # 'T-' || nextval(...) has no max() to compare a number with.
+        if tmeta.owner_table and tmeta.owner_column and tmeta.owner_integer:
             current = t_last if t_called else t_last - tmeta.increment
-            if extreme is not None and ((ascending and current < extreme) or (not ascending and current > extreme)):
-                return Diff(
-                    "sequence value",
-                    name,
-                    Outcome.DIFFER,
-                    f"at {current} on target, behind {agg}({tmeta.owner_column}) = {extreme}",
-                )
+            extreme = _behind(self.s.tgt, tmeta, current)
+            if extreme is not None:
+                agg = "max" if tmeta.increment > 0 else "min"
+                # The target's state is the source's (compared above): if the source's sequence is
+                # behind its own rows too (rows inserted with explicit ids), the copy is exact. Not a
+                # difference, but the first insert after cutover may collide: a warning.
+                s_extreme = (_behind(self.s.src, smeta, current)
+                             if smeta.owner_table and smeta.owner_column and smeta.owner_integer else None)
+                if s_extreme is None:
+                    return Diff("sequence value", name, Outcome.DIFFER,
+                                f"at {current} on target, behind {agg}({tmeta.owner_column}) = {extreme}")
+                fix = f"SELECT setval({psycopg.sql.Literal(name).as_string(None)}, {extreme})"
+                behind = f"behind {agg}({smeta.owner_column}) = {s_extreme} on the source already"
+                warnings.append(
+                    f"sequence {name} is {behind} (its next value is {current + tmeta.increment}: rows were inserted"
+                    " with explicit values), and so on the target: the copy is exact, but inserts there may collide"
+                    f" with existing rows; to fix: {fix}")
+                return Diff("sequence value", name, Outcome.MATCH, f"last_value {s_last}; {behind} (see the warnings)")
         return Diff("sequence value", name, Outcome.MATCH, f"last_value {s_last}")
 
     # ---- large objects ----------------------------------------------------------------------
@@ -721,17 +731,19 @@ class _SeqMeta:
     increment: int
     owner_table: str | None
     owner_column: str | None
+    owner_integer: bool = False  # the owning column is int2/int4/int8 (or a domain over one)
 
 
 _SEQUENCES_SQL = """
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqincrement,
-       (SELECT d.refobjid::regclass::text FROM pg_depend d
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i') LIMIT 1),
-       (SELECT a.attname FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i') LIMIT 1)
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqincrement, o.refobjid::regclass::text, o.attname,
+       coalesce(nullif(ot.typbasetype, 0), ot.oid) IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
+LEFT JOIN LATERAL (  -- the owning column (OWNED BY, serial, identity), with its type (or a domain's base type)
+    SELECT d.refobjid, a.attname, a.atttypid FROM pg_depend d
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
+      AND d.deptype IN ('a', 'i') LIMIT 1) o ON true
+LEFT JOIN pg_type ot ON ot.oid = o.atttypid
 WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid
                   AND e.deptype = 'e')
@@ -739,8 +751,21 @@ WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 
 
 def _sequences(conn: psycopg.Connection) -> Iterator[tuple[str, _SeqMeta]]:
-    for name, inc, table, column in conn.execute(_SEQUENCES_SQL).fetchall():
-        yield name, _SeqMeta(name, int(inc), table, column)
+    for name, inc, table, column, integer in conn.execute(_SEQUENCES_SQL).fetchall():
+        yield name, _SeqMeta(name, int(inc), table, column, bool(integer))
+
+
+def _behind(conn: psycopg.Connection, meta: _SeqMeta, current: int) -> int | None:
+    """The max() (min() for a descending sequence) of the sequence's integer owning column when the
+    sequence's current value is behind it, else None. Read-only."""
+    assert meta.owner_table and meta.owner_column
+    agg = "max" if meta.increment > 0 else "min"
+    with conn.transaction():
+        row = conn.execute(f"SELECT {agg}({quote_ident(meta.owner_column)}) FROM {meta.owner_table}").fetchone()
+    if row is None or row[0] is None:
+        return None
+    extreme = int(row[0])
+    return extreme if (current < extreme if meta.increment > 0 else current > extreme) else None
 
 
 def _seq_state(conn: psycopg.Connection, relation: str) -> tuple[int, bool]:

@@ -440,6 +440,35 @@ def test_each_corruption_is_found_and_named(
     assert detail in diff["detail"]
 
 
+SEQUENCES_AS_APPS_LEAVE_THEM = """
+CREATE TABLE public.imported (id serial PRIMARY KEY, v text);
+INSERT INTO public.imported (id, v) SELECT g, 'legacy' FROM generate_series(1, 500) g;  -- the sequence stays at 1
+CREATE SEQUENCE public.code_seq;
+CREATE TABLE public.tickets (code text PRIMARY KEY DEFAULT 'T-' || nextval('public.code_seq'), v text);
+ALTER SEQUENCE public.code_seq OWNED BY public.tickets.code;
+INSERT INTO public.tickets (v) VALUES ('a'), ('b');
+"""
+
+
+def test_sequences_of_text_columns_and_sequences_behind_on_the_source_are_not_differences(pair: DbPair) -> None:
+    """A sequence owned by a text column ('T-' || nextval(...)) has no max() to be behind; a sequence
+    the source's own rows are already past (rows inserted with explicit ids), copied exactly, is a
+    warning with its fix, not a difference. (Behind on the target only, it differs: the row-extra
+    corruption above.)"""
+    pair.source_sql(SEQUENCES_AS_APPS_LEAVE_THEM)
+    with psycopg.connect(pair.target_url, autocommit=True) as conn:  # as rds_master, like a real copy
+        conn.execute(SEQUENCES_AS_APPS_LEAVE_THEM)
+    code, report = verify_json(pair)
+    assert problems(report) == set(), [d for d in report["diffs"] if d["outcome"] != "match" and not d["info_only"]]
+    assert code == 0 and report["status"] == "success"
+    seqs = {d["name"]: d for d in report["diffs"] if d["kind"] == "sequence value"}
+    assert seqs["public.code_seq"]["outcome"] == "match", seqs["public.code_seq"]
+    imported = seqs["public.imported_id_seq"]
+    assert imported["outcome"] == "match" and "behind max(id) = 500 on the source already" in imported["detail"]
+    [warning] = [w for w in report["warnings"] if "public.imported_id_seq" in w]
+    assert "its next value is 1" in warning and "SELECT setval('public.imported_id_seq', 500)" in warning, warning
+
+
 def test_table_rendering_and_exit_code_without_json(pair: DbPair, tmp_path: Path) -> None:
     pair.target_sql("DELETE FROM app.events WHERE id = 50")
     path = tmp_path / "reports" / "verify.json"
