@@ -317,7 +317,7 @@ def say_outcome(report: Report) -> None:
         n = sum(v for k, v in report.outcome_totals().items() if k != "match")
         line = f"verification found {n:,} difference{'' if n == 1 else 's'} (listed in the output and the report)"
     else:
-        errors = report.errors or [e for c in report.children for e in c.errors]
+        errors = report.error_lines()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         line = f"{errors[0]}{more}" if errors else f"{report.kind}: {report.status.value}"
     click.echo(redact(f"error: {line}"), err=True)

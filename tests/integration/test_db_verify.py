@@ -710,6 +710,11 @@ def test_an_error_on_one_table_is_reported_and_the_rest_still_compared(pair: DbP
         (d["kind"], d["name"]) for d in report["diffs"] if d["outcome"] == "match"
     }
     assert code == 1
+    # The one line on stderr names the first object that could not be compared, and the server's reason.
+    res = run_cli("db", "verify", "--jobs", "2", env=env_for(pair), timeout=120)
+    assert res.code == 1, res.output
+    lines = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert lines == ["error: verify: app.events: permission denied for table events (and 1 more)"], res.err
 
 
 def test_wrong_target_password_is_one_line_exit_1(pair: DbPair) -> None:
