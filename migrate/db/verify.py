@@ -11,7 +11,10 @@ Phases (connections, concurrency):
                   read most pages: migrate.db.layout), is hashed in page (ctid) ranges, each side on
                   its own, and the sides' sums compared (PostgreSQL 14+; else one scan per side). A
                   table without a key that differs has both sides' rows sorted by fingerprint and
-                  merged (streamed), naming how many rows are only on each side and their lowest ctids
+                  merged (streamed), naming how many rows are only on each side and their lowest ctids.
+                  A materialized view that differs is compared with its query's rows on the source
+                  (hashed there, in the snapshot): a match when the target holds those (refreshed on
+                  the target, stale on the source: information)
   sequences       one connection per side: last_value/is_called, and sequences owned by an integer column
                   behind its max() (a warning, not a difference, when the source's is behind its rows too)
   large objects   one connection per side: count and md5 per object, merged in oid order
@@ -176,6 +179,10 @@ class _RangeResult:
     source_ctids: list[str] | None = None
     target_ctids: list[str] | None = None
     keyless_note: str = ""  # why a keyless table's rows are not listed
+    # A materialized view whose target rows are what its query gives on the source now: the rows
+    # the source stored (source_rows) were stale. None: not so (or not a materialized view).
+    refreshed_rows: int | None = None
+    view_note: str = ""  # a differing materialized view: how the target compares with its query
 
 
 @dataclass
@@ -246,13 +253,36 @@ class _Verifier:
         try:
             fs, ft = self._both(hasher, rng)
             res = _RangeResult(fs.count, ft.count)
-            if not fs.same(ft):
+            if not fs.same(ft) and not self._refreshed(hasher, ft, res):
                 res.match = False
                 self._narrow(hasher, rng, fs, ft, res, depth=0)
             return res
         except Exception as exc:  # one table's failure must not stop the others
             log.debug("hashing %s failed", hasher.table.display, exc_info=True)
             return _RangeResult(match=False, error=_one_line(exc))
+
+    def _refreshed(self, hasher: Hasher, ft: Fingerprint, res: _RangeResult) -> bool:
+        """Whether a materialized view whose rows differ holds on the target what its query gives on the
+        source now (its fingerprint, server-side, in the source's snapshot: read-only). A copy refreshes
+        materialized views on the target, as pg_restore does, so one stale on the source (refreshed
+        nightly, say) differs from its stored rows without the copy being wrong. Sets res.refreshed_rows
+        when it does, else res.view_note (how the target compares with the query)."""
+        if hasher.table.relkind != "m":
+            return False
+        src, _tgt = self.s.worker()
+        try:
+            with src.transaction():  # a savepoint: a failing query must not abort the snapshot's transaction
+                fq = hasher.defining_query(src).fingerprint(src, KeyRange())
+        except psycopg.Error as exc:
+            log.debug("the query of %s failed on the source", hasher.table.display, exc_info=True)
+            res.view_note = f"its query could not be run on the source to compare: {_one_line(exc)}"
+            return False
+        if fq.same(ft):
+            res.refreshed_rows = ft.count
+            return True
+        res.view_note = (f"the target's rows are neither the source's stored ones nor what its query gives on"
+                         f" the source now ({counted(fq.count, 'row')})")
+        return False
 
     def _narrow(
         self, hasher: Hasher, rng: KeyRange, fs: Fingerprint, ft: Fingerprint, res: _RangeResult, depth: int
@@ -411,6 +441,9 @@ class _Verifier:
         """A table hashed in page ranges that differs: narrowed by key (or listed row by row, keyless)."""
         res = _RangeResult(fs.count, ft.count, match=False)
         try:
+            if self._refreshed(job.hasher, ft, res):
+                res.match = True
+                return res
             self._narrow(job.hasher, KeyRange(), fs, ft, res, depth=0)
         except Exception as exc:
             log.debug("narrowing %s failed", job.info.display, exc_info=True)
@@ -526,6 +559,7 @@ class _Verifier:
                 r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
                 r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
                 r.keyless_note = part.keyless_note
+                r.refreshed_rows, r.view_note = part.refreshed_rows, part.view_note  # a materialized view: one range
                 if not job.sums:  # (hashed in page ranges: its progress was shown as they finished)
                     self.reporter.on_progress(job.info.display, part.source_rows)
                 job.pending -= 1
@@ -566,11 +600,20 @@ class _Verifier:
 
     def _finish(self, report: Report, job: _TableJob) -> None:
         r, info = job.result, job.info
+        stale: Diff | None = None
         parts: list[str] = []
         data: dict[str, object] = {}
         if r.error:
             outcome = Outcome.ERROR
             parts.append(r.error)
+        elif r.match and r.refreshed_rows is not None:
+            outcome = Outcome.MATCH
+            parts.append(f"{r.refreshed_rows} rows, as its query gives on the source now (refreshed on the target)")
+            # Information, never a failure: the target holds what the view would show after a refresh.
+            stale = Diff(info.kind, info.display, Outcome.DIFFER,
+                         f"refreshed on the target; the source's stored contents were stale:"
+                         f" {counted(r.source_rows, 'row')} stored on the source, {counted(r.refreshed_rows, 'row')}"
+                         " on the target, as its query gives on the source now", info_only=True)
         elif r.match:
             outcome = Outcome.MATCH
             parts.append(f"{r.source_rows} rows")
@@ -611,11 +654,15 @@ class _Verifier:
                     parts.append(_keyless_rows(r))
                     data.update(only_on_source=r.only_source, only_on_target=r.only_target,
                                 source_ctids=r.source_ctids, target_ctids=r.target_ctids)
+        if r.view_note and not r.match:
+            parts.append(r.view_note)
         if job.note:
             parts.append(job.note)
         detail = "; ".join(parts)
         report.diffs.append(Diff(info.kind, info.display, outcome, detail,
                                  data=data if outcome is Outcome.DIFFER else None))
+        if stale is not None:
+            report.diffs.append(stale)
         self.reporter.on_done(info.display, ok=outcome is Outcome.MATCH, message="" if r.match else detail)
         log.info("%s %s: %s — %s", info.kind, info.display, outcome.value, detail)
 
