@@ -173,6 +173,26 @@ class Report:
                 counts[k] = counts.get(k, 0) + v
         return counts
 
+    def error_lines(self) -> list[str]:
+        """Why this report failed, one line each: its own errors, else its parts' errors, else each
+        object its verification could not compare ("verify: public.t: permission denied for table t").
+        Not redacted: the caller redacts what it prints."""
+        if self.errors:
+            return list(self.errors)
+        from_parts = [e for c in self.children for e in c.errors]
+        if from_parts:
+            return from_parts
+        lines = []
+        for report in self._walk():
+            for d in report.diffs:
+                if d.outcome is Outcome.ERROR and not d.info_only:
+                    why = " ".join((d.detail or "could not be compared").split())  # one line
+                    lines.append(f"verify: {d.name}: {why}")
+        return lines
+
+    def _walk(self) -> list[Report]:
+        return [self, *(r for c in self.children for r in c._walk())]
+
     def differences(self) -> list[Diff]:
         return [d for d in self.diffs if d.outcome is not Outcome.MATCH and not d.info_only]
 

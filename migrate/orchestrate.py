@@ -233,7 +233,8 @@ def run_migration(
     report.totals = _totals(env, report)
     for child in report.children:  # the run's own errors: which job failed, and why (its first error)
         if child.status in (Status.FAILED, Status.PARTIAL):
-            report.errors.append(f"{child.kind}: {child.errors[0] if child.errors else child.status.value}")
+            why = child.error_lines()
+            report.errors.append(f"{child.kind}: {why[0] if why else child.status.value}")
     report.finish().settle()
     reporter.note(f"run {env.name}: {report.status.value} in {report.seconds:.1f}s")
     return report

@@ -290,12 +290,14 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
             if hidden > 0:
                 con.print(f"… and {hidden} more (see --json or --report)")
         info = [d for d in report.diffs if d.info_only]
-        if info and verbose:
-            for d in info:
-                con.print(f"[dim]info[/dim]: {d.kind} {plain_text(d.name)}: {plain_text(d.detail)}")
-        elif info:
-            con.print(f"[dim]info: {len(info)} owner/privilege differences, expected on RDS (listed with -v or"
-                      " in --json)[/dim]")
+        # Notes on data (a materialized view refreshed on the target) are few and worth reading: always
+        # listed. Owner/privilege notes, expected on RDS and many, are counted unless -v.
+        listed = info if verbose else [d for d in info if d.kind.endswith(" data")]
+        for d in listed:
+            con.print(f"[dim]info[/dim]: {d.kind} {plain_text(d.name)}: {plain_text(d.detail)}")
+        if len(info) > len(listed):
+            con.print(f"[dim]info: {len(info) - len(listed)} owner/privilege differences, expected on RDS (listed"
+                      " with -v or in --json)[/dim]")
     for w in report.warnings:
         con.print(f"[yellow]warning[/yellow]: {plain_text(w)}")
     for e in report.errors:
@@ -317,7 +319,7 @@ def say_outcome(report: Report) -> None:
         n = sum(v for k, v in report.outcome_totals().items() if k != "match")
         line = f"verification found {n:,} difference{'' if n == 1 else 's'} (listed in the output and the report)"
     else:
-        errors = report.errors or [e for c in report.children for e in c.errors]
+        errors = report.error_lines()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         line = f"{errors[0]}{more}" if errors else f"{report.kind}: {report.status.value}"
     click.echo(redact(f"error: {line}"), err=True)

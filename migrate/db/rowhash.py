@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
@@ -254,15 +254,28 @@ class Hasher:
     by_value: frozenset[str] | None = None
     # The two databases' encodings differ: text is hashed as its UTF-8 bytes (the md5 algorithm only).
     utf8: bool = False
+    # A query whose rows are hashed in place of the relation's: a materialized view's defining
+    # query (defining_query()), its columns named as the view's.
+    query: str | None = None
 
     @property
     def source(self) -> str:
+        if self.query is not None:
+            return f"({self.query}) t({', '.join(quote_ident(c.name) for c in self.table.columns)})"
         only = "ONLY " if self.table.relkind == "r" else ""
         return f"{only}{self.table.qualified} t"
 
     def _md5(self, text: str) -> str:
         """md5 of a text expression's bytes: in UTF-8 when the two servers' encodings differ."""
         return f"md5(convert_to({text}, 'UTF8'))" if self.utf8 else f"md5({text})"
+
+    def defining_query(self, conn: psycopg.Connection) -> Hasher:
+        """This hasher over the rows a materialized view's query gives now (pg_get_viewdef), not the
+        rows the view stored at its last refresh. Reads only the catalog; the caller runs the query."""
+        row = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (self.table.qualified,)).fetchone()
+        if row is None or row[0] is None:
+            raise psycopg.DataError(f"no definition for {self.table.display}")
+        return replace(self, query=str(row[0]).strip().rstrip(";"))
 
     def _key_row(self) -> str:
         return "(" + ", ".join(_key_expr(c) for c in self.key) + ")"

@@ -11,8 +11,12 @@ Phases (connections, concurrency):
                   read most pages: migrate.db.layout), is hashed in page (ctid) ranges, each side on
                   its own, and the sides' sums compared (PostgreSQL 14+; else one scan per side). A
                   table without a key that differs has both sides' rows sorted by fingerprint and
-                  merged (streamed), naming how many rows are only on each side and their lowest ctids
-  sequences       one connection per side: last_value/is_called, and owned sequences ahead of their column
+                  merged (streamed), naming how many rows are only on each side and their lowest ctids.
+                  A materialized view that differs is compared with its query's rows on the source
+                  (hashed there, in the snapshot): a match when the target holds those (refreshed on
+                  the target, stale on the source: information)
+  sequences       one connection per side: last_value/is_called, and sequences owned by an integer column
+                  behind its max() (a warning, not a difference, when the source's is behind its rows too)
   large objects   one connection per side: count and md5 per object, merged in oid order
 
 The source is read on one snapshot (exported by the coordinating connection and adopted by every
@@ -176,6 +180,10 @@ class _RangeResult:
     source_ctids: list[str] | None = None
     target_ctids: list[str] | None = None
     keyless_note: str = ""  # why a keyless table's rows are not listed
+    # A materialized view whose target rows are what its query gives on the source now: the rows
+    # the source stored (source_rows) were stale. None: not so (or not a materialized view).
+    refreshed_rows: int | None = None
+    view_note: str = ""  # a differing materialized view: how the target compares with its query
 
 
 @dataclass
@@ -246,13 +254,36 @@ class _Verifier:
         try:
             fs, ft = self._both(hasher, rng)
             res = _RangeResult(fs.count, ft.count)
-            if not fs.same(ft):
+            if not fs.same(ft) and not self._refreshed(hasher, ft, res):
                 res.match = False
                 self._narrow(hasher, rng, fs, ft, res, depth=0)
             return res
         except Exception as exc:  # one table's failure must not stop the others
             log.debug("hashing %s failed", hasher.table.display, exc_info=True)
             return _RangeResult(match=False, error=_one_line(exc))
+
+    def _refreshed(self, hasher: Hasher, ft: Fingerprint, res: _RangeResult) -> bool:
+        """Whether a materialized view whose rows differ holds on the target what its query gives on the
+        source now (its fingerprint, server-side, in the source's snapshot: read-only). A copy refreshes
+        materialized views on the target, as pg_restore does, so one stale on the source (refreshed
+        nightly, say) differs from its stored rows without the copy being wrong. Sets res.refreshed_rows
+        when it does, else res.view_note (how the target compares with the query)."""
+        if hasher.table.relkind != "m":
+            return False
+        src, _tgt = self.s.worker()
+        try:
+            with src.transaction():  # a savepoint: a failing query must not abort the snapshot's transaction
+                fq = hasher.defining_query(src).fingerprint(src, KeyRange())
+        except psycopg.Error as exc:
+            log.debug("the query of %s failed on the source", hasher.table.display, exc_info=True)
+            res.view_note = f"its query could not be run on the source to compare: {_one_line(exc)}"
+            return False
+        if fq.same(ft):
+            res.refreshed_rows = ft.count
+            return True
+        res.view_note = (f"the target's rows are neither the source's stored ones nor what its query gives on"
+                         f" the source now ({counted(fq.count, 'row')})")
+        return False
 
     def _narrow(
         self, hasher: Hasher, rng: KeyRange, fs: Fingerprint, ft: Fingerprint, res: _RangeResult, depth: int
@@ -411,6 +442,9 @@ class _Verifier:
         """A table hashed in page ranges that differs: narrowed by key (or listed row by row, keyless)."""
         res = _RangeResult(fs.count, ft.count, match=False)
         try:
+            if self._refreshed(job.hasher, ft, res):
+                res.match = True
+                return res
             self._narrow(job.hasher, KeyRange(), fs, ft, res, depth=0)
         except Exception as exc:
             log.debug("narrowing %s failed", job.info.display, exc_info=True)
@@ -534,6 +568,7 @@ class _Verifier:
                 r.only_source, r.only_target = part.only_source, part.only_target  # keyless: one range
                 r.source_ctids, r.target_ctids = part.source_ctids, part.target_ctids
                 r.keyless_note = part.keyless_note
+                r.refreshed_rows, r.view_note = part.refreshed_rows, part.view_note  # a materialized view: one range
                 if not job.sums:  # (hashed in page ranges: its progress was shown as they finished)
                     self.reporter.on_progress(job.info.display, part.source_rows)
                 job.pending -= 1
@@ -574,11 +609,20 @@ class _Verifier:
 
     def _finish(self, report: Report, job: _TableJob) -> None:
         r, info = job.result, job.info
+        stale: Diff | None = None
         parts: list[str] = []
         data: dict[str, object] = {}
         if r.error:
             outcome = Outcome.ERROR
             parts.append(r.error)
+        elif r.match and r.refreshed_rows is not None:
+            outcome = Outcome.MATCH
+            parts.append(f"{r.refreshed_rows} rows, as its query gives on the source now (refreshed on the target)")
+            # Information, never a failure: the target holds what the view would show after a refresh.
+            stale = Diff(info.kind, info.display, Outcome.DIFFER,
+                         f"refreshed on the target; the source's stored contents were stale:"
+                         f" {counted(r.source_rows, 'row')} stored on the source, {counted(r.refreshed_rows, 'row')}"
+                         " on the target, as its query gives on the source now", info_only=True)
         elif r.match:
             outcome = Outcome.MATCH
             parts.append(f"{r.source_rows} rows")
@@ -619,11 +663,15 @@ class _Verifier:
                     parts.append(_keyless_rows(r))
                     data.update(only_on_source=r.only_source, only_on_target=r.only_target,
                                 source_ctids=r.source_ctids, target_ctids=r.target_ctids)
+        if r.view_note and not r.match:
+            parts.append(r.view_note)
         if job.note:
             parts.append(job.note)
         detail = "; ".join(parts)
         report.diffs.append(Diff(info.kind, info.display, outcome, detail,
                                  data=data if outcome is Outcome.DIFFER else None))
+        if stale is not None:
+            report.diffs.append(stale)
         self.reporter.on_done(info.display, ok=outcome is Outcome.MATCH, message="" if r.match else detail)
         log.info("%s %s: %s — %s", info.kind, info.display, outcome.value, detail)
 
@@ -641,7 +689,7 @@ class _Verifier:
                 report.diffs.append(Diff("sequence value", name, Outcome.MISSING_ON_TARGET))
                 continue
             try:
-                report.diffs.append(self._compare_sequence(name, meta, tgt[name]))
+                report.diffs.append(self._compare_sequence(name, meta, tgt[name], report.warnings))
             except Exception as exc:
                 report.diffs.append(Diff("sequence value", name, Outcome.ERROR, _one_line(exc)))
         for name in sorted(set(tgt) - set(src)):
@@ -649,7 +697,9 @@ class _Verifier:
         report.phases.append(PhaseResult("sequences", time.monotonic() - t0, 1, items=len(src)))
         report.totals["sequences"] = len(src)
 
-    def _compare_sequence(self, name: str, smeta: _SeqMeta, tmeta: _SeqMeta) -> Diff:
+    def _compare_sequence(self, name: str, smeta: _SeqMeta, tmeta: _SeqMeta, warnings: list[str]) -> Diff:
+        """The sequence's state on both sides; a target sequence behind its integer column's max()
+        differs, unless the source's is behind its own rows too (then a warning: the copy is exact)."""
         with self.s.src.transaction():
             s_last, s_called = _seq_state(self.s.src, smeta.relation)
         with self.s.tgt.transaction():
@@ -666,22 +716,29 @@ class _Verifier:
                            f" to fix: SELECT setval({psycopg.sql.Literal(name).as_string(None)}, {s_last},"
                            f" {str(s_called).lower()})")
             return Diff("sequence value", name, Outcome.DIFFER, detail)
-        if tmeta.owner_table and tmeta.owner_column:
-            ascending = tmeta.increment > 0
-            agg = "max" if ascending else "min"
-            with self.s.tgt.transaction():
-                row = self.s.tgt.execute(
-                    f"SELECT {agg}({quote_ident(tmeta.owner_column)}) FROM {tmeta.owner_table}"
-                ).fetchone()
-            extreme = row[0] if row else None
+        # Owned by an integer column (a serial or identity): a sequence behind its column's max()
+        # hands out values its rows already hold. Not for other columns: a text column fed by
+        # 'T-' || nextval(...) has no max() to compare a number with.
+        if tmeta.owner_table and tmeta.owner_column and tmeta.owner_integer:
             current = t_last if t_called else t_last - tmeta.increment
-            if extreme is not None and ((ascending and current < extreme) or (not ascending and current > extreme)):
-                return Diff(
-                    "sequence value",
-                    name,
-                    Outcome.DIFFER,
-                    f"at {current} on target, behind {agg}({tmeta.owner_column}) = {extreme}",
-                )
+            extreme = _behind(self.s.tgt, tmeta, current)
+            if extreme is not None:
+                agg = "max" if tmeta.increment > 0 else "min"
+                # The target's state is the source's (compared above): if the source's sequence is
+                # behind its own rows too (rows inserted with explicit ids), the copy is exact. Not a
+                # difference, but the first insert after cutover may collide: a warning.
+                s_extreme = (_behind(self.s.src, smeta, current)
+                             if smeta.owner_table and smeta.owner_column and smeta.owner_integer else None)
+                if s_extreme is None:
+                    return Diff("sequence value", name, Outcome.DIFFER,
+                                f"at {current} on target, behind {agg}({tmeta.owner_column}) = {extreme}")
+                fix = f"SELECT setval({psycopg.sql.Literal(name).as_string(None)}, {extreme})"
+                behind = f"behind {agg}({smeta.owner_column}) = {s_extreme} on the source already"
+                warnings.append(
+                    f"sequence {name} is {behind} (its next value is {current + tmeta.increment}: rows were inserted"
+                    " with explicit values), and so on the target: the copy is exact, but inserts there may collide"
+                    f" with existing rows; to fix: {fix}")
+                return Diff("sequence value", name, Outcome.MATCH, f"last_value {s_last}; {behind} (see the warnings)")
         return Diff("sequence value", name, Outcome.MATCH, f"last_value {s_last}")
 
     # ---- large objects ----------------------------------------------------------------------
@@ -730,25 +787,40 @@ class _SeqMeta:
     increment: int
     owner_table: str | None
     owner_column: str | None
+    owner_integer: bool = False  # the owning column is int2/int4/int8 (or a domain over one)
 
 
 _SEQUENCES_SQL = """
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqincrement,
-       (SELECT d.refobjid::regclass::text FROM pg_depend d
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i') LIMIT 1),
-       (SELECT a.attname FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i') LIMIT 1)
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqincrement, o.refobjid::regclass::text, o.attname,
+       coalesce(nullif(ot.typbasetype, 0), ot.oid) IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
+LEFT JOIN LATERAL (  -- the owning column (OWNED BY, serial, identity), with its type (or a domain's base type)
+    SELECT d.refobjid, a.attname, a.atttypid FROM pg_depend d
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
+      AND d.deptype IN ('a', 'i') LIMIT 1) o ON true
+LEFT JOIN pg_type ot ON ot.oid = o.atttypid
 WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND {copied}
 """.replace("{copied}", COPIED)  # not extension members, but for extensions' configuration sequences
 
 
 def _sequences(conn: psycopg.Connection) -> Iterator[tuple[str, _SeqMeta]]:
-    for name, inc, table, column in conn.execute(_SEQUENCES_SQL).fetchall():
-        yield name, _SeqMeta(name, int(inc), table, column)
+    for name, inc, table, column, integer in conn.execute(_SEQUENCES_SQL).fetchall():
+        yield name, _SeqMeta(name, int(inc), table, column, bool(integer))
+
+
+def _behind(conn: psycopg.Connection, meta: _SeqMeta, current: int) -> int | None:
+    """The max() (min() for a descending sequence) of the sequence's integer owning column when the
+    sequence's current value is behind it, else None. Read-only."""
+    assert meta.owner_table and meta.owner_column
+    agg = "max" if meta.increment > 0 else "min"
+    with conn.transaction():
+        row = conn.execute(f"SELECT {agg}({quote_ident(meta.owner_column)}) FROM {meta.owner_table}").fetchone()
+    if row is None or row[0] is None:
+        return None
+    extreme = int(row[0])
+    return extreme if (current < extreme if meta.increment > 0 else current > extreme) else None
 
 
 def _seq_state(conn: psycopg.Connection, relation: str) -> tuple[int, bool]:

@@ -440,6 +440,70 @@ def test_each_corruption_is_found_and_named(
     assert detail in diff["detail"]
 
 
+SEQUENCES_AS_APPS_LEAVE_THEM = """
+CREATE TABLE public.imported (id serial PRIMARY KEY, v text);
+INSERT INTO public.imported (id, v) SELECT g, 'legacy' FROM generate_series(1, 500) g;  -- the sequence stays at 1
+CREATE SEQUENCE public.code_seq;
+CREATE TABLE public.tickets (code text PRIMARY KEY DEFAULT 'T-' || nextval('public.code_seq'), v text);
+ALTER SEQUENCE public.code_seq OWNED BY public.tickets.code;
+INSERT INTO public.tickets (v) VALUES ('a'), ('b');
+"""
+
+
+def test_sequences_of_text_columns_and_sequences_behind_on_the_source_are_not_differences(pair: DbPair) -> None:
+    """A sequence owned by a text column ('T-' || nextval(...)) has no max() to be behind; a sequence
+    the source's own rows are already past (rows inserted with explicit ids), copied exactly, is a
+    warning with its fix, not a difference. (Behind on the target only, it differs: the row-extra
+    corruption above.)"""
+    pair.source_sql(SEQUENCES_AS_APPS_LEAVE_THEM)
+    with psycopg.connect(pair.target_url, autocommit=True) as conn:  # as rds_master, like a real copy
+        conn.execute(SEQUENCES_AS_APPS_LEAVE_THEM)
+    code, report = verify_json(pair)
+    assert problems(report) == set(), [d for d in report["diffs"] if d["outcome"] != "match" and not d["info_only"]]
+    assert code == 0 and report["status"] == "success"
+    seqs = {d["name"]: d for d in report["diffs"] if d["kind"] == "sequence value"}
+    assert seqs["public.code_seq"]["outcome"] == "match", seqs["public.code_seq"]
+    imported = seqs["public.imported_id_seq"]
+    assert imported["outcome"] == "match" and "behind max(id) = 500 on the source already" in imported["detail"]
+    [warning] = [w for w in report["warnings"] if "public.imported_id_seq" in w]
+    assert "its next value is 1" in warning and "SELECT setval('public.imported_id_seq', 500)" in warning, warning
+
+
+@pytest.mark.parametrize("split_rows", [1_000_000, 0], ids=["whole", "page-ranges"])
+def test_a_materialized_view_stale_on_the_source_and_refreshed_on_the_target_is_information(
+    pair: DbPair, split_rows: int
+) -> None:
+    """A copy refreshes materialized views on the target (as pg_restore does); one the source last
+    refreshed before its tables changed (nightly, say) then differs from the source's stored rows. The
+    target holds what its query gives on the source now: information, not a difference. A target that
+    holds neither still differs."""
+    pair.source_sql("UPDATE public.items SET mood = 'happy' WHERE id <= 30")  # app.mv_mood is now stale
+    pair.target_sql("UPDATE public.items SET mood = 'happy' WHERE id <= 30; REFRESH MATERIALIZED VIEW app.mv_mood")
+    cfg = DbJobConfig.build(pair.source_url, pair.target_url, jobs=2)
+    report = verify_databases(cfg, RecordingReporter(), split_rows=split_rows)
+    assert report.status is Status.SUCCESS, report.differences()
+    mv = [d for d in report.diffs if (d.kind, d.name) == ("materialized view data", "app.mv_mood")]
+    assert [(d.outcome, d.info_only) for d in mv] == [(Outcome.MATCH, False), (Outcome.DIFFER, True)], mv
+    assert mv[0].detail == "3 rows, as its query gives on the source now (refreshed on the target)", mv[0]
+    assert mv[1].detail == ("refreshed on the target; the source's stored contents were stale: 3 rows stored on the"
+                            " source, 3 rows on the target, as its query gives on the source now"), mv[1]
+    if split_rows:  # the CLI lists it (owner notes are only counted without -v), exit 0
+        res = run_cli("db", "verify", "--jobs", "2", env=env_for(pair), timeout=120)
+        assert res.code == 0, res.output
+        assert "info: materialized view data app.mv_mood: refreshed on the target; the source's stored" in res.out
+    # Refreshed at another moment (tables changed since, and changed back): neither the source's stored
+    # rows nor what its query gives now.
+    pair.target_sql("UPDATE public.items SET mood = 'sad' WHERE id <= 30; REFRESH MATERIALIZED VIEW app.mv_mood;"
+                    "UPDATE public.items SET mood = 'happy' WHERE id <= 30")
+    report = verify_databases(cfg, RecordingReporter(), split_rows=split_rows)
+    assert {(d.kind, d.name, d.outcome) for d in report.differences()} == {
+        ("materialized view data", "app.mv_mood", Outcome.DIFFER)}, report.differences()
+    [mv_diff] = report.differences()
+    assert "the target's rows are neither the source's stored ones nor what its query gives on the source now" \
+        " (3 rows)" in mv_diff.detail, mv_diff
+    assert not any(d.info_only and d.kind == "materialized view data" for d in report.diffs)
+
+
 def test_table_rendering_and_exit_code_without_json(pair: DbPair, tmp_path: Path) -> None:
     pair.target_sql("DELETE FROM app.events WHERE id = 50")
     path = tmp_path / "reports" / "verify.json"
@@ -681,6 +745,11 @@ def test_an_error_on_one_table_is_reported_and_the_rest_still_compared(pair: DbP
         (d["kind"], d["name"]) for d in report["diffs"] if d["outcome"] == "match"
     }
     assert code == 1
+    # The one line on stderr names the first object that could not be compared, and the server's reason.
+    res = run_cli("db", "verify", "--jobs", "2", env=env_for(pair), timeout=120)
+    assert res.code == 1, res.output
+    lines = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert lines == ["error: verify: app.events: permission denied for table events (and 1 more)"], res.err
 
 
 def test_wrong_target_password_is_one_line_exit_1(pair: DbPair) -> None:

@@ -129,6 +129,14 @@ def test_a_job_that_did_not_succeed_says_why_on_stderr(capsys: pytest.CaptureFix
     say_outcome(failed.settle())
     assert capsys.readouterr().err == "error: database: copy: restoring the post-data schema failed: role x" \
         " (and 1 more)\n"
+    # A copy whose verification could not compare a table: the first such table and why, on one line.
+    verify = Report(kind="db-verify", diffs=[
+        Diff("table data", "public.a", Outcome.MATCH),
+        Diff("table data", "public.t", Outcome.ERROR, "permission denied for table t\nDETAIL:  x"),
+        Diff("sequence value", "public.t_id_seq", Outcome.ERROR, "permission denied for table t")]).settle()
+    say_outcome(Report(kind="db-copy", children=[verify]).settle())
+    assert capsys.readouterr().err == "error: verify: public.t: permission denied for table t DETAIL: x" \
+        " (and 1 more)\n"
     differs = Report(kind="run", children=[Report(kind="v", diffs=[Diff("table", "a", Outcome.DIFFER),
                                                                    Diff("table", "b", Outcome.MATCH)]).settle()])
     say_outcome(differs.settle())
