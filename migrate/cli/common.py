@@ -294,8 +294,9 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
             for d in info:
                 con.print(f"[dim]info[/dim]: {d.kind} {plain_text(d.name)}: {plain_text(d.detail)}")
         elif info:
-            con.print(f"[dim]info: {len(info)} owner/privilege differences, expected on RDS (listed with -v or"
-                      " in --json)[/dim]")
+            con.print(f"[dim]info: {len(info)} differences that do not count (owners and privileges, expected on"
+                      " RDS; extension versions the target does not offer; the target's own database settings;"
+                      " listed with -v or in --json)[/dim]")
     for w in report.warnings:
         con.print(f"[yellow]warning[/yellow]: {plain_text(w)}")
     for e in report.errors:
