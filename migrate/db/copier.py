@@ -280,11 +280,14 @@ class _Copier:
                 self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
                 self._record(lambda c: resume.mark(c, resume.STEP, "", "pre-data"))
             self._phase("data", jobs, self.copy_data)
+            self._close_idle_connections()
             self._phase("large objects", 1, self._guard("copying large objects", self.copy_large_objects))
             self._phase("sequences", 1, self._guard("setting sequences", self.copy_sequences))
             self.release_snapshot()
+            self._close_idle_connections()
             self._phase("post-data", jobs, self.post_data)
         self._phase("analyze", jobs, self._guard("analyzing the target", self.analyze))
+        self._close_idle_connections()
         if self.state is not None:
             self._record(resume.drop_state)  # the copy is complete: nothing left to resume
         if self.cfg.verify:
@@ -357,6 +360,18 @@ class _Copier:
             with contextlib.suppress(Exception):
                 c.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _close_idle_connections(self) -> None:
+        """Between phases (no other thread works): close the connections the last phase's workers
+        left open, and the released snapshot's, keeping this thread's target session and a held
+        snapshot. Idle sessions count against connection limits (see migrate.db.capacity)."""
+        keep = {id(getattr(self._local, "target", None)), id(self._coordinator)}
+        with self._conns_lock:
+            idle = [c for c in self._conns if id(c) not in keep and c not in self._sources]
+            self._conns = [c for c in self._conns if c not in idle]
+        for c in idle:
+            with contextlib.suppress(Exception):
+                c.close()
 
     # ---- connections ---------------------------------------------------------------------
     def _source(self) -> psycopg.Connection:

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 
 from migrate.config import DbCopyConfig
+from migrate.db import capacity, resume
 from migrate.db import inventory as inv
-from migrate.db import resume
 from migrate.db.connect import connect, database_identity, refuse_same_database
 from migrate.db.pgtools import PgTool, check_major, find_tool
 from migrate.errors import ToolError
@@ -63,6 +63,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             " JOIN pg_catalog.pg_class c ON c.oid = p.polrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_catalog.pg_roles r ON r.oid = pr.oid"
             " ORDER BY 1, 2").fetchall()
+        source_limits = capacity.read_limits(src, resume.LOCK_KEY)
         src.rollback()
     with connect(db.target, "target") as tgt:
         tgt.execute("BEGIN READ ONLY")
@@ -78,7 +79,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         target_relations = [r for r in inv.user_relations(tgt) if not r.startswith(f"{resume.SCHEMA}.")]
         may_record = bool(tgt.execute(
             "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])  # type: ignore[index]
-        extensions = inv.extension_availability(tgt, sorted(source.extensions))
+        availability = inv.extension_availability(tgt, sorted(source.extensions))
+        target_limits = capacity.read_limits(tgt, resume.LOCK_KEY)
         leftovers = resume.leftover_sessions(tgt)
         target_roles = {str(r[0]) for r in tgt.execute(
             "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", ([str(p[0]) for p in policy_roles],))}
@@ -115,7 +117,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     for name, tool in detail.tools.items():
         facts[name] = f"{tool.version} ({tool.path})"
     facts["extensions"] = {
-        name: {"source version": source.extensions[name], **extensions.get(name, {})} for name in source.extensions
+        name: {"source version": source.extensions[name], **availability.get(name, {})} for name in source.extensions
     }
     facts["table list"] = [
         {"table": t.qualified, "bytes": t.bytes, "index bytes": t.index_bytes, "rows (estimate)": t.rows_estimate,
@@ -129,7 +131,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             f"the target server ({target_version}) is older than the source ({source.server_version}):"
             " the schema may not restore"
         )
-    for name, info in extensions.items():
+    for name, info in availability.items():
         if not info.get("available"):
             plan.blockers.append(f"extension {name} is not available on the target server")
         elif not info.get("creatable"):
@@ -137,6 +139,10 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
                 f"extension {name} is available on the target but {target_user} may not create it"
                 " (create it first as a privileged user, or grant rds_superuser)"
             )
+    connection_facts, connection_blockers = capacity.check(cfg.mode, db.jobs, cfg.verify, source_limits,
+                                                           target_limits)
+    facts.update(connection_facts)
+    plan.blockers += connection_blockers
     for role, policy, table in policy_roles:
         if role not in target_roles:
             plan.blockers.append(

@@ -870,3 +870,35 @@ def test_stream_copy_shows_progress_read_from_the_target(dbs, monkeypatch) -> No
     assert done["dump | restore"] == totals["dump | restore"] > 0
     assert rec.tasks["dump | restore"].ok and rec.tasks["dump | restore"].unit == "bytes"
     assert_same_database(dbs)
+
+
+def test_jobs_beyond_a_connection_limit_are_refused_by_the_plan(dbs) -> None:  # type: ignore[no-untyped-def]
+    """A role's or database's CONNECTION LIMIT below what --jobs opens made the copy fail part-way
+    ("too many connections for role"); the plan counts the copy's connections and names the --jobs that fits."""
+    role, pw = f"few_{dbs.source_db[-10:]}", "few-conns-pw"
+    dbs.source_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{pw}' CONNECTION LIMIT 3 IN ROLE pg_read_all_data;"
+                   "CREATE TABLE a (id int PRIMARY KEY, v text);"
+                   " INSERT INTO a SELECT g, 'x' FROM generate_series(1, 500) g;"
+                   "CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b SELECT generate_series(1, 500);"
+                   "CREATE TABLE c (id int); INSERT INTO c SELECT generate_series(1, 500)")
+    dbs.target_cluster.execute(f"ALTER DATABASE {dbs.target_db} CONNECTION LIMIT 5")
+    env = {**env_for(dbs), "MIGRATE_SOURCE_DATABASE_URL": dbs.source_cluster.url(dbs.source_db, role, pw)}
+    try:
+        for command in (["db", "plan", "--jobs", "4"], ["db", "copy", "--jobs", "4"]):
+            res = run_cli(*command, env=env)
+            assert res.code == 1, res.output
+            assert (f"up to 5 connections to the source at once (--jobs 4), but only 3 may be opened: role {role}"
+                    " has CONNECTION LIMIT 3") in res.output, res.output
+            assert (f"up to 7 connections to the target at once (--jobs 4), but only 5 may be opened: database"
+                    f" {dbs.target_db} has CONNECTION LIMIT 5") in res.output, res.output
+            assert "use --jobs 2 or fewer" in res.output
+        assert len(res.err.strip().splitlines()) == 1, res.err
+        assert target_relations(dbs) == []
+        # Exactly at both limits (3 on the source, 5 on the target), with the verification.
+        res = run_cli("db", "copy", "--jobs", "2", env=env)
+        assert res.code == 0, res.output
+        assert_same_database(dbs)
+        res = run_cli("db", "copy", "--mode", "stream", "--jobs", "2", "--clean", "--yes", env=env)
+        assert res.code == 0, res.output
+    finally:
+        dbs.source_cluster.execute(f"DROP ROLE IF EXISTS {role}")
