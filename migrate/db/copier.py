@@ -47,8 +47,8 @@ import psycopg
 from psycopg import sql
 
 from migrate.config import DatabaseURL, DbCopyConfig, redact
+from migrate.db import dbsettings, layout, resume
 from migrate.db import inventory as inv
-from migrate.db import layout, resume
 from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
@@ -155,7 +155,7 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
         lock.close()
         raise PreflightError("; ".join(blockers))
     report = Report(kind="db-copy", source=cfg.db.source.display(), target=cfg.db.target.display())
-    report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")]
+    report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")] + detail.report_warnings
     copier = _Copier(cfg, detail, reporter, report, lock)
 
     def partial(exc: MigrateError) -> MigrateError:
@@ -290,6 +290,8 @@ class _Copier:
         self._close_idle_connections()
         if self.state is not None:
             self._record(resume.drop_state)  # the copy is complete: nothing left to resume
+        if any(s.role is None for s in self.detail.settings):
+            self._phase("database settings", 1, self.apply_database_settings)
         if self.cfg.verify:
             from migrate.db.verify import verify_databases
 
@@ -469,6 +471,19 @@ class _Copier:
                 f"--clean could not drop {len(left)} relations owned by other roles ({', '.join(left[:5])})",
                 hint="drop them as their owner, or use a fresh target database",
             )
+
+    def apply_database_settings(self) -> PhaseResult:
+        """The source database's own settings, set on the target database once the copy's writing is
+        done (they apply to sessions opened afterwards: default_transaction_read_only, say, must not
+        apply to the copy's). A setting the target user may not set is a warning naming the
+        statements, not a failure."""
+        own = [s for s in self.detail.settings if s.role is None]
+        with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+            failed = dbsettings.apply(conn, own)
+        if failed:
+            self.report.warnings.append(dbsettings.not_applied_warning(failed))
+        return PhaseResult("database settings", 0.0, 1, items=len(own) - len(failed),
+                           note=", ".join(s.name for s in own) + (f"; {len(failed)} not set" if failed else ""))
 
     def export_snapshot(self) -> None:
         conn = connect(self.cfg.db.source, "source")

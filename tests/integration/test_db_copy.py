@@ -872,6 +872,80 @@ def test_stream_copy_shows_progress_read_from_the_target(dbs, monkeypatch) -> No
     assert_same_database(dbs)
 
 
+def _target_database_settings(dbs) -> list[str]:  # type: ignore[no-untyped-def]
+    with psycopg.connect(dbs.target_cluster.url()) as conn:  # (the postgres database: the target may be read-only)
+        row = conn.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+                           " WHERE d.datname = %s AND s.setrole = 0", (dbs.target_db,)).fetchone()
+    return list(row[0]) if row else []
+
+
+def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:  # type: ignore[no-untyped-def]
+    """ALTER DATABASE ... SET is outside pg_dump's sections (only --create writes it): without it on the
+    target, an application relying on the database's search_path finds none of its tables after cutover."""
+    role = f"app_{dbs.source_db[-10:]}"
+    src, tgt = dbs.source_db, dbs.target_db
+    dbs.source_sql(f"CREATE SCHEMA app; CREATE TABLE app.users (id int PRIMARY KEY); INSERT INTO app.users VALUES (1);"
+                   f"CREATE ROLE {role}")
+    # Read-only too: had it been set before the copy's own sessions, none of them could write.
+    dbs.source_cluster.execute(
+        f"ALTER DATABASE {src} SET search_path = app, public; ALTER DATABASE {src} SET TimeZone = 'Europe/London';"
+        f"ALTER DATABASE {src} SET default_transaction_read_only = on;"
+        f"ALTER ROLE {role} IN DATABASE {src} SET work_mem = '64MB'")
+    role_statement = f'ALTER ROLE "{role}" IN DATABASE "{tgt}" SET "work_mem" TO \'64MB\''
+    try:
+        res = run_cli("db", "plan", "--json", env=env_for(dbs))
+        assert res.code == 0, res.output
+        plan = json.loads(res.out)
+        assert {(s["role"], s["setting"], s["value"]) for s in plan["facts"]["database settings"]} == {
+            ("(every role)", "search_path", "app, public"), ("(every role)", "TimeZone", "Europe/London"),
+            ("(every role)", "default_transaction_read_only", "on"), (role, "work_mem", "64MB")}
+        assert any(role_statement in w for w in plan["warnings"]), plan["warnings"]
+        assert "database settings" in [s["name"] for s in plan["steps"]]
+        assert run_cli("db", "copy", "--dry-run", env=env_for(dbs)).code == 0
+        assert _target_database_settings(dbs) == []
+
+        res = run_cli("db", "copy", "--jobs", "2", env=env_for(dbs))
+        assert res.code == 0, res.output
+        assert sorted(_target_database_settings(dbs)) == sorted(
+            ["search_path=app, public", "TimeZone=Europe/London", "default_transaction_read_only=on"])
+        assert role_statement in res.out and "default_transaction_read_only" in res.out, res.out
+        assert_same_database(dbs)
+        with psycopg.connect(dbs.target_url) as conn:  # a new session, as the application's after cutover
+            assert conn.execute("SELECT id FROM users").fetchall() == [(1,)]
+            assert conn.execute("SHOW TimeZone").fetchone() == ("Europe/London",)
+
+        # verify compares them: a different value is a difference; a setting only the target has
+        # (its DBA's) is information.
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET search_path = public")
+        res = run_cli("db", "verify", "--json", env=env_for(dbs))
+        diffs = {(d["kind"], d["name"]): d for d in json.loads(res.out)["diffs"]}
+        assert res.code == 3 and diffs[("database setting", "search_path")]["outcome"] == "differ", res.output
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET search_path = app, public;"
+                                   f" ALTER DATABASE {tgt} SET work_mem = '8MB'")
+        res = run_cli("db", "verify", "--json", env=env_for(dbs))
+        diffs = {(d["kind"], d["name"]): d for d in json.loads(res.out)["diffs"]}
+        assert res.code == 0, res.output
+        assert diffs[("database setting", "work_mem")]["outcome"] == "extra on target"
+        assert diffs[("database setting", "work_mem")]["info_only"] is True
+
+        # A target user that does not own the database cannot set them: a warning naming the statements.
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} RESET ALL; ALTER DATABASE {tgt} OWNER TO postgres;"
+                                   f" GRANT CREATE ON DATABASE {tgt} TO rds_master")
+        res = run_cli("db", "plan", env=env_for(dbs))
+        assert "rds_master does not own the target database" in res.out, res.out
+        res = run_cli("db", "copy", "--clean", "--yes", "--no-verify", "--json", env=env_for(dbs))
+        assert res.code == 0, res.output
+        warnings = json.loads(res.out)["warnings"]
+        assert any("could not be set on the target" in w and "must be owner of database" in w
+                   and f'ALTER DATABASE "{tgt}" SET "search_path" TO \'app\', \'public\'' in w
+                   for w in warnings), warnings
+        assert _target_database_settings(dbs) == []
+        res = run_cli("db", "verify", env=env_for(dbs))
+        assert res.code == 3 and "search_path" in res.out, res.output
+    finally:
+        dbs.source_cluster.execute(f"DROP ROLE IF EXISTS {role}")
+
+
 def test_jobs_beyond_a_connection_limit_are_refused_by_the_plan(dbs) -> None:  # type: ignore[no-untyped-def]
     """A role's or database's CONNECTION LIMIT below what --jobs opens made the copy fail part-way
     ("too many connections for role"); the plan counts the copy's connections and names the --jobs that fits."""
