@@ -47,7 +47,7 @@ import psycopg
 from psycopg import sql
 
 from migrate.config import DatabaseURL, DbCopyConfig, redact
-from migrate.db import dbsettings, layout, resume
+from migrate.db import dbsettings, extensions, layout, resume
 from migrate.db import inventory as inv
 from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified
 from migrate.db.pgtools import (
@@ -239,6 +239,7 @@ class _Copier:
         self.bytes = 0
         self.early_built: set[tuple[int, int]] = set()
         self.restored: set[tuple[int, int]] = set()  # post-data entries an interrupted run restored
+        self.target_has: set[tuple[int, int]] = set()  # pre-data entries for what the target has (extensions' schemas)
         self._watch: _BuildWatch | None = None  # the data phase's index build and ANALYZE percentages
         self._count_lock = threading.Lock()
         self._data_total = 0  # estimated bytes of the data phase's copies, corrected as they land
@@ -277,6 +278,7 @@ class _Copier:
             self._phase("snapshot", 1, self.export_snapshot)
             self._phase("pre-data", 1, self.schema_dump)
             if not self.resuming:
+                self._phase("pre-data", 1, self.create_extensions, merge=True)
                 self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
                 self._record(lambda c: resume.mark(c, resume.STEP, "", "pre-data"))
             self._phase("data", jobs, self.copy_data)
@@ -472,6 +474,18 @@ class _Copier:
                 hint="drop them as their owner, or use a fresh target database",
             )
 
+    def create_extensions(self, create_schemas: bool = True) -> None:
+        """Extensions the source has at another version than the target would install: created at the
+        source's version before the schema restore (see migrate.db.extensions). The restore then does
+        not create the extensions' schemas that exist on the target (made here, or by its DBA)."""
+        if not self.detail.extensions:
+            return
+        with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+            oids, warnings = extensions.create_at_source_versions(conn, self.detail.extensions,
+                                                                  create_schemas=create_schemas)
+        self.target_has |= {(extensions.PG_NAMESPACE, oid) for oid in oids}
+        self.report.warnings += warnings
+
     def apply_database_settings(self) -> PhaseResult:
         """The source database's own settings, set on the target database once the copy's writing is
         done (they apply to sessions opened afterwards: default_transaction_read_only, say, must not
@@ -565,7 +579,7 @@ class _Copier:
         """pg_restore's table of contents for one section, minus what a non-superuser may not do and
         what is already on the target (built early, or restored by an interrupted run)."""
         kept, skipped = [], []
-        there = self.early_built | self.restored
+        there = self.early_built | self.restored | self.target_has
         for line in self._toc_lines(section):
             # COMMENT ON EXTENSION needs the extension's owner (on RDS: rdsadmin, never us).
             if re.search(r"\bCOMMENT - EXTENSION\b", line):
@@ -1230,6 +1244,7 @@ class _Copier:
 
     # ---- stream mode ---------------------------------------------------------------------
     def stream_copy(self) -> PhaseResult:
+        self.create_extensions(create_schemas=False)  # the stream's own CREATE SCHEMA would fail on them
         dump_tool, restore_tool = self.detail.tools["pg_dump"], self.detail.tools["pg_restore"]
         src, tgt = self.cfg.db.source, self.cfg.db.target
         dump = self.children.popen(

@@ -10,9 +10,10 @@ from typing import Any
 import psycopg
 
 from migrate.config import DbCopyConfig
-from migrate.db import capacity, dbsettings, resume
+from migrate.db import capacity, dbsettings, extensions, resume
 from migrate.db import inventory as inv
 from migrate.db.connect import connect, database_identity, quote_ident, refuse_same_database
+from migrate.db.extensions import SourceExtension
 from migrate.db.pgtools import PgTool, check_major, find_tool
 from migrate.errors import ToolError
 from migrate.model import Plan, Step
@@ -29,6 +30,7 @@ class DbPlanDetail:
     target_relations: list[str]
     tools: dict[str, PgTool] = field(default_factory=dict)
     resume: resume.ResumeState | None = None  # the target's record of an interrupted copy
+    extensions: list[SourceExtension] = field(default_factory=list)
     settings: list[dbsettings.Setting] = field(default_factory=list)  # stored on the source database
     report_warnings: list[str] = field(default_factory=list)  # plan warnings the copy's report repeats
 
@@ -66,6 +68,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             " JOIN pg_catalog.pg_class c ON c.oid = p.polrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_catalog.pg_roles r ON r.oid = pr.oid"
             " ORDER BY 1, 2").fetchall()
+        source_extensions = extensions.on_source(src)
         settings = dbsettings.read(src)
         source_limits = capacity.read_limits(src, resume.LOCK_KEY)
         src.rollback()
@@ -85,6 +88,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         may_record = bool(tgt.execute(
             "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])  # type: ignore[index]
         availability = inv.extension_availability(tgt, sorted(source.extensions))
+        target_extensions = extensions.on_target(tgt, sorted(source.extensions))
+        target_schemas = extensions.schemas_on(tgt, sorted({e.schema for e in source_extensions}))
         may_set = dbsettings.may_alter(tgt)
         target_limits = capacity.read_limits(tgt, resume.LOCK_KEY)
         leftovers = resume.leftover_sessions(tgt)
@@ -97,7 +102,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
 
     plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
     detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state,
-                          settings=settings)
+                          extensions=source_extensions, settings=settings)
     source_major = source.server_version_num // 10000
     for name, future in found.items():
         try:
@@ -123,9 +128,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     }
     for name, tool in detail.tools.items():
         facts[name] = f"{tool.version} ({tool.path})"
-    facts["extensions"] = {
-        name: {"source version": source.extensions[name], **availability.get(name, {})} for name in source.extensions
-    }
+    facts["extensions"] = {e.name: {"source version": e.version, "schema": e.schema, **availability.get(e.name, {}),
+                                    **_on_target(target_extensions.get(e.name))} for e in source_extensions}
     if settings:
         facts["database settings"] = [{"role": s.role or "(every role)", "setting": s.name, "value": s.value}
                                       for s in settings]
@@ -149,6 +153,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
                 f"extension {name} is available on the target but {target_user} may not create it"
                 " (create it first as a privileged user, or grant rds_superuser)"
             )
+    ext_blockers, ext_warnings = extensions.plan_checks(
+        source_extensions, target_extensions, target_schemas, target_user=target_user, clean=cfg.clean, mode=cfg.mode)
+    plan.blockers += ext_blockers
+    plan.warnings += ext_warnings
+    detail.report_warnings += ext_warnings
     _settings_checks(plan, detail, target_identity[2], may_set, target_user)
     connection_facts, connection_blockers = capacity.check(cfg.mode, db.jobs, cfg.verify, source_limits,
                                                            target_limits)
@@ -198,6 +207,13 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
                              " record in on the target: rename it, or use --mode stream")
     plan.steps = _steps(cfg, source, sum(s.role is None for s in settings))
     return plan, detail
+
+
+def _on_target(t: extensions.TargetExtension | None) -> dict[str, Any]:
+    """An extension's plan facts about the target: the version it installs, where it is installed."""
+    if t is None:
+        return {}
+    return {"target default": t.default_version, "target schema": t.schema}
 
 
 def _settings_checks(plan: Plan, detail: DbPlanDetail, target_db: str, may_set: bool, target_user: str) -> None:

@@ -946,6 +946,81 @@ def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:
         dbs.source_cluster.execute(f"DROP ROLE IF EXISTS {role}")
 
 
+def test_extensions_are_created_at_the_source_version(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A pg_upgrade'd source keeps older extension versions; pg_dump's CREATE EXTENSION names none, so
+    a restore would install the target's default and every copy would differ from its source."""
+    dbs.source_sql("CREATE EXTENSION pg_trgm VERSION '1.4'; CREATE SCHEMA ext; CREATE EXTENSION hstore SCHEMA ext"
+                   " VERSION '1.7'; CREATE TABLE t (id int PRIMARY KEY, body text, kv ext.hstore);"
+                   " CREATE INDEX t_trgm ON t USING gist (body gist_trgm_ops); INSERT INTO t VALUES (1, 'hi', 'a=>1');")
+
+    def versions() -> dict[str, tuple[str, str]]:
+        with psycopg.connect(dbs.target_admin_url) as conn:
+            return {name: (version, schema) for name, version, schema in conn.execute(
+                "SELECT extname, extversion, extnamespace::regnamespace::text FROM pg_extension"
+                " WHERE extname <> 'plpgsql'").fetchall()}
+
+    # A stream cannot skip the restore's CREATE SCHEMA ext: hstore gets the target's default version
+    # there, which the plan says, and which verify shows as information, not as a difference.
+    res = run_cli("db", "plan", "--mode", "stream", env=env_for(dbs))
+    assert res.code == 0 and "--mode stream installs the target's default version" in res.out, res.output
+    res = run_cli("db", "copy", "--mode", "stream", "--json", env=env_for(dbs))
+    assert res.code == 0, res.output
+    installed = versions()
+    assert installed["pg_trgm"] == ("1.4", "public") and installed["hstore"][0] != "1.7", installed
+    diffs = [d for d in json.loads(res.out)["children"][0]["diffs"] if d["kind"] == "extension"]
+    assert {(d["name"], d["outcome"], d["info_only"]) for d in diffs if d["outcome"] != "match"} == {
+        ("hstore", "differ", True)}, diffs
+    assert any("version 1.7 on source" in d["detail"] for d in diffs), diffs
+
+    res = run_cli("db", "copy", "--dry-run", "--clean", "--json", env=env_for(dbs))
+    assert res.code == 0 and not any("extension" in w for w in json.loads(res.out)["warnings"]), res.output
+    res = run_cli("db", "copy", "--jobs", "2", "--clean", "--yes", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert versions() == {"pg_trgm": ("1.4", "public"), "hstore": ("1.7", "ext")}
+    assert_same_database(dbs)
+
+    # A version the target server does not offer: the plan says the default will be installed.
+    import migrate.db.extensions as extensions
+    import migrate.db.planner as planner
+    from migrate.config import DbCopyConfig, DbJobConfig
+
+    on_target = extensions.on_target
+
+    def without_1_4(conn, names):  # type: ignore[no-untyped-def]
+        found = on_target(conn, names)
+        found["pg_trgm"].versions.discard("1.4")
+        return found
+
+    monkeypatch.setattr(extensions, "on_target", without_1_4)
+    plan = planner.plan_database(DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url), clean=True))
+    assert plan.ok and any("does not offer version 1.4" in w for w in plan.warnings), plan.warnings
+
+
+def test_an_extension_the_target_has_in_another_schema_blocks_the_copy(dbs) -> None:  # type: ignore[no-untyped-def]
+    """CREATE EXTENSION IF NOT EXISTS does nothing when the DBA installed it elsewhere: the tables that
+    use its types would fail to restore ('type "ext.citext" does not exist'), and --clean cannot drop it."""
+    dbs.source_sql("CREATE SCHEMA ext; CREATE EXTENSION citext SCHEMA ext;"
+                   " CREATE TABLE users (id int PRIMARY KEY, email ext.citext); INSERT INTO users VALUES (1, 'A@x');")
+    dbs.target_sql("CREATE EXTENSION citext")  # as the DBA, in public
+    blocker = "extension citext is already installed on the target in schema public, but in schema ext on the source"
+    for command in (["db", "plan"], ["db", "copy"], ["db", "copy", "--clean", "--yes"]):
+        res = run_cli(*command, env=env_for(dbs))
+        assert res.code == 1 and blocker in res.output, (command, res.output)
+        assert "ALTER EXTENSION \"citext\" SET SCHEMA \"ext\"" in res.output
+    assert len(res.err.strip().splitlines()) == 1, res.err
+    assert target_relations(dbs) == []
+    # Moved, but into a schema the target user may not use: the plan says what to grant.
+    dbs.target_sql("CREATE SCHEMA ext; ALTER EXTENSION citext SET SCHEMA ext")
+    res = run_cli("db", "plan", env=env_for(dbs))
+    assert res.code == 1 and 'GRANT USAGE, CREATE ON SCHEMA "ext" TO "rds_master"' in res.out, res.output
+    # Granted, as the blocker says: the schema exists on the target before the restore, which must
+    # not create it again.
+    dbs.target_sql("GRANT USAGE, CREATE ON SCHEMA ext TO rds_master")
+    res = run_cli("db", "copy", "--jobs", "2", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert_same_database(dbs)
+
+
 def test_jobs_beyond_a_connection_limit_are_refused_by_the_plan(dbs) -> None:  # type: ignore[no-untyped-def]
     """A role's or database's CONNECTION LIMIT below what --jobs opens made the copy fail part-way
     ("too many connections for role"); the plan counts the copy's connections and names the --jobs that fits."""
