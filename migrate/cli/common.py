@@ -291,13 +291,15 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
                 con.print(f"… and {hidden} more (see --json or --report)")
         info = [d for d in report.diffs if d.info_only]
         # Notes on data (a materialized view refreshed on the target) are few and worth reading: always
-        # listed. Owner/privilege notes, expected on RDS and many, are counted unless -v.
+        # listed. The others (owners and privileges, expected on RDS and many; extension versions the
+        # target does not offer; the target's own database settings) are counted unless -v.
         listed = info if verbose else [d for d in info if d.kind.endswith(" data")]
         for d in listed:
             con.print(f"[dim]info[/dim]: {d.kind} {plain_text(d.name)}: {plain_text(d.detail)}")
         if len(info) > len(listed):
-            con.print(f"[dim]info: {len(info) - len(listed)} owner/privilege differences, expected on RDS (listed"
-                      " with -v or in --json)[/dim]")
+            con.print(f"[dim]info: {len(info) - len(listed)} differences that do not count (owners and privileges,"
+                      " expected on RDS; extension versions the target does not offer; the target's own database"
+                      " settings; listed with -v or in --json)[/dim]")
     for w in report.warnings:
         con.print(f"[yellow]warning[/yellow]: {plain_text(w)}")
     for e in report.errors:

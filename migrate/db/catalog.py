@@ -48,7 +48,8 @@ _REL_KIND = {
 }
 
 # Each query returns (kind, name, definition, owner, acl, comment, note). Kind may come from SQL; note is
-# compared as information only (a column's position: pg_dump may reorder inherited columns).
+# compared as information only (a column's position: pg_dump may reorder inherited columns; an
+# extension's version: the target server may not offer the source's, see migrate.db.extensions).
 _QUERIES: list[tuple[str, str]] = [
     (
         "schema",
@@ -205,9 +206,19 @@ _QUERIES: list[tuple[str, str]] = [
     (
         "extension",
         """
-        SELECT 'extension', x.extname, 'version ' || x.extversion || ' schema ' || n.nspname,
-               NULL, NULL, obj_description(x.oid, 'pg_extension'), NULL
+        SELECT 'extension', x.extname, 'schema ' || n.nspname,
+               NULL, NULL, obj_description(x.oid, 'pg_extension'), 'version ' || x.extversion
         FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
+        """,
+    ),
+    (
+        # Settings stored on the database itself (ALTER DATABASE ... SET): pg_dump's restore loses them.
+        "database setting",
+        """
+        SELECT 'database setting', split_part(u.cfg, '=', 1), substr(u.cfg, strpos(u.cfg, '=') + 1),
+               NULL, NULL, NULL, NULL
+        FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) AS u(cfg)
+        WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
         """,
     ),
     (
@@ -280,7 +291,10 @@ def compare(source: dict[tuple[str, str], Item], target: dict[tuple[str, str], I
             diffs.append(Diff(kind, name, Outcome.MISSING_ON_TARGET, _short(s.definition) if s else ""))
             continue
         if s is None:
-            diffs.append(Diff(kind, name, Outcome.EXTRA_ON_TARGET, _short(t.definition)))
+            # A setting only the target's database has was set there by its DBA (the copy sets the
+            # source's, and removes none): information, not a difference of the copy.
+            diffs.append(Diff(kind, name, Outcome.EXTRA_ON_TARGET, _short(t.definition),
+                              info_only=kind == "database setting"))
             continue
         if s.definition == t.definition:
             diffs.append(Diff(kind, name, Outcome.MATCH))

@@ -47,8 +47,8 @@ import psycopg
 from psycopg import sql
 
 from migrate.config import DatabaseURL, DbCopyConfig, redact
+from migrate.db import dbsettings, extensions, layout, resume
 from migrate.db import inventory as inv
-from migrate.db import layout, resume
 from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified
 from migrate.db.pgtools import (
     ChildProcesses,
@@ -159,7 +159,7 @@ def copy_database(cfg: DbCopyConfig, reporter: Reporter, plan: Plan | None = Non
         lock.close()
         raise PreflightError("; ".join(blockers))
     report = Report(kind="db-copy", source=cfg.db.source.display(), target=cfg.db.target.display())
-    report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")]
+    report.warnings += [w for w in fresh_plan.warnings if w.startswith("--resume")] + detail.report_warnings
     copier = _Copier(cfg, detail, reporter, report, lock)
 
     def partial(exc: MigrateError) -> MigrateError:
@@ -243,6 +243,7 @@ class _Copier:
         self.bytes = 0
         self.early_built: set[tuple[int, int]] = set()
         self.restored: set[tuple[int, int]] = set()  # post-data entries an interrupted run restored
+        self.target_has: set[tuple[int, int]] = set()  # pre-data entries for what the target has (extensions' schemas)
         self._watch: _BuildWatch | None = None  # the data phase's index build and ANALYZE percentages
         self._count_lock = threading.Lock()
         self._data_total = 0  # estimated bytes of the data phase's copies, corrected as they land
@@ -281,16 +282,22 @@ class _Copier:
             self._phase("snapshot", 1, self.export_snapshot)
             self._phase("pre-data", 1, self.schema_dump)
             if not self.resuming:
+                self._phase("pre-data", 1, self.create_extensions, merge=True)
                 self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
                 self._record(lambda c: resume.mark(c, resume.STEP, "", "pre-data"))
             self._phase("data", jobs, self.copy_data)
+            self._close_idle_connections()
             self._phase("large objects", 1, self._guard("copying large objects", self.copy_large_objects))
             self._phase("sequences", 1, self._guard("setting sequences", self.copy_sequences))
             self.release_snapshot()
+            self._close_idle_connections()
             self._phase("post-data", jobs, self.post_data)
         self._phase("analyze", jobs, self._guard("analyzing the target", self.analyze))
+        self._close_idle_connections()
         if self.state is not None:
             self._record(resume.drop_state)  # the copy is complete: nothing left to resume
+        if any(s.role is None for s in self.detail.settings):
+            self._phase("database settings", 1, self.apply_database_settings)
         if self.cfg.verify:
             from migrate.db.verify import verify_databases
 
@@ -361,6 +368,18 @@ class _Copier:
             with contextlib.suppress(Exception):
                 c.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _close_idle_connections(self) -> None:
+        """Between phases (no other thread works): close the connections the last phase's workers
+        left open, and the released snapshot's, keeping this thread's target session and a held
+        snapshot. Idle sessions count against connection limits (see migrate.db.capacity)."""
+        keep = {id(getattr(self._local, "target", None)), id(self._coordinator)}
+        with self._conns_lock:
+            idle = [c for c in self._conns if id(c) not in keep and c not in self._sources]
+            self._conns = [c for c in self._conns if c not in idle]
+        for c in idle:
+            with contextlib.suppress(Exception):
+                c.close()
 
     # ---- connections ---------------------------------------------------------------------
     def _source(self) -> psycopg.Connection:
@@ -464,6 +483,31 @@ class _Copier:
                 hint="drop them as their owner, or use a fresh target database",
             )
 
+    def create_extensions(self, create_schemas: bool = True) -> None:
+        """Extensions the source has at another version than the target would install: created at the
+        source's version before the schema restore (see migrate.db.extensions). The restore then does
+        not create the extensions' schemas that exist on the target (made here, or by its DBA)."""
+        if not self.detail.extensions:
+            return
+        with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+            oids, warnings = extensions.create_at_source_versions(conn, self.detail.extensions,
+                                                                  create_schemas=create_schemas)
+        self.target_has |= {(extensions.PG_NAMESPACE, oid) for oid in oids}
+        self.report.warnings += warnings
+
+    def apply_database_settings(self) -> PhaseResult:
+        """The source database's own settings, set on the target database once the copy's writing is
+        done (they apply to sessions opened afterwards: default_transaction_read_only, say, must not
+        apply to the copy's). A setting the target user may not set is a warning naming the
+        statements, not a failure."""
+        own = [s for s in self.detail.settings if s.role is None]
+        with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+            failed = dbsettings.apply(conn, own)
+        if failed:
+            self.report.warnings.append(dbsettings.not_applied_warning(failed))
+        return PhaseResult("database settings", 0.0, 1, items=len(own) - len(failed),
+                           note=", ".join(s.name for s in own) + (f"; {len(failed)} not set" if failed else ""))
+
     def export_snapshot(self) -> None:
         conn = connect(self.cfg.db.source, "source")
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -544,7 +588,7 @@ class _Copier:
         """pg_restore's table of contents for one section, minus what a non-superuser may not do and
         what is already on the target (built early, or restored by an interrupted run)."""
         kept, skipped = [], []
-        there = self.early_built | self.restored
+        there = self.early_built | self.restored | self.target_has
         for line in self._toc_lines(section):
             # COMMENT ON EXTENSION needs the extension's owner (on RDS: rdsadmin, never us).
             if re.search(r"\bCOMMENT - EXTENSION\b", line):
@@ -1217,6 +1261,7 @@ class _Copier:
 
     # ---- stream mode ---------------------------------------------------------------------
     def stream_copy(self) -> PhaseResult:
+        self.create_extensions(create_schemas=False)  # the stream's own CREATE SCHEMA would fail on them
         dump_tool, restore_tool = self.detail.tools["pg_dump"], self.detail.tools["pg_restore"]
         src, tgt = self.cfg.db.source, self.cfg.db.target
         dump = self.children.popen(

@@ -10,12 +10,14 @@ from typing import Any
 import psycopg
 
 from migrate.config import DbCopyConfig
+from migrate.db import capacity, dbsettings, extensions, resume
 from migrate.db import inventory as inv
-from migrate.db import resume
-from migrate.db.connect import connect, database_identity, refuse_same_database
+from migrate.db.connect import connect, database_identity, quote_ident, refuse_same_database
+from migrate.db.extensions import SourceExtension
 from migrate.db.pgtools import PgTool, check_major, find_tool
 from migrate.errors import ToolError
 from migrate.model import Plan, Step
+from migrate.progress import counted
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ class DbPlanDetail:
     tools: dict[str, PgTool] = field(default_factory=dict)
     target_encoding: str = "UTF8"  # the target database's encoding: the copy's text travels in it
     resume: resume.ResumeState | None = None  # the target's record of an interrupted copy
+    extensions: list[SourceExtension] = field(default_factory=list)
+    settings: list[dbsettings.Setting] = field(default_factory=list)  # stored on the source database
+    report_warnings: list[str] = field(default_factory=list)  # plan warnings the copy's report repeats
 
 
 def plan_database(cfg: DbCopyConfig) -> Plan:
@@ -64,10 +69,14 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             " JOIN pg_catalog.pg_class c ON c.oid = p.polrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_catalog.pg_roles r ON r.oid = pr.oid"
             " ORDER BY 1, 2").fetchall()
+        source_extensions = extensions.on_source(src)
+        settings = dbsettings.read(src)
+        source_limits = capacity.read_limits(src, resume.LOCK_KEY)
         src.rollback()
     with connect(db.target, "target") as tgt:
         tgt.execute("BEGIN READ ONLY")
-        refuse_same_database(source_identity, database_identity(tgt))
+        target_identity = database_identity(tgt)
+        refuse_same_database(source_identity, target_identity)
         target_version = str(tgt.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         target_version_num = int(tgt.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
         target_encoding = str(tgt.execute("SHOW server_encoding").fetchone()[0])  # type: ignore[index]
@@ -80,7 +89,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         target_relations = [r for r in inv.user_relations(tgt) if not r.startswith(f"{resume.SCHEMA}.")]
         may_record = bool(tgt.execute(
             "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])  # type: ignore[index]
-        extensions = inv.extension_availability(tgt, sorted(source.extensions))
+        availability = inv.extension_availability(tgt, sorted(source.extensions))
+        target_extensions = extensions.on_target(tgt, sorted(source.extensions))
+        target_schemas = extensions.schemas_on(tgt, sorted({e.schema for e in source_extensions}))
+        may_set = dbsettings.may_alter(tgt)
+        target_limits = capacity.read_limits(tgt, resume.LOCK_KEY)
         leftovers = resume.leftover_sessions(tgt)
         target_roles = {str(r[0]) for r in tgt.execute(
             "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", ([str(p[0]) for p in policy_roles],))}
@@ -91,7 +104,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
 
     plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
     detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state,
-                          target_encoding=target_encoding)
+                          target_encoding=target_encoding, extensions=source_extensions, settings=settings)
     source_major = source.server_version_num // 10000
     for name, future in found.items():
         try:
@@ -119,9 +132,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     }
     for name, tool in detail.tools.items():
         facts[name] = f"{tool.version} ({tool.path})"
-    facts["extensions"] = {
-        name: {"source version": source.extensions[name], **extensions.get(name, {})} for name in source.extensions
-    }
+    facts["extensions"] = {e.name: {"source version": e.version, "schema": e.schema, **availability.get(e.name, {}),
+                                    **_on_target(target_extensions.get(e.name))} for e in source_extensions}
+    if settings:
+        facts["database settings"] = [{"role": s.role or "(every role)", "setting": s.name, "value": s.value}
+                                      for s in settings]
     facts["table list"] = [
         {"table": t.qualified, "bytes": t.bytes, "index bytes": t.index_bytes, "rows (estimate)": t.rows_estimate,
          "split": splits.get(t.oid, "")}
@@ -139,7 +154,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             f"the target server ({target_version}) is older than the source ({source.server_version}):"
             " the schema may not restore"
         )
-    for name, info in extensions.items():
+    for name, info in availability.items():
         if not info.get("available"):
             plan.blockers.append(f"extension {name} is not available on the target server")
         elif not info.get("creatable"):
@@ -147,6 +162,16 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
                 f"extension {name} is available on the target but {target_user} may not create it"
                 " (create it first as a privileged user, or grant rds_superuser)"
             )
+    ext_blockers, ext_warnings = extensions.plan_checks(
+        source_extensions, target_extensions, target_schemas, target_user=target_user, clean=cfg.clean, mode=cfg.mode)
+    plan.blockers += ext_blockers
+    plan.warnings += ext_warnings
+    detail.report_warnings += ext_warnings
+    _settings_checks(plan, detail, target_identity[2], may_set, target_user)
+    connection_facts, connection_blockers = capacity.check(cfg.mode, db.jobs, cfg.verify, source_limits,
+                                                           target_limits)
+    facts.update(connection_facts)
+    plan.blockers += connection_blockers
     for role, policy, table in policy_roles:
         if role not in target_roles:
             plan.blockers.append(
@@ -189,8 +214,40 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     if source_has_state_schema and cfg.mode == "parallel":
         plan.blockers.append(f"the source has a schema named {resume.SCHEMA}, which paas-migrate keeps its copy"
                              " record in on the target: rename it, or use --mode stream")
-    plan.steps = _steps(cfg, source)
+    plan.steps = _steps(cfg, source, sum(s.role is None for s in settings))
     return plan, detail
+
+
+def _on_target(t: extensions.TargetExtension | None) -> dict[str, Any]:
+    """An extension's plan facts about the target: the version it installs, where it is installed."""
+    if t is None:
+        return {}
+    return {"target default": t.default_version, "target schema": t.schema}
+
+
+def _settings_checks(plan: Plan, detail: DbPlanDetail, target_db: str, may_set: bool, target_user: str) -> None:
+    """Warnings about the source database's stored settings (see migrate.db.dbsettings)."""
+    own = [s for s in detail.settings if s.role is None]
+    per_role = [s for s in detail.settings if s.role is not None]
+    if own and not may_set:  # the copy's report says so itself, when the statements fail
+        plan.warnings.append(
+            f"{target_user} does not own the target database, so the copy cannot set the source database's"
+            f" settings ({', '.join(s.name for s in own)}) on it: run as its owner after the copy: "
+            + "; ".join(dbsettings.statement(s, target_db) for s in own))
+    repeated: list[str] = []
+    if any(s.name.lower() == "default_transaction_read_only" and s.value.lower() in ("on", "true", "1")
+           for s in own):
+        repeated.append(
+            "the source database is set read-only (default_transaction_read_only = on): the copy sets the same"
+            f" on the target at its end; to take writes there: ALTER DATABASE {quote_ident(target_db)}"
+            " RESET default_transaction_read_only")
+    if per_role:
+        repeated.append(
+            f"{counted(len(per_role), 'setting')} of roles in the source database are not copied (roles differ on"
+            " the target); run those whose roles exist there: "
+            + "; ".join(dbsettings.statement(s, target_db) for s in per_role))
+    plan.warnings += repeated
+    detail.report_warnings += repeated
 
 
 def _resume_checks(plan: Plan, state: resume.ResumeState | None, target_relations: list[str], shown: str) -> None:
@@ -222,11 +279,14 @@ def _mb(n: int) -> str:
     return f"{n / 1048576:.1f} MiB"
 
 
-def _steps(cfg: DbCopyConfig, source: inv.Inventory) -> list[Step]:
+def _steps(cfg: DbCopyConfig, source: inv.Inventory, settings: int) -> list[Step]:
     jobs = cfg.db.jobs
     tables = len(source.tables)
     data_bytes = source.total_table_bytes
     verify = [Step("verify", "compare schema, per-table counts and hashes, sequences, large objects", jobs, tables)]
+    if settings:  # before the verification, after everything else (see copier.apply_database_settings)
+        verify.insert(0, Step("database settings", "ALTER DATABASE ... SET the source database's settings", 1,
+                              settings))
     pre = [Step("clean", "drop the target's existing user objects", 1)] if cfg.clean else []
     if cfg.mode == "stream":
         steps = pre + [
@@ -234,7 +294,7 @@ def _steps(cfg: DbCopyConfig, source: inv.Inventory) -> list[Step]:
                  data_bytes),
             Step("analyze", "ANALYZE every copied table", jobs, tables),
         ]
-        return steps + (verify if cfg.verify else [])
+        return steps + (verify if cfg.verify else verify[:-1])
     steps = pre + [
         Step("snapshot", "export one REPEATABLE READ snapshot on the source; every reader adopts it", 1),
         Step("pre-data", "pg_dump --section=pre-data --no-owner --no-acl into pg_restore (types, tables, functions)",
@@ -248,7 +308,7 @@ def _steps(cfg: DbCopyConfig, source: inv.Inventory) -> list[Step]:
              jobs),
         Step("analyze", "ANALYZE every copied table", jobs, tables),
     ]
-    return steps + (verify if cfg.verify else [])
+    return steps + (verify if cfg.verify else verify[:-1])
 
 
 def _splits(src: psycopg.Connection, source: inv.Inventory, cfg: DbCopyConfig) -> dict[int, str]:

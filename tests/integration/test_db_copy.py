@@ -870,3 +870,184 @@ def test_stream_copy_shows_progress_read_from_the_target(dbs, monkeypatch) -> No
     assert done["dump | restore"] == totals["dump | restore"] > 0
     assert rec.tasks["dump | restore"].ok and rec.tasks["dump | restore"].unit == "bytes"
     assert_same_database(dbs)
+
+
+def _target_database_settings(dbs) -> list[str]:  # type: ignore[no-untyped-def]
+    with psycopg.connect(dbs.target_cluster.url()) as conn:  # (the postgres database: the target may be read-only)
+        row = conn.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+                           " WHERE d.datname = %s AND s.setrole = 0", (dbs.target_db,)).fetchone()
+    return list(row[0]) if row else []
+
+
+def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:  # type: ignore[no-untyped-def]
+    """ALTER DATABASE ... SET is outside pg_dump's sections (only --create writes it): without it on the
+    target, an application relying on the database's search_path finds none of its tables after cutover."""
+    role = f"app_{dbs.source_db[-10:]}"
+    src, tgt = dbs.source_db, dbs.target_db
+    dbs.source_sql(f"CREATE SCHEMA app; CREATE TABLE app.users (id int PRIMARY KEY); INSERT INTO app.users VALUES (1);"
+                   f"CREATE ROLE {role}")
+    # Read-only too: had it been set before the copy's own sessions, none of them could write.
+    dbs.source_cluster.execute(
+        f"ALTER DATABASE {src} SET search_path = app, public; ALTER DATABASE {src} SET TimeZone = 'Europe/London';"
+        f"ALTER DATABASE {src} SET default_transaction_read_only = on;"
+        f"ALTER ROLE {role} IN DATABASE {src} SET work_mem = '64MB'")
+    role_statement = f'ALTER ROLE "{role}" IN DATABASE "{tgt}" SET "work_mem" TO \'64MB\''
+    try:
+        res = run_cli("db", "plan", "--json", env=env_for(dbs))
+        assert res.code == 0, res.output
+        plan = json.loads(res.out)
+        assert {(s["role"], s["setting"], s["value"]) for s in plan["facts"]["database settings"]} == {
+            ("(every role)", "search_path", "app, public"), ("(every role)", "TimeZone", "Europe/London"),
+            ("(every role)", "default_transaction_read_only", "on"), (role, "work_mem", "64MB")}
+        assert any(role_statement in w for w in plan["warnings"]), plan["warnings"]
+        assert "database settings" in [s["name"] for s in plan["steps"]]
+        assert run_cli("db", "copy", "--dry-run", env=env_for(dbs)).code == 0
+        assert _target_database_settings(dbs) == []
+
+        res = run_cli("db", "copy", "--jobs", "2", env=env_for(dbs))
+        assert res.code == 0, res.output
+        assert sorted(_target_database_settings(dbs)) == sorted(
+            ["search_path=app, public", "TimeZone=Europe/London", "default_transaction_read_only=on"])
+        assert role_statement in res.out and "default_transaction_read_only" in res.out, res.out
+        assert_same_database(dbs)
+        with psycopg.connect(dbs.target_url) as conn:  # a new session, as the application's after cutover
+            assert conn.execute("SELECT id FROM users").fetchall() == [(1,)]
+            assert conn.execute("SHOW TimeZone").fetchone() == ("Europe/London",)
+
+        # verify compares them: a different value is a difference; a setting only the target has
+        # (its DBA's) is information.
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET search_path = public")
+        res = run_cli("db", "verify", "--json", env=env_for(dbs))
+        diffs = {(d["kind"], d["name"]): d for d in json.loads(res.out)["diffs"]}
+        assert res.code == 3 and diffs[("database setting", "search_path")]["outcome"] == "differ", res.output
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET search_path = app, public;"
+                                   f" ALTER DATABASE {tgt} SET work_mem = '8MB'")
+        res = run_cli("db", "verify", "--json", env=env_for(dbs))
+        diffs = {(d["kind"], d["name"]): d for d in json.loads(res.out)["diffs"]}
+        assert res.code == 0, res.output
+        assert diffs[("database setting", "work_mem")]["outcome"] == "extra on target"
+        assert diffs[("database setting", "work_mem")]["info_only"] is True
+
+        # A target user that does not own the database cannot set them: a warning naming the statements.
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} RESET ALL; ALTER DATABASE {tgt} OWNER TO postgres;"
+                                   f" GRANT CREATE ON DATABASE {tgt} TO rds_master")
+        res = run_cli("db", "plan", env=env_for(dbs))
+        assert "rds_master does not own the target database" in res.out, res.out
+        res = run_cli("db", "copy", "--clean", "--yes", "--no-verify", "--json", env=env_for(dbs))
+        assert res.code == 0, res.output
+        warnings = json.loads(res.out)["warnings"]
+        assert any("could not be set on the target" in w and "must be owner of database" in w
+                   and f'ALTER DATABASE "{tgt}" SET "search_path" TO \'app\', \'public\'' in w
+                   for w in warnings), warnings
+        assert _target_database_settings(dbs) == []
+        res = run_cli("db", "verify", env=env_for(dbs))
+        assert res.code == 3 and "search_path" in res.out, res.output
+    finally:
+        dbs.source_cluster.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_extensions_are_created_at_the_source_version(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A pg_upgrade'd source keeps older extension versions; pg_dump's CREATE EXTENSION names none, so
+    a restore would install the target's default and every copy would differ from its source."""
+    dbs.source_sql("CREATE EXTENSION pg_trgm VERSION '1.4'; CREATE SCHEMA ext; CREATE EXTENSION hstore SCHEMA ext"
+                   " VERSION '1.7'; CREATE TABLE t (id int PRIMARY KEY, body text, kv ext.hstore);"
+                   " CREATE INDEX t_trgm ON t USING gist (body gist_trgm_ops); INSERT INTO t VALUES (1, 'hi', 'a=>1');")
+
+    def versions() -> dict[str, tuple[str, str]]:
+        with psycopg.connect(dbs.target_admin_url) as conn:
+            return {name: (version, schema) for name, version, schema in conn.execute(
+                "SELECT extname, extversion, extnamespace::regnamespace::text FROM pg_extension"
+                " WHERE extname <> 'plpgsql'").fetchall()}
+
+    # A stream cannot skip the restore's CREATE SCHEMA ext: hstore gets the target's default version
+    # there, which the plan says, and which verify shows as information, not as a difference.
+    res = run_cli("db", "plan", "--mode", "stream", env=env_for(dbs))
+    assert res.code == 0 and "--mode stream installs the target's default version" in res.out, res.output
+    res = run_cli("db", "copy", "--mode", "stream", "--json", env=env_for(dbs))
+    assert res.code == 0, res.output
+    installed = versions()
+    assert installed["pg_trgm"] == ("1.4", "public") and installed["hstore"][0] != "1.7", installed
+    diffs = [d for d in json.loads(res.out)["children"][0]["diffs"] if d["kind"] == "extension"]
+    assert {(d["name"], d["outcome"], d["info_only"]) for d in diffs if d["outcome"] != "match"} == {
+        ("hstore", "differ", True)}, diffs
+    assert any("version 1.7 on source" in d["detail"] for d in diffs), diffs
+
+    res = run_cli("db", "copy", "--dry-run", "--clean", "--json", env=env_for(dbs))
+    assert res.code == 0 and not any("extension" in w for w in json.loads(res.out)["warnings"]), res.output
+    res = run_cli("db", "copy", "--jobs", "2", "--clean", "--yes", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert versions() == {"pg_trgm": ("1.4", "public"), "hstore": ("1.7", "ext")}
+    assert_same_database(dbs)
+
+    # A version the target server does not offer: the plan says the default will be installed.
+    import migrate.db.extensions as extensions
+    import migrate.db.planner as planner
+    from migrate.config import DbCopyConfig, DbJobConfig
+
+    on_target = extensions.on_target
+
+    def without_1_4(conn, names):  # type: ignore[no-untyped-def]
+        found = on_target(conn, names)
+        found["pg_trgm"].versions.discard("1.4")
+        return found
+
+    monkeypatch.setattr(extensions, "on_target", without_1_4)
+    plan = planner.plan_database(DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url), clean=True))
+    assert plan.ok and any("does not offer version 1.4" in w for w in plan.warnings), plan.warnings
+
+
+def test_an_extension_the_target_has_in_another_schema_blocks_the_copy(dbs) -> None:  # type: ignore[no-untyped-def]
+    """CREATE EXTENSION IF NOT EXISTS does nothing when the DBA installed it elsewhere: the tables that
+    use its types would fail to restore ('type "ext.citext" does not exist'), and --clean cannot drop it."""
+    dbs.source_sql("CREATE SCHEMA ext; CREATE EXTENSION citext SCHEMA ext;"
+                   " CREATE TABLE users (id int PRIMARY KEY, email ext.citext); INSERT INTO users VALUES (1, 'A@x');")
+    dbs.target_sql("CREATE EXTENSION citext")  # as the DBA, in public
+    blocker = "extension citext is already installed on the target in schema public, but in schema ext on the source"
+    for command in (["db", "plan"], ["db", "copy"], ["db", "copy", "--clean", "--yes"]):
+        res = run_cli(*command, env=env_for(dbs))
+        assert res.code == 1 and blocker in res.output, (command, res.output)
+        assert "ALTER EXTENSION \"citext\" SET SCHEMA \"ext\"" in res.output
+    assert len(res.err.strip().splitlines()) == 1, res.err
+    assert target_relations(dbs) == []
+    # Moved, but into a schema the target user may not use: the plan says what to grant.
+    dbs.target_sql("CREATE SCHEMA ext; ALTER EXTENSION citext SET SCHEMA ext")
+    res = run_cli("db", "plan", env=env_for(dbs))
+    assert res.code == 1 and 'GRANT USAGE, CREATE ON SCHEMA "ext" TO "rds_master"' in res.out, res.output
+    # Granted, as the blocker says: the schema exists on the target before the restore, which must
+    # not create it again.
+    dbs.target_sql("GRANT USAGE, CREATE ON SCHEMA ext TO rds_master")
+    res = run_cli("db", "copy", "--jobs", "2", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert_same_database(dbs)
+
+
+def test_jobs_beyond_a_connection_limit_are_refused_by_the_plan(dbs) -> None:  # type: ignore[no-untyped-def]
+    """A role's or database's CONNECTION LIMIT below what --jobs opens made the copy fail part-way
+    ("too many connections for role"); the plan counts the copy's connections and names the --jobs that fits."""
+    role, pw = f"few_{dbs.source_db[-10:]}", "few-conns-pw"
+    dbs.source_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{pw}' CONNECTION LIMIT 3 IN ROLE pg_read_all_data;"
+                   "CREATE TABLE a (id int PRIMARY KEY, v text);"
+                   " INSERT INTO a SELECT g, 'x' FROM generate_series(1, 500) g;"
+                   "CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b SELECT generate_series(1, 500);"
+                   "CREATE TABLE c (id int); INSERT INTO c SELECT generate_series(1, 500)")
+    dbs.target_cluster.execute(f"ALTER DATABASE {dbs.target_db} CONNECTION LIMIT 5")
+    env = {**env_for(dbs), "MIGRATE_SOURCE_DATABASE_URL": dbs.source_cluster.url(dbs.source_db, role, pw)}
+    try:
+        for command in (["db", "plan", "--jobs", "4"], ["db", "copy", "--jobs", "4"]):
+            res = run_cli(*command, env=env)
+            assert res.code == 1, res.output
+            assert (f"up to 5 connections to the source at once (--jobs 4), but only 3 may be opened: role {role}"
+                    " has CONNECTION LIMIT 3") in res.output, res.output
+            assert (f"up to 7 connections to the target at once (--jobs 4), but only 5 may be opened: database"
+                    f" {dbs.target_db} has CONNECTION LIMIT 5") in res.output, res.output
+            assert "use --jobs 2 or fewer" in res.output
+        assert len(res.err.strip().splitlines()) == 1, res.err
+        assert target_relations(dbs) == []
+        # Exactly at both limits (3 on the source, 5 on the target), with the verification.
+        res = run_cli("db", "copy", "--jobs", "2", env=env)
+        assert res.code == 0, res.output
+        assert_same_database(dbs)
+        res = run_cli("db", "copy", "--mode", "stream", "--jobs", "2", "--clean", "--yes", env=env)
+        assert res.code == 0, res.output
+    finally:
+        dbs.source_cluster.execute(f"DROP ROLE IF EXISTS {role}")

@@ -1,0 +1,137 @@
+"""Settings stored on the source database itself (ALTER DATABASE ... SET, and ALTER ROLE ... IN
+DATABASE ... SET): read, written as statements, and set on the target.
+
+pg_dump writes them only with --create (in its DATABASE PROPERTIES entry, under the source's name),
+so a copy into an existing target database loses them: an application that relies on a database
+`search_path` finds none of its tables after cutover. The copy sets the database's own settings on
+the target at its end; per-role settings name roles of the source's server, so they are only listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from migrate.db.connect import first_line, quote_ident
+
+# Settings whose stored value is a list of already-quoted elements (pg_dump's
+# variable_is_guc_list_quote): each element is written as a literal of its own.
+LIST_SETTINGS = frozenset({
+    "local_preload_libraries", "search_path", "session_preload_libraries", "shared_preload_libraries",
+    "temp_tablespaces", "unix_socket_directories",
+})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One stored setting of the database: for every role (role None), or for one role in it."""
+
+    name: str
+    value: str
+    role: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}={self.value}"
+
+
+def read(conn: psycopg.Connection) -> list[Setting]:
+    """The current database's stored settings: its own first, then per role. Read-only."""
+    rows = conn.execute(
+        "SELECT r.rolname, u.cfg FROM pg_catalog.pg_db_role_setting s"
+        " LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole"
+        " CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS u(cfg, n)"
+        " WHERE s.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+        " ORDER BY s.setrole <> 0, r.rolname, u.n"
+    ).fetchall()
+    out = []
+    for role, cfg in rows:
+        name, _, value = str(cfg).partition("=")
+        out.append(Setting(name, value, None if role is None else str(role)))
+    return out
+
+
+def split_list(value: str) -> list[str] | None:
+    """A stored list setting's elements, as PostgreSQL's SplitGUCList reads them: double-quoted ones
+    unquoted ("" is one "), unquoted ones as they are. None when it does not parse."""
+    items: list[str] = []
+    i, n = 0, len(value)
+    while i < n and value[i].isspace():
+        i += 1
+    if i == n:
+        return items
+    while True:
+        if value[i] == '"':
+            name, i = "", i + 1
+            while True:
+                end = value.find('"', i)
+                if end < 0:
+                    return None
+                name += value[i:end]
+                if value[end + 1:end + 2] == '"':
+                    name += '"'
+                    i = end + 2
+                    continue
+                i = end + 1
+                break
+        else:
+            start = i
+            while i < n and value[i] != "," and not value[i].isspace():
+                i += 1
+            if i == start:
+                return None
+            name = value[start:i]
+        while i < n and value[i].isspace():
+            i += 1
+        items.append(name)
+        if i == n:
+            return items
+        if value[i] != ",":
+            return None
+        i += 1
+        while i < n and value[i].isspace():
+            i += 1
+
+
+def statement(setting: Setting, database: str) -> str:
+    """The SQL that stores `setting` on `database`, as pg_dump writes it."""
+    where = f"DATABASE {quote_ident(database)}"
+    if setting.role is not None:
+        where = f"ROLE {quote_ident(setting.role)} IN {where}"
+    elements = split_list(setting.value) if setting.name.lower() in LIST_SETTINGS else None
+    value = ", ".join(sql.Literal(v).as_string(None) for v in (elements or [setting.value]))
+    return f"ALTER {where} SET {quote_ident(setting.name)} TO {value}"
+
+
+def may_alter(conn: psycopg.Connection) -> bool:
+    """May the current user store settings on the current database (its owner, or a superuser)? Read-only."""
+    row = conn.execute(
+        "SELECT pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') FROM pg_catalog.pg_database d"
+        " WHERE d.datname = current_database()").fetchone()
+    return bool(row and row[0])
+
+
+def apply(conn: psycopg.Connection, settings: list[Setting]) -> list[tuple[str, str]]:
+    """Store the database's own `settings` on the connected (target) database, each statement on its
+    own (`conn` in autocommit): one the server refuses does not stop the others. Sessions already
+    open keep their settings; new ones get them. Returns (statement, first line of the error) for
+    each refused statement."""
+    row = conn.execute("SELECT current_database()").fetchone()
+    database = str(row[0]) if row else ""
+    failed = []
+    for s in settings:
+        stmt = statement(s, database)
+        try:
+            conn.execute(stmt.encode())
+        except psycopg.Error as exc:
+            failed.append((stmt, first_line(str(exc))))
+    return failed
+
+
+def not_applied_warning(failed: list[tuple[str, str]]) -> str:
+    """A report warning naming the statements to run by hand."""
+    stmts = "; ".join(stmt for stmt, _ in failed)
+    return (f"{len(failed)} of the source database's settings could not be set on the target ({failed[0][1]}):"
+            f" run as the target database's owner: {stmts}")
