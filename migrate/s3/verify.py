@@ -26,7 +26,7 @@ from migrate.s3.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-MAX_DIFFS = 10_000  # differences kept in the report; counts in totals are always complete
+MAX_DIFFS = 10_000  # differences listed in the report (matches never are); the counts are always complete
 COMPARED_FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage",
                    "Expires")
 CHUNK = 1024 * 1024
@@ -94,7 +94,9 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
     def add(key: str, outcome: Outcome, detail: str) -> None:
         nonlocal kept
         counts[outcome.value] += 1
-        if kept < MAX_DIFFS:
+        # Only differences are listed (a bucket of millions of matches would not fit in a report); the
+        # status comes from the counts (report.outcome_tally), so a cut list never hides one.
+        if outcome is not Outcome.MATCH and kept < MAX_DIFFS:
             report.diffs.append(Diff("object", key, outcome, detail))
             kept += 1
 
@@ -144,7 +146,10 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
         finally:
             inv.close()
     report.totals = {"objects": n_src, "bytes": b_src, "target_objects": n_dst, **counts}
-    if kept >= MAX_DIFFS:
-        report.warnings.append(f"only the first {MAX_DIFFS:,} results are listed; totals count all of them")
+    report.outcome_tally = dict(counts)
+    unlisted = sum(v for k, v in counts.items() if k != Outcome.MATCH.value) - kept
+    if unlisted:
+        report.warnings.append(f"only the first {kept:,} differences are listed ({unlisted:,} more); "
+                               "the totals count all of them")
     report.finish()
     return report.settle()

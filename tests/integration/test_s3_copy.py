@@ -433,9 +433,9 @@ def test_verify_catches_changed_missing_extra_and_metadata(buckets: BucketPair, 
     res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert res.code == 3, res.output
     out = json.loads(res.out)
-    got = {d["name"]: d["outcome"] for d in out["diffs"]}
-    assert got == {"same": "match", "changed": "differ", "missing": "missing on target",
-                   "extra": "extra on target", "meta": "differ"}
+    got = {d["name"]: d["outcome"] for d in out["diffs"]}  # differences only: matches are counted
+    assert got == {"changed": "differ", "missing": "missing on target", "extra": "extra on target", "meta": "differ"}
+    assert out["outcomes"] == {"match": 1, "differ": 2, "missing on target": 1, "extra on target": 1, "error": 0}
     meta = next(d for d in out["diffs"] if d["name"] == "meta")
     assert "ContentType" in meta["detail"]
     # and a rerun of copy repairs what it owns: the changed and the missing object
@@ -450,8 +450,35 @@ def test_verify_catches_changed_missing_extra_and_metadata(buckets: BucketPair, 
     res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert res.code == 3, res.output
     got = {d["name"]: d["outcome"] for d in json.loads(res.out)["diffs"]}
-    assert got == {"same": "match", "changed": "match", "missing": "match",
-                   "extra": "extra on target", "meta": "differ"}
+    assert got == {"extra": "extra on target", "meta": "differ"}
+    assert json.loads(res.out)["totals"]["match"] == 3
+
+
+def test_verify_counts_every_difference_beyond_the_listed_ones(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report lists at most MAX_DIFFS objects (10,000; lowered here), and only differences: a
+    difference after the first MAX_DIFFS compared objects still makes verify exit 3, and the counts are
+    complete. (The list used to hold the first results, matches included, and the status came from it:
+    a bucket of more than 10,000 objects differing near its end was 'success'.)"""
+    from migrate.s3 import verify
+
+    monkeypatch.setattr(verify, "MAX_DIFFS", 2)
+    for i in range(8):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"obj/{i}", Body=f"same {i}".encode())
+        body = f"same {i}" if i < 5 else f"DIFF {i}"
+        buckets.target.put_object(Bucket=buckets.target_bucket, Key=f"obj/{i}", Body=body.encode())
+    report = verify_buckets(_cfg(buckets, tmp_path, workers=1), RecordingReporter())
+    assert report.status is Status.DIFFERS and report.process_exit_code() == 3, report.to_dict()
+    assert report.totals["match"] == 5 and report.totals["differ"] == 3
+    assert report.outcome_totals()["match"] == 5 and report.outcome_totals()["differ"] == 3
+    assert len(report.diffs) == 2 and all(d.outcome is Outcome.DIFFER for d in report.diffs)
+    assert any("only the first 2 differences are listed (1 more)" in w for w in report.warnings), report.warnings
+    # the command's summary counts the matches it no longer lists (MAX_DIFFS is lowered only in this process)
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], env=buckets.env())
+    assert res.code == 3, res.output
+    assert "verification: 5 match, 3 differ, 0 missing on target" in res.out, res.out
+    assert "verified: 5 of 8 compared items match the source; 3 differ" in res.out, res.out
+    assert "error: verification found 3 differences" in res.err, res.err
 
 
 def test_shards_cover_the_bucket_and_keep_separate_manifests(buckets: BucketPair, tmp_path: Path) -> None:
