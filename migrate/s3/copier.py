@@ -142,7 +142,13 @@ class BucketCopier:
         self.mode = mode
         self.stop = threading.Event()
         self.budget = ByteBudget(MEMORY_BUDGET)
+        # Two pools, so that no pool thread ever waits for memory that only its own pool can free. Upload
+        # and part-copy tasks never wait for memory (they only release what their submitter reserved);
+        # source-part tasks wait for it, and the memory they wait for is freed by the upload pool or by
+        # a thread that is not waiting. (One shared pool hung: every thread in a source-part task waiting
+        # for memory held by upload tasks queued behind them.)
         self.part_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="s3-part")
+        self.read_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="s3-read")
         self.kms = cfg.sse == "aws:kms"
         self.last_progress = time.monotonic()
         self._lock = threading.Lock()
@@ -380,7 +386,8 @@ class BucketCopier:
             raise
 
     def _source_part(self, row: Row, upload_id: str, offset: int, length: int, first: int) -> tuple[bytes, list]:
-        """GET one source part by range, upload it as one or more target parts; returns its MD5."""
+        """GET one source part by range, upload it as one or more target parts; returns its MD5. Runs on
+        the read pool and uploads on its own thread: it holds memory only while it is not waiting for any."""
         if self.stop.is_set():
             raise _Stopped
         resp = self.src.get_object(Bucket=self.cfg.source.location.bucket, Key=self.skey(row.key),
@@ -422,7 +429,7 @@ class BucketCopier:
                 futures: list[Future[tuple[bytes, list]]] = []
                 offset, number = 0, 1
                 for size in sizes:
-                    futures.append(self.part_pool.submit(self._source_part, row, upload_id, offset, size, number))
+                    futures.append(self.read_pool.submit(self._source_part, row, upload_id, offset, size, number))
                     offset += size
                     number += len(_even_split(size, KEEP_PART_MAX if size > KEEP_PART_MAX else size))
                 if number - 1 > MAX_PARTS:
@@ -519,6 +526,7 @@ class BucketCopier:
             manifest.record([r.row() for r in buffer])
             buffer.clear()
             pool.shutdown(wait=True)
+            self.read_pool.shutdown(wait=True, cancel_futures=True)
             self.part_pool.shutdown(wait=True, cancel_futures=True)
 
     def _watch(self, stop: threading.Event) -> None:

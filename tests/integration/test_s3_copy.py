@@ -173,6 +173,27 @@ def test_multipart_source_is_verified_and_keeps_its_etag(buckets: BucketPair, tm
     assert objects.total == 3 and objects.done == 3 and rec.tasks["copy bytes"].total == done
 
 
+def test_stream_mix_of_multipart_and_large_single_part_sources_does_not_hang(
+        buckets: BucketPair, tmp_path: Path) -> None:
+    """Large single-part sources reserve memory for parts queued for upload while multipart sources read
+    their parts on worker threads, waiting for memory: with one pool for both, every thread could be a
+    reader waiting for memory that only the uploads queued behind it would free (a hang, for ever).
+    Run as the user does, in a process that is killed if it hangs."""
+    import subprocess
+
+    for i in range(3):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}-a-single", Body=os.urandom(40 * MiB))
+        _put_multipart(buckets.source, buckets.source_bucket, f"k{i}-b-multi", [5 * MiB] * 6)
+    try:
+        res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--mode", "stream", "--workers", "2", "--json"),
+                      env=buckets.env(), timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("s3 copy did not finish in 120 s (it hung) on a mix of multipart and large single-part sources")
+    assert res.code == 0, res.output
+    totals = json.loads(res.out)["totals"]
+    assert totals["copied"] == 6 and totals["verified"] == 6, totals
+
+
 def test_server_side_and_auto_modes(buckets: BucketPair, tmp_path: Path) -> None:
     _put_awkward(buckets)
     buckets.source.put_object(Bucket=buckets.source_bucket, Key="typed.json", Body=b"{}",
