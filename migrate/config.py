@@ -211,10 +211,16 @@ def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None
 
 @dataclass(frozen=True)
 class S3Location:
-    """s3://BUCKET[/PREFIX]; the prefix never starts with '/' and is kept as given otherwise."""
+    """s3://BUCKET[/PREFIX]. A non-empty prefix is a folder: it always ends with '/' (added if not
+    given, as `aws s3 sync` does), so s3://b/data holds data/x.csv but not database.csv, and keys keep
+    their '/' when moved under another prefix (exports/a.csv -> archive/a.csv, not archivea.csv)."""
 
     bucket: str
     prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.prefix and not self.prefix.endswith("/"):
+            object.__setattr__(self, "prefix", self.prefix + "/")
 
     @classmethod
     def parse(cls, value: str, *, what: str = "S3 location") -> S3Location:

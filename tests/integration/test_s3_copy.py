@@ -502,6 +502,32 @@ def test_verify_counts_every_difference_beyond_the_listed_ones(
     assert "error: verification found 3 differences" in res.err, res.err
 
 
+def test_a_prefix_is_a_folder_on_both_sides(buckets: BucketPair, tmp_path: Path) -> None:
+    """s3://src/exports/ -> s3://tgt/archive puts exports/a.csv at archive/a.csv (it was glued into
+    'archivea.csv'), and s3://src/data is the folder data/, not every key starting with 'data'
+    ('database.csv' was copied as '<target prefix>base.csv'): plan, copy and verify alike."""
+    for key in ("exports/a.csv", "exports/sub/b.csv", "data/x.csv", "database.csv"):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=key.encode())
+
+    def args(source: str, target: str, *extra: str) -> list[str]:
+        return ["--source", f"s3://{buckets.source_bucket}/{source}", "--target", f"s3://{buckets.target_bucket}/{target}",
+                "--source-endpoint-url", buckets.endpoint_url, "--target-endpoint-url", buckets.endpoint_url, *extra]
+
+    plan = run_cli("s3", "plan", *args("data", "new", "--json", "--state-dir", str(tmp_path / "s1")),
+                   env=buckets.env())
+    assert plan.code == 0, plan.output
+    assert json.loads(plan.out)["facts"]["source objects"] == 1
+    for n, (source, target) in enumerate((("exports/", "archive"), ("data", "new"))):
+        res = run_cli("s3", "copy", *args(source, target, "--state-dir", str(tmp_path / f"s{n}")), env=buckets.env())
+        assert res.code == 0, res.output
+    assert _target_keys(buckets) == {"archive/a.csv", "archive/sub/b.csv", "new/x.csv"}
+    assert _body(buckets.target, buckets.target_bucket, "archive/a.csv") == b"exports/a.csv"
+    for source, target in (("exports/", "archive"), ("exports", "archive/"), ("data", "new/")):
+        res = run_cli("s3", "verify", *args(source, target, "--json"), env=buckets.env())
+        assert res.code == 0, res.output
+    assert json.loads(res.out)["totals"]["match"] == 1  # data/x.csv only
+
+
 def test_shards_cover_the_bucket_and_keep_separate_manifests(buckets: BucketPair, tmp_path: Path) -> None:
     for i in range(40):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"s/{i}", Body=str(i).encode())

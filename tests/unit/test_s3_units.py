@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.config import S3CopyConfig, S3Side
+from migrate.config import S3CopyConfig, S3Location, S3Side
 from migrate.errors import ConfigError, ConnectionFailed, PreflightError
 from migrate.s3.checksums import Evidence, b64, md5_of_parts, multipart_count
 from migrate.s3.clients import translate
@@ -119,3 +119,14 @@ def test_s3_copy_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         S3CopyConfig(source=src, target=tgt, shard=(3, 2))
     assert "very-secret-value" not in repr(cfg)
+
+
+@pytest.mark.parametrize("url,prefix,shown", [
+    ("s3://bkt", "", "s3://bkt"), ("s3://bkt/", "", "s3://bkt"), ("s3://bkt/data", "data/", "s3://bkt/data/"),
+    ("s3://bkt/exports/", "exports/", "s3://bkt/exports/"), ("s3://bkt/a/b", "a/b/", "s3://bkt/a/b/"),
+])
+def test_a_prefix_is_a_folder(url: str, prefix: str, shown: str) -> None:
+    """As in aws s3 sync: s3://bkt/data is the folder data/ (not every key starting with 'data')."""
+    loc = S3Location.parse(url)
+    assert loc.prefix == prefix and str(loc) == shown
+    assert S3Location("bkt", "data") == S3Location("bkt", "data/")
