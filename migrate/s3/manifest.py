@@ -1,6 +1,7 @@
 """The on-disk manifest of a bucket copy (SQLite in --state-dir): one row per source object with its
-listed size and ETag, its status (pending, verified, size-only, failed), the evidence used and the
-target ETag it was verified against. A rerun reconciles it with fresh listings and resumes from it.
+listed size and ETag, its status (pending, verified, size-only, failed), the evidence used, the
+target ETag it was verified against and (stream mode) how the target's copy of the bytes was
+checked. A rerun reconciles it with fresh listings and resumes from it.
 
 Only the thread that owns a Manifest touches its connection (workers hand results back to it).
 """
@@ -30,7 +31,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, size INTEGER NOT NULL, etag TEXT NOT NULL, algo TEXT, storage_class TEXT,
-    status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT, detail TEXT, updated REAL
+    status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT, detail TEXT, updated REAL,
+    target_check TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT)
     WITHOUT ROWID;
@@ -73,11 +75,18 @@ class Manifest:
             # NORMAL: a committed batch survives kill -9 of this process (only power loss could cost the last ones).
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            self.upgrade()
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the manifest {self.path}: {exc}", hint="check --state-dir") from None
 
     def close(self) -> None:
         self.db.close()
+
+    def upgrade(self) -> None:
+        """Add the columns a manifest written by an earlier version lacks."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(objects)")}
+        if "target_check" not in columns:
+            self.db.execute("ALTER TABLE objects ADD COLUMN target_check TEXT")
 
     def bind(self, cfg: S3CopyConfig) -> None:
         ident = json.dumps({"source": str(cfg.source.location), "target": str(cfg.target.location),
@@ -144,7 +153,7 @@ class Manifest:
         )
         db.execute(
             f"""UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = NULL,
-                 updated = ?
+                 target_check = NULL, updated = ?
                WHERE status IN ('pending', 'failed') {scope} AND EXISTS (
                  SELECT 1 FROM dst
                  WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)""",
@@ -222,15 +231,16 @@ class Manifest:
             yield from rows
             last = rows[-1].key
 
-    def record(self, results: list[tuple[str, str, str | None, str | None, str | None]]) -> None:
-        """Write (key, status, evidence, target_etag, detail) results in one transaction."""
+    def record(self, results: list[tuple[str, str, str | None, str | None, str | None, str | None]]) -> None:
+        """Write (key, status, evidence, target_etag, detail, target_check) results in one transaction."""
         if not results:
             return
         now = time.time()
         with self._transaction():
             self.db.executemany(
-                "UPDATE objects SET status = ?, evidence = ?, target_etag = ?, detail = ?, updated = ? WHERE key = ?",
-                [(s, e, t, d, now, k) for k, s, e, t, d in results],
+                "UPDATE objects SET status = ?, evidence = ?, target_etag = ?, detail = ?, target_check = ?, "
+                "updated = ? WHERE key = ?",
+                [(s, e, t, d, c, now, k) for k, s, e, t, d, c in results],
             )
 
     def status_counts(self) -> dict[str, tuple[int, int]]:
@@ -239,16 +249,23 @@ class Manifest:
             out[s] = (int(n), int(b))
         return out
 
+    def target_check_counts(self) -> dict[str, int]:
+        """Objects done (verified or size-only) per way their target copy was checked (stream mode)."""
+        return {c: int(n) for c, n in self.db.execute(
+            "SELECT target_check, count(*) FROM objects WHERE status IN ('verified', 'size-only') "
+            "AND target_check IS NOT NULL GROUP BY target_check")}
+
     def failures(self, limit: int = 1000) -> list[tuple[str, str]]:
         return [(k, d or "") for k, d in self.db.execute(
             "SELECT key, detail FROM objects WHERE status = 'failed' ORDER BY key LIMIT ?", (limit,))]
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Every object's final state, for the per-key report."""
-        cur = self.db.execute("SELECT key, size, etag, status, evidence, target_etag, detail FROM objects ORDER BY key")
-        for key, size, etag, status, evidence, target_etag, detail in cur:
+        cur = self.db.execute("SELECT key, size, etag, status, evidence, target_etag, target_check, detail "
+                              "FROM objects ORDER BY key")
+        for key, size, etag, status, evidence, target_etag, target_check, detail in cur:
             yield {"key": key, "size": size, "etag": etag, "status": status, "evidence": evidence,
-                   "target_etag": target_etag, "detail": detail}
+                   "target_etag": target_etag, "target_check": target_check, "detail": detail}
 
 
 def snapshot(src: Path, dst: Path) -> Manifest:
@@ -260,4 +277,5 @@ def snapshot(src: Path, dst: Path) -> Manifest:
             source.backup(out.db)
         finally:
             source.close()
+        out.upgrade()
     return out

@@ -24,7 +24,7 @@ from migrate.s3.planner import plan_copy
 from migrate.s3.verify import verify_buckets
 from tests.conftest import BucketPair
 from tests.support.cli import interrupt, run_cli, start_cli
-from tests.support.s3faults import CorruptingClient
+from tests.support.s3faults import CorruptingClient, KmsTargetClient
 
 pytestmark = pytest.mark.s3
 
@@ -295,6 +295,68 @@ def test_corrupted_byte_in_stream_is_caught_and_not_verified(
     monkeypatch.setattr(clients, "make_client", real)
     again = copy_bucket(cfg, RecordingReporter())
     assert again.status is Status.SUCCESS and again.totals["copied"] == 2 and again.totals["skipped"] == 1
+
+
+def test_stream_into_a_bucket_with_default_sse_kms_without_sse_option(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On real S3 an object stored with SSE-KMS, also by the bucket's default encryption, has an ETag that
+    is not the MD5 of its bytes. Whether the target's ETag can be compared with the MD5 of what was sent
+    is decided from S3's answer (its ServerSideEncryption), not from --sse: every object used to fail
+    unless --sse aws:kms was given. Where it cannot, S3 itself checked the upload's Content-MD5 and
+    SHA-256 headers; the manifest and the report say which check each object had."""
+    from migrate.local.s3server import REGION
+
+    buckets.target.put_bucket_encryption(Bucket=buckets.target_bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+    plain_bucket = buckets.target_bucket + "-plain"  # no default encryption
+    buckets.target.create_bucket(Bucket=plain_bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    for i in range(3):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}", Body=os.urandom(1000))
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="big", Body=os.urandom(12 * MiB))  # parts
+    _put_multipart(buckets.source, buckets.source_bucket, "multi", [5 * MiB, 1000])  # source parts
+    keys = ("k0", "k1", "k2", "big", "multi")
+    real = clients.make_client
+    say_encrypted = {"value": True}
+
+    def kms_like(side: Any, **kw: Any) -> Any:
+        client = real(side, **kw)
+        if side.location.bucket == buckets.target_bucket and not kw.get("probe"):
+            return KmsTargetClient(client, say_encrypted=say_encrypted["value"])
+        return client
+
+    def cfg(target: str) -> S3CopyConfig:
+        env = buckets.env()
+        src = S3Side.build("source", f"s3://{buckets.source_bucket}", endpoint_url=buckets.endpoint_url, environ=env)
+        tgt = S3Side.build("target", f"s3://{target}", endpoint_url=buckets.endpoint_url, environ=env)
+        return S3CopyConfig(source=src, target=tgt, state_dir=tmp_path / target, workers=4, mode="stream")
+
+    def target_checks(c: S3CopyConfig) -> dict[str, str]:
+        m = Manifest(manifest_path(c))
+        try:
+            return dict(m.db.execute("SELECT key, target_check FROM objects WHERE status = 'verified'"))
+        finally:
+            m.close()
+
+    monkeypatch.setattr(clients, "make_client", kms_like)
+    kms = cfg(buckets.target_bucket)
+    report = copy_bucket(kms, RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert report.totals["verified"] == 5 and report.totals["failed"] == 0
+    assert report.totals["target_checked_by_upload_checksums"] == 5
+    assert target_checks(kms) == dict.fromkeys(keys, "upload checksums")
+    verify_phase = next(p for p in report.phases if p.name == "verify")
+    assert "5 stored encrypted with a non-MD5 ETag" in verify_phase.note, verify_phase.note
+
+    # an ETag that is not the MD5 of what was sent, and no encryption to explain it: still refused
+    say_encrypted["value"] = False
+    damaged = copy_bucket(cfg(f"{buckets.target_bucket}/damaged"), RecordingReporter())
+    assert damaged.status.exit_code() == 1 and damaged.totals["failed"] == 5, damaged.to_dict()
+    assert all("target stored ETag" in d.detail for d in damaged.diffs), damaged.diffs
+
+    # a bucket without encryption (moto's own answers, MD5 ETags): compared with the MD5 of what was sent
+    plain = copy_bucket(cfg(plain_bucket), RecordingReporter())
+    assert plain.status is Status.SUCCESS and plain.totals["target_checked_by_md5_etag"] == 5, plain.to_dict()
+    assert target_checks(cfg(plain_bucket)) == dict.fromkeys(keys, "md5 etag")
 
 
 def test_listing_failure_mid_copy_is_one_error_and_a_rerun_finishes(

@@ -130,3 +130,23 @@ def test_a_prefix_is_a_folder(url: str, prefix: str, shown: str) -> None:
     loc = S3Location.parse(url)
     assert loc.prefix == prefix and str(loc) == shown
     assert S3Location("bkt", "data") == S3Location("bkt", "data/")
+
+
+def test_a_manifest_of_an_earlier_version_gets_the_new_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from migrate.s3.manifest import Manifest, snapshot
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, size INTEGER NOT NULL, etag TEXT NOT NULL, algo TEXT,"
+                   " storage_class TEXT, status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT,"
+                   " detail TEXT, updated REAL) WITHOUT ROWID")
+        db.execute("INSERT INTO objects VALUES ('k', 1, 'e', NULL, NULL, 'verified', 'md5', 'e', NULL, 0)")
+    for m in (snapshot(old, tmp_path / "copy.sqlite"), Manifest(old)):
+        try:
+            assert [r["target_check"] for r in m.rows()] == [None]
+            m.record([("k", "verified", "md5", "e", None, "md5 etag")])
+            assert m.target_check_counts() == {"md5 etag": 1}
+        finally:
+            m.close()
