@@ -590,6 +590,23 @@ def test_a_prefix_is_a_folder_on_both_sides(buckets: BucketPair, tmp_path: Path)
     assert json.loads(res.out)["totals"]["match"] == 1  # data/x.csv only
 
 
+def test_a_target_inside_the_source_is_refused(buckets: BucketPair, tmp_path: Path) -> None:
+    """s3://b -> s3://b/copy/ was accepted, and every rerun copied its own output again (copy/copy/...)."""
+    for key in ("a.txt", "b.txt"):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=key.encode())
+    bucket = f"s3://{buckets.source_bucket}"
+    cases = ((bucket, f"{bucket}/copy/", "the target"), (f"{bucket}/a", bucket, "the source"))
+    for command in ("plan", "copy", "verify"):
+        for source, target, inside in cases:
+            args = _cli_args(buckets, tmp_path)[:8]  # verify has no --state-dir
+            args[1], args[3] = source, target
+            res = run_cli("s3", command, *args, env=buckets.env())
+            assert res.code == 2, res.output
+            assert len(res.err.strip().splitlines()) == 1 and res.err.startswith(f"error: {inside} s3://"), res.err
+    pages = buckets.source.get_paginator("list_objects_v2").paginate(Bucket=buckets.source_bucket)
+    assert {o["Key"] for p in pages for o in p.get("Contents", [])} == {"a.txt", "b.txt"}
+
+
 def test_shards_cover_the_bucket_and_keep_separate_manifests(buckets: BucketPair, tmp_path: Path) -> None:
     for i in range(40):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"s/{i}", Body=str(i).encode())

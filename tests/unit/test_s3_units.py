@@ -150,3 +150,26 @@ def test_a_manifest_of_an_earlier_version_gets_the_new_column(tmp_path: Path) ->
             assert m.target_check_counts() == {"md5 etag": 1}
         finally:
             m.close()
+
+
+@pytest.mark.parametrize("source,target,refused", [
+    ("s3://bkt", "s3://bkt", "the source and the target are the same place"),
+    ("s3://bkt/data", "s3://bkt/data/", "the source and the target are the same place"),
+    ("s3://bkt", "s3://bkt/copy/", "the target s3://bkt/copy/ is inside the source s3://bkt"),
+    ("s3://bkt/a", "s3://bkt/a/b", "the target s3://bkt/a/b/ is inside the source s3://bkt/a/"),
+    ("s3://bkt/a/b", "s3://bkt", "the source s3://bkt/a/b/ is inside the target s3://bkt"),
+    ("s3://bkt/a", "s3://bkt/ab", None),  # folders side by side
+    ("s3://bkt/a", "s3://other/a", None),
+])
+def test_a_target_inside_the_source_or_around_it_is_refused(source: str, target: str, refused: str | None) -> None:
+    def cfg(target_endpoint: str = "http://127.0.0.1:1") -> S3CopyConfig:
+        return S3CopyConfig(source=S3Side.build("source", source, endpoint_url="http://127.0.0.1:1", environ={}),
+                            target=S3Side.build("target", target, endpoint_url=target_endpoint, environ={}))
+
+    if refused is None:
+        cfg()
+        return
+    with pytest.raises(ConfigError) as err:
+        cfg()
+    assert str(err.value).startswith(refused) and err.value.exit_code == 2
+    cfg(target_endpoint="http://127.0.0.1:2")  # another endpoint: another bucket of that name
