@@ -729,7 +729,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
     clients.preflight("target", cfg.target)
     src = clients.make_client(cfg.source, workers=cfg.workers)
     dst = clients.make_client(cfg.target, workers=cfg.workers)
-    manifest = Manifest(manifest_path(cfg))
+    manifest = Manifest(manifest_path(cfg), lock=True)
     try:
         manifest.bind(cfg)
         t0 = time.monotonic()

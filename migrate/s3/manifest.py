@@ -9,9 +9,11 @@ Only the thread that owns a Manifest touches its connection (workers hand result
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.config import S3CopyConfig
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, PreflightError
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,19 @@ def manifest_path(cfg: S3CopyConfig) -> Path:
 
 
 class Manifest:
-    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True, lock: bool = False) -> None:
+        """Open (or create) the manifest at `path`. With `lock`, first take an exclusive lock on a lock
+        file next to it, held until close(): one copy of a job at a time (PreflightError if another
+        process holds it; the kernel releases it when that process ends, also on kill -9)."""
         self.path = Path(path)
+        self._lock_fd: int | None = None
         if create:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"cannot create the state directory {self.path.parent}: {exc.strerror}") from None
+        if lock:
+            self._lock()
         try:
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -77,10 +85,36 @@ class Manifest:
             self.db.executescript(_SCHEMA)
             self.upgrade()
         except sqlite3.Error as exc:
+            self._unlock()
             raise ConfigError(f"cannot open the manifest {self.path}: {exc}", hint="check --state-dir") from None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _lock(self) -> None:
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the lock file {self.lock_path}: {exc.strerror}",
+                              hint="check --state-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            # Two runs of one job would both copy everything, and record over each other's results.
+            raise PreflightError(f"another s3 copy of this job is running with the state dir {self.path.parent}",
+                                 hint="wait for it to finish, or stop it; nothing was copied") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the file releases the lock
+            self._lock_fd = None
 
     def close(self) -> None:
         self.db.close()
+        self._unlock()
 
     def upgrade(self) -> None:
         """Add the columns a manifest written by an earlier version lacks."""

@@ -607,6 +607,31 @@ def test_a_target_inside_the_source_is_refused(buckets: BucketPair, tmp_path: Pa
     assert {o["Key"] for p in pages for o in p.get("Contents", [])} == {"a.txt", "b.txt"}
 
 
+def test_one_copy_of_a_job_at_a_time(buckets: BucketPair, tmp_path: Path) -> None:
+    """Two runs of one job at once (an ECS task restarted while the old one runs, a second terminal)
+    both copied everything and recorded over each other's results: the second now stops at once, with
+    one line, while the first holds the lock on its manifest (a lock file next to it)."""
+    for i in range(5):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}", Body=b"v")
+    first = Manifest(manifest_path(_cfg(buckets, tmp_path)), lock=True)  # as a running copy holds it
+    try:
+        res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path), env=buckets.env())
+        assert res.code == 1, res.output
+        assert res.err.strip().splitlines() == [
+            f"error: another s3 copy of this job is running with the state dir {tmp_path / 'state'} "
+            "(wait for it to finish, or stop it; nothing was copied)"], res.err
+        assert _target_keys(buckets) == set()
+        # another job (here: another target prefix) in the same state dir is not held up
+        other = run_cli("s3", "copy", *_cli_args(buckets, tmp_path)[:3], f"s3://{buckets.target_bucket}/other",
+                        *_cli_args(buckets, tmp_path)[4:], env=buckets.env())
+        assert other.code == 0, other.output
+    finally:
+        first.close()
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
+    assert res.code == 0, res.output
+    assert json.loads(res.out)["totals"]["copied"] == 5
+
+
 def test_shards_cover_the_bucket_and_keep_separate_manifests(buckets: BucketPair, tmp_path: Path) -> None:
     for i in range(40):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"s/{i}", Body=str(i).encode())
