@@ -28,7 +28,7 @@ from migrate.errors import CopyFailed, Interrupted
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
 from migrate.progress import Reporter, counted, human_bytes
-from migrate.s3 import clients
+from migrate.s3 import clients, metadata
 from migrate.s3.checksums import (
     MD5_ETAG,
     MULTIPART_ETAG,
@@ -56,7 +56,6 @@ MEMORY_BUDGET = 32 * MiB  # bytes of object data held in memory at once, across 
 STALL_SECONDS = 60.0
 FLUSH_SECONDS = 1.0
 
-META_FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
 KEEP_STORAGE_CLASSES = {"STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY", "GLACIER_IR"}
 COPY_ALGORITHMS = {"SHA256", "SHA1", "CRC32", "CRC32C"}
 # How the target's copy of streamed bytes was checked (the manifest's target_check):
@@ -184,7 +183,7 @@ class BucketCopier:
 
     def _object_args(self, row: Row, headers: dict[str, Any]) -> dict[str, Any]:
         """Metadata, tags, storage class and encryption for the target object, from the source's answer."""
-        args: dict[str, Any] = {f: headers[f] for f in META_FIELDS if headers.get(f)}
+        args: dict[str, Any] = {f: headers[f] for f in metadata.FIELDS if headers.get(f)}
         args["Metadata"] = dict(headers.get("Metadata") or {})
         if headers.get("TagCount"):
             try:
@@ -638,9 +637,10 @@ def resolve_mode(cfg: S3CopyConfig, src: Any, dst_probe: Any, first_key: str | N
 class _SourceFeed:
     """The rows to copy, produced on the copying thread from the source listing as it arrives: each
     page is loaded into the manifest and reconciled, its categories counted, and its pending rows
-    handed to the copier. In auto mode the mode is chosen with the first row to copy. Once the listing
-    is complete: objects gone from the source leave the manifest, and multipart uploads an interrupted
-    run left behind are aborted."""
+    handed to the copier. Objects whose target already has their size and ETag, but that this manifest
+    did not copy, have their metadata compared first (and are copied if it differs). In auto mode the
+    mode is chosen with the first row to copy. Once the listing is complete: objects gone from the
+    source leave the manifest, and multipart uploads an interrupted run left behind are aborted."""
 
     def __init__(self, cfg: S3CopyConfig, reporter: Reporter, manifest: Manifest, copier: BucketCopier,
                  src: Any, stale: list[tuple[str, str]]) -> None:
@@ -652,6 +652,29 @@ class _SourceFeed:
         self.list_seconds = self.plan_seconds = 0.0
         self.listed = False
         self.why = "chosen explicitly" if cfg.mode != "auto" else "nothing to copy"
+        self.meta_pool: ThreadPoolExecutor | None = None
+        self.meta_compared = self.meta_differ = 0
+
+    def _check_metadata(self, rows: list[Row]) -> dict[str, str]:
+        """(a MetadataCheck) HEAD both sides of each object, in parallel: those whose metadata differs
+        on the target, or could not be compared, with why. Two requests per object, and only for
+        objects found on the target with equal ETags that this manifest did not copy."""
+        if self.meta_pool is None:
+            self.meta_pool = ThreadPoolExecutor(max_workers=self.cfg.workers, thread_name_prefix="s3-meta")
+        found = dict(zip((r.key for r in rows), self.meta_pool.map(self._compare_metadata, rows), strict=True))
+        differ = {key: why for key, why in found.items() if why}
+        self.meta_compared += len(rows)
+        self.meta_differ += len(differ)
+        return differ
+
+    def _compare_metadata(self, row: Row) -> str | None:
+        try:
+            s = self.src.head_object(Bucket=self.cfg.source.location.bucket, Key=self.copier.skey(row.key))
+            t = self.copier.dst.head_object(Bucket=self.cfg.target.location.bucket, Key=self.copier.tkey(row.key))
+        except Exception as exc:
+            return f"same ETag on the target, metadata not comparable ({clients.error_code(exc)}): copied again"
+        changed = metadata.differences(s, t)
+        return f"same ETag on the target, metadata differs ({', '.join(changed)}): copied again" if changed else None
 
     def _page_listed(self, batch: list[tuple[Any, ...]]) -> None:
         """(listing thread) Until a listed page is reconciled, count all of it as still to copy: the
@@ -679,6 +702,9 @@ class _SourceFeed:
             if not self.listed:
                 self.reporter.on_done("list source", ok=False)
             raise
+        finally:
+            if self.meta_pool is not None:
+                self.meta_pool.shutdown(wait=False, cancel_futures=True)
 
     def _rows(self) -> Generator[Row | None, None, None]:
         cfg = self.cfg
@@ -686,7 +712,7 @@ class _SourceFeed:
                                    on_listed=self._listed)
         for batch in pages:
             t = time.monotonic()
-            cats, rows = self.manifest.add_source(batch)
+            cats, rows = self.manifest.add_source(batch, self._check_metadata)
             # to-copy counts before listed counts: the listing thread's _totals() may read in between,
             # and then overestimates for a moment instead of underestimating
             self.todo_n += len(rows)
@@ -768,7 +794,9 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         report.phases.append(PhaseResult(
             "plan", feed.plan_seconds, 1, items=feed.todo_n, bytes=feed.todo_b,
             note=f"{cats['missing on target'][0]:,} missing, {cats['differ'][0]:,} differ, "
-                 f"{cats['match'][0]:,} match; mode {mode} ({feed.why})"))
+                 f"{cats['match'][0]:,} match; mode {mode} ({feed.why})"
+                 + (f"; metadata compared for {feed.meta_compared:,} with equal ETags not copied by this manifest"
+                    f" ({feed.meta_differ:,} differ: copied)" if feed.meta_compared else "")))
         report.phases.append(PhaseResult("copy", copy_seconds, cfg.workers, items=counts["copied"],
                                          bytes=counts["copied_bytes"], note=f"{mode}; {counts['failed']} failed"))
 
@@ -788,6 +816,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "objects": n_src, "bytes": feed.b_src, "copied": counts["copied"], "copied_bytes": counts["copied_bytes"],
             "skipped": n_src - feed.todo_n, "failed": status["failed"][0], "verified": status["verified"][0],
             "size_only": status["size-only"][0], "pending": status["pending"][0], "extra_on_target": extra_n,
+            "metadata_compared": feed.meta_compared, "metadata_differed": feed.meta_differ,
             "target_checked_by_md5_etag": checks.get(TARGET_MD5_ETAG, 0),
             "target_checked_by_upload_checksums": by_headers,
             "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,

@@ -16,7 +16,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PENDING, VERIFIED, SIZE_ONLY, FAILED = "pending", "verified", "size-only", "failed"
 DONE = (VERIFIED, SIZE_ONLY)
+METADATA_NOT_COMPARED = "metadata not compared"  # detail of an etag-match reconciled without a metadata check
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -51,6 +52,11 @@ class Row:
     algo: str | None
     storage_class: str | None
     status: str
+
+
+# Given the objects whose target has their size and ETag but that this manifest did not copy, returns
+# those whose metadata differs there (or could not be compared): key -> why they are copied again.
+MetadataCheck = Callable[[list[Row]], dict[str, str]]
 
 
 def manifest_path(cfg: S3CopyConfig) -> Path:
@@ -160,13 +166,19 @@ class Manifest:
     def reconcile(self) -> None:
         """Bring `objects` in line with fresh listings: new or changed source objects become pending, done
         objects whose target copy changed or vanished become pending, and pending ones whose target
-        already has the same size and ETag are done ("etag-match": equal ETags mean equal content)."""
+        already has the same size and ETag are done ("etag-match": equal ETags mean equal content;
+        their metadata is not compared here: detail METADATA_NOT_COMPARED)."""
         with self._transaction():
             self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
             self._reconcile("")
 
-    def _reconcile(self, scope: str) -> None:
-        """The reconcile statements for the keys of `scope` (SQL on `key`; "" for every listed key)."""
+    def _reconcile(self, scope: str, check: MetadataCheck | None = None) -> None:
+        """The reconcile statements for the keys of `scope` (SQL on `key`; "" for every listed key).
+
+        An object this manifest has not copied (pending, failed) whose target has the same size and
+        ETag has the same content, but maybe not the same metadata (a target filled by another tool, a
+        new --state-dir): with `check`, those candidates are given to it (only they: a fresh target has
+        none, a rerun of this manifest neither) and the ones it returns stay pending, to be copied."""
         now = time.time()
         db = self.db
         db.execute(
@@ -185,14 +197,22 @@ class Manifest:
                  SELECT 1 FROM dst WHERE dst.key = objects.key AND dst.etag = objects.target_etag
                    AND dst.size = objects.size)"""
         )
-        db.execute(
-            f"""UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = NULL,
-                 target_check = NULL, updated = ?
-               WHERE status IN ('pending', 'failed') {scope} AND EXISTS (
+        same = f"""status IN ('pending', 'failed') {scope} AND EXISTS (
                  SELECT 1 FROM dst
-                 WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)""",
-            (now,),
+                 WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)"""
+        differ: dict[str, str] = {}
+        if check is not None:
+            candidates = [Row(*r) for r in db.execute(
+                f"SELECT key, size, etag, algo, storage_class, status FROM objects WHERE {same} ORDER BY key")]
+            differ = check(candidates) if candidates else {}
+        db.execute(
+            f"""UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = ?,
+                 target_check = NULL, updated = ?
+               WHERE {same}""",
+            (None if check is not None else METADATA_NOT_COMPARED, now),
         )
+        db.executemany("UPDATE objects SET status = 'pending', evidence = NULL, target_etag = NULL, detail = ? "
+                       "WHERE key = ?", [(why, key) for key, why in differ.items()])
 
     def categories(self, *, page_only: bool = False) -> dict[str, tuple[int, int]]:
         """(count, bytes) per plan category after reconcile(): match, missing on target, differ (of the
@@ -216,15 +236,17 @@ class Manifest:
             self.db.execute("DELETE FROM src")
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS page (key TEXT PRIMARY KEY) WITHOUT ROWID")
 
-    def add_source(self, batch: list[tuple[Any, ...]]) -> tuple[dict[str, tuple[int, int]], list[Row]]:
-        """Load one page of the source listing and reconcile its keys (as reconcile() does); returns the
-        page's plan categories and its rows still to copy, in key order. One transaction."""
+    def add_source(self, batch: list[tuple[Any, ...]], check: MetadataCheck | None = None
+                   ) -> tuple[dict[str, tuple[int, int]], list[Row]]:
+        """Load one page of the source listing and reconcile its keys (as reconcile() does, with the
+        metadata `check` of _reconcile); returns the page's plan categories and its rows still to copy,
+        in key order. One transaction."""
         with self._transaction():
             self.db.execute("DELETE FROM page")
             self.db.executemany("INSERT OR REPLACE INTO src VALUES (?, ?, ?, ?, ?)", batch)
             self.db.executemany("INSERT OR IGNORE INTO page VALUES (?)", [(r[0],) for r in batch])
             scope = "AND key IN (SELECT key FROM page)"
-            self._reconcile(scope)
+            self._reconcile(scope, check)
             cats = self.categories(page_only=True)
             rows = [Row(*r) for r in self.db.execute(
                 "SELECT key, size, etag, algo, storage_class, status FROM objects "
@@ -282,6 +304,11 @@ class Manifest:
         for s, n, b in self.db.execute("SELECT status, count(*), coalesce(sum(size), 0) FROM objects GROUP BY status"):
             out[s] = (int(n), int(b))
         return out
+
+    def metadata_not_compared(self) -> int:
+        """Objects matched by size and ETag with their metadata not compared (reconcile() without a check)."""
+        return int(self.db.execute("SELECT count(*) FROM objects WHERE status = 'verified' AND "
+                                   "evidence = 'etag-match' AND detail = ?", (METADATA_NOT_COMPARED,)).fetchone()[0])
 
     def target_check_counts(self) -> dict[str, int]:
         """Objects done (verified or size-only) per way their target copy was checked (stream mode)."""

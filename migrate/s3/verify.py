@@ -19,7 +19,7 @@ from migrate.config import S3CopyConfig, redact
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Report
 from migrate.progress import Reporter
-from migrate.s3 import clients
+from migrate.s3 import clients, metadata
 from migrate.s3.checksums import MD5_ETAG, MULTIPART_ETAG, full_object_checksum, strip_etag
 from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import Manifest
@@ -27,8 +27,6 @@ from migrate.s3.manifest import Manifest
 log = logging.getLogger(__name__)
 
 MAX_DIFFS = 10_000  # differences listed in the report (matches never are); the counts are always complete
-COMPARED_FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage",
-                   "Expires")
 CHUNK = 1024 * 1024
 
 
@@ -56,9 +54,7 @@ class _Checker:
             t = self.dst.head_object(Bucket=tb, Key=tk, ChecksumMode="ENABLED")
             if s.get("ContentLength") != t.get("ContentLength"):
                 return Outcome.DIFFER, f"size {s.get('ContentLength')} vs {t.get('ContentLength')}"
-            changed = [f for f in COMPARED_FIELDS if s.get(f) != t.get(f)]
-            if (s.get("Metadata") or {}) != (t.get("Metadata") or {}):
-                changed.append("user metadata")
+            changed = metadata.differences(s, t)
             if changed:
                 return Outcome.DIFFER, "metadata differs: " + ", ".join(changed)
             se, te = strip_etag(s.get("ETag")), strip_etag(t.get("ETag"))

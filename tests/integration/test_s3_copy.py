@@ -140,6 +140,7 @@ def test_stream_copy_of_awkward_keys_via_cli_then_rerun_copies_nothing(buckets: 
     assert again.code == 0, again.output
     totals = json.loads(again.out)["totals"]
     assert totals["copied"] == 0 and totals["skipped"] == len(per_key)
+    assert totals["metadata_compared"] == 0  # objects this manifest copied: no metadata requests
 
     check = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert check.code == 0, check.output
@@ -630,6 +631,43 @@ def test_one_copy_of_a_job_at_a_time(buckets: BucketPair, tmp_path: Path) -> Non
     res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
     assert res.code == 0, res.output
     assert json.loads(res.out)["totals"]["copied"] == 5
+
+
+def test_an_object_already_on_the_target_with_other_metadata_is_copied(buckets: BucketPair, tmp_path: Path) -> None:
+    """A target filled by another tool (or a copy with another --state-dir) can hold the same bytes, so the
+    same size and ETag, with other metadata: it was marked verified without a look at its metadata, so
+    the copy said nothing to do while verify reported 'metadata differs' for ever. Such objects (only
+    they: not a fresh target, not a rerun) have their metadata compared, and are copied if it differs."""
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="prefilled.csv", Body=b"same bytes",
+                              ContentType="text/csv", Metadata={"owner": "y"})
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="prefilled.csv", Body=b"same bytes")
+    for client, bucket in ((buckets.source, buckets.source_bucket), (buckets.target, buckets.target_bucket)):
+        client.put_object(Bucket=bucket, Key="same.csv", Body=b"a,b", ContentType="text/csv", Metadata={"o": "z"})
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="new.csv", Body=b"new")
+
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--mode", "stream", "--json"), env=buckets.env())
+    assert res.code == 0, res.output
+    totals = json.loads(res.out)["totals"]
+    assert totals["copied"] == 2 and totals["skipped"] == 1, totals  # new.csv, prefilled.csv
+    assert totals["metadata_compared"] == 2 and totals["metadata_differed"] == 1, totals
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key="prefilled.csv")
+    assert head["ContentType"] == "text/csv" and head["Metadata"] == {"owner": "y"}
+    check = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], env=buckets.env())
+    assert check.code == 0, check.output
+
+    again = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
+    assert again.code == 0, again.output
+    totals = json.loads(again.out)["totals"]
+    assert totals["copied"] == 0 and totals["metadata_compared"] == 0, totals  # a rerun: no HEAD at all
+
+    # the plan does not compare metadata (two requests per object): it says so, and counts them as matching
+    for client, bucket in ((buckets.source, buckets.source_bucket), (buckets.target, buckets.target_bucket)):
+        client.put_object(Bucket=bucket, Key="later.csv", Body=b"x")
+    plan = run_cli("s3", "plan", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
+    assert plan.code == 0, plan.output
+    out = json.loads(plan.out)
+    assert out["facts"]["match"] == 4 and out["facts"]["match, metadata not compared"] == 1, out["facts"]
+    assert any("the copy compares their metadata first" in w for w in out["warnings"]), out["warnings"]
 
 
 def test_shards_cover_the_bucket_and_keep_separate_manifests(buckets: BucketPair, tmp_path: Path) -> None:
