@@ -211,10 +211,16 @@ def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None
 
 @dataclass(frozen=True)
 class S3Location:
-    """s3://BUCKET[/PREFIX]; the prefix never starts with '/' and is kept as given otherwise."""
+    """s3://BUCKET[/PREFIX]. A non-empty prefix is a folder: it always ends with '/' (added if not
+    given, as `aws s3 sync` does), so s3://b/data holds data/x.csv but not database.csv, and keys keep
+    their '/' when moved under another prefix (exports/a.csv -> archive/a.csv, not archivea.csv)."""
 
     bucket: str
     prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.prefix and not self.prefix.endswith("/"):
+            object.__setattr__(self, "prefix", self.prefix + "/")
 
     @classmethod
     def parse(cls, value: str, *, what: str = "S3 location") -> S3Location:
@@ -376,3 +382,21 @@ class S3CopyConfig:
             i, n = self.shard
             if n < 1 or not 1 <= i <= n:
                 raise ConfigError(f"--shard {i}/{n} is out of range", hint="I must be between 1 and N")
+        self._refuse_overlap()
+
+    def _refuse_overlap(self) -> None:
+        """One endpoint, one bucket, and one prefix (a folder, or the whole bucket) containing the other:
+        a target inside the source is listed as source objects, so each run would copy its own output
+        again (copy/copy/...); a source inside the target would have its own objects as the target's."""
+        src, tgt = self.source.location, self.target.location
+        if src.bucket != tgt.bucket or (self.source.endpoint_url or "") != (self.target.endpoint_url or ""):
+            return
+        if src.prefix == tgt.prefix:
+            raise ConfigError("the source and the target are the same place", hint="check --source and --target")
+        hint = "choose a target outside the source: another bucket, or a prefix beside the source's"
+        if tgt.prefix.startswith(src.prefix):
+            raise ConfigError(f"the target {tgt} is inside the source {src}: every copy would copy its own "
+                              "output again", hint=hint)
+        if src.prefix.startswith(tgt.prefix):
+            raise ConfigError(f"the source {src} is inside the target {tgt}: the target would hold the source's "
+                              "own objects", hint=hint)

@@ -126,6 +126,9 @@ class Report:
     totals: dict[str, Any] = field(default_factory=dict)
     children: list[Report] = field(default_factory=list)
     exit_code: int | None = None  # set when the job raised: the code the process exits with
+    # Every compared item's outcome, counted, when `diffs` lists only some of them (s3 verify lists only
+    # differences, and at most so many): then the counts, not the list, are the result.
+    outcome_tally: dict[str, int] | None = None
 
     def finish(self) -> Report:
         self.finished_at = time.time()
@@ -137,6 +140,8 @@ class Report:
         return end - self.started_at
 
     def outcome_counts(self) -> dict[str, int]:
+        if self.outcome_tally is not None:
+            return {o.value: self.outcome_tally.get(o.value, 0) for o in Outcome}
         counts = Counter(d.outcome.value for d in self.diffs if not d.info_only)
         return {o.value: counts.get(o.value, 0) for o in Outcome}
 
@@ -197,13 +202,15 @@ class Report:
         return [d for d in self.diffs if d.outcome is not Outcome.MATCH and not d.info_only]
 
     def settle(self) -> Report:
-        """Derive the status from errors and differences (worst wins), including children's."""
+        """Derive the status from errors and differences (worst wins), including children's. The
+        outcome counts decide as well as the listed differences: a list may be cut short."""
         worst = self.status
         order = [Status.SUCCESS, Status.DIFFERS, Status.PARTIAL, Status.FAILED, Status.INTERRUPTED]
         candidates = [worst] + [c.status for c in self.children]
-        if any(d.outcome is Outcome.ERROR for d in self.differences()):
+        counts = self.outcome_counts()
+        if counts[Outcome.ERROR.value] or any(d.outcome is Outcome.ERROR for d in self.differences()):
             candidates.append(Status.FAILED)
-        elif self.differences():
+        elif self.differences() or any(v for k, v in counts.items() if k != Outcome.MATCH.value):
             candidates.append(Status.DIFFERS)
         if self.errors:
             candidates.append(Status.FAILED)

@@ -275,7 +275,7 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
                 plain_text(p.note),
             )
         con.print(table)
-    if report.diffs:
+    if report.diffs or report.outcome_tally is not None:
         counts = report.outcome_counts()
         con.print("verification: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         shown = report.differences()[:max_diffs]
@@ -286,7 +286,8 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
             for d in shown:
                 table.add_row(d.kind, plain_text(d.name), d.outcome.value, plain_text(d.detail))
             con.print(table)
-            hidden = len(report.differences()) - len(shown)
+            # counted, not listed: a report may list only some of its differences (s3 verify's cap)
+            hidden = max(len(report.differences()), sum(v for k, v in counts.items() if k != "match")) - len(shown)
             if hidden > 0:
                 con.print(f"… and {hidden} more (see --json or --report)")
         info = [d for d in report.diffs if d.info_only]

@@ -77,8 +77,6 @@ def build_config(
                        profile=source_profile)
     tgt = S3Side.build("target", target, endpoint_url=target_endpoint_url, region=target_region,
                        profile=target_profile)
-    if src.location == tgt.location and src.endpoint_url == tgt.endpoint_url:
-        raise ConfigError("the source and the target are the same place", hint="check --source and --target")
     return S3CopyConfig(
         source=src, target=tgt, workers=32 if workers is None else workers, mode=mode or "auto",
         state_dir=Path(state_dir or env_value("MIGRATE_STATE_DIR") or ".migrate-state"),

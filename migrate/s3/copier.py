@@ -28,7 +28,7 @@ from migrate.errors import CopyFailed, Interrupted
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
 from migrate.progress import Reporter, counted, human_bytes
-from migrate.s3 import clients
+from migrate.s3 import clients, metadata
 from migrate.s3.checksums import (
     MD5_ETAG,
     MULTIPART_ETAG,
@@ -56,9 +56,13 @@ MEMORY_BUDGET = 32 * MiB  # bytes of object data held in memory at once, across 
 STALL_SECONDS = 60.0
 FLUSH_SECONDS = 1.0
 
-META_FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
 KEEP_STORAGE_CLASSES = {"STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY", "GLACIER_IR"}
 COPY_ALGORITHMS = {"SHA256", "SHA1", "CRC32", "CRC32C"}
+# How the target's copy of streamed bytes was checked (the manifest's target_check):
+TARGET_MD5_ETAG = "md5 etag"  # the target's ETag (each part's) is the MD5 of the bytes sent: compared
+TARGET_UPLOAD_CHECKSUMS = "upload checksums"  # ETag not an MD5 (SSE-KMS, DSSE-KMS, SSE-C): S3 checked the
+# request's Content-MD5 and SHA-256 headers against the bytes it received (it rejects them otherwise)
+_ETAG_NOT_MD5_SSE = ("aws:kms", "aws:kms:dsse")
 
 
 class _Stopped(Exception):
@@ -77,9 +81,10 @@ class Result:
     target_etag: str | None = None
     detail: str | None = None
     size: int = 0
+    target_check: str | None = None  # stream mode: TARGET_MD5_ETAG or TARGET_UPLOAD_CHECKSUMS
 
-    def row(self) -> tuple[str, str, str | None, str | None, str | None]:
-        return (self.key, self.status, self.evidence, self.target_etag, self.detail)
+    def row(self) -> tuple[str, str, str | None, str | None, str | None, str | None]:
+        return (self.key, self.status, self.evidence, self.target_etag, self.detail, self.target_check)
 
 
 class ByteBudget:
@@ -142,7 +147,13 @@ class BucketCopier:
         self.mode = mode
         self.stop = threading.Event()
         self.budget = ByteBudget(MEMORY_BUDGET)
+        # Two pools, so that no pool thread ever waits for memory that only its own pool can free. Upload
+        # and part-copy tasks never wait for memory (they only release what their submitter reserved);
+        # source-part tasks wait for it, and the memory they wait for is freed by the upload pool or by
+        # a thread that is not waiting. (One shared pool hung: every thread in a source-part task waiting
+        # for memory held by upload tasks queued behind them.)
         self.part_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="s3-part")
+        self.read_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="s3-read")
         self.kms = cfg.sse == "aws:kms"
         self.last_progress = time.monotonic()
         self._lock = threading.Lock()
@@ -172,7 +183,7 @@ class BucketCopier:
 
     def _object_args(self, row: Row, headers: dict[str, Any]) -> dict[str, Any]:
         """Metadata, tags, storage class and encryption for the target object, from the source's answer."""
-        args: dict[str, Any] = {f: headers[f] for f in META_FIELDS if headers.get(f)}
+        args: dict[str, Any] = {f: headers[f] for f in metadata.FIELDS if headers.get(f)}
         args["Metadata"] = dict(headers.get("Metadata") or {})
         if headers.get("TagCount"):
             try:
@@ -185,10 +196,26 @@ class BucketCopier:
         args.update(self._sse())
         return args
 
-    def _check_target_md5(self, etag: str, md5_hex: str) -> None:
-        # With SSE-KMS the target ETag is not an MD5; the SHA-256 header is then S3's only check.
-        if not self.kms and etag != md5_hex:
+    def _etag_not_md5(self, *answers: dict[str, Any]) -> bool:
+        """Whether S3's answers to an upload (PutObject, UploadPart, CreateMultipartUpload) say that the
+        object is stored with an encryption that makes its ETag something other than the MD5 of its
+        bytes: SSE-KMS (also when it is the bucket's default, without --sse), DSSE-KMS or SSE-C. Only
+        when no answer says how the object is encrypted: what we asked for (--sse aws:kms)."""
+        if any(a.get("SSECustomerAlgorithm") or a.get("ServerSideEncryption") in _ETAG_NOT_MD5_SSE for a in answers):
+            return True
+        if any(a.get("ServerSideEncryption") for a in answers):
+            return False
+        return self.kms
+
+    def _check_target(self, etag: str, md5_hex: str, *answers: dict[str, Any]) -> str:
+        """Check what the target stored against the bytes we sent; returns how (TARGET_*). Where the
+        ETag is not an MD5, S3 has already checked the request's Content-MD5 and SHA-256 headers (and
+        would have refused damaged bytes): there is nothing more to compare."""
+        if self._etag_not_md5(*answers):
+            return TARGET_UPLOAD_CHECKSUMS
+        if etag != md5_hex:
             raise _Mismatch(f"target stored ETag {etag}, expected MD5 {md5_hex}")
+        return TARGET_MD5_ETAG
 
     # ---- one object -------------------------------------------------------------------------------------
     def copy_one(self, row: Row) -> Result | None:
@@ -347,27 +374,31 @@ class BucketCopier:
         finally:
             self.budget.release(held)
         tetag = put["ETag"].strip('"').lower()
-        self._check_target_md5(tetag, md5.hexdigest())
+        check = self._check_target(tetag, md5.hexdigest(), put)
         self._advance(row.size)
         if evidence.usable:
-            return Result(row.key, VERIFIED, evidence.kind, tetag, size=row.size)
-        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size)
+            return Result(row.key, VERIFIED, evidence.kind, tetag, size=row.size, target_check=check)
+        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size,
+                      target_check=check)
 
-    def _upload_part(self, row: Row, upload_id: str, number: int, data: bytes, held: int) -> dict[str, Any]:
+    def _upload_part(self, row: Row, up: dict[str, Any], number: int, data: bytes,
+                     held: int) -> tuple[dict[str, Any], str]:
+        """Upload one part of the multipart upload `up` (CreateMultipartUpload's answer); returns the
+        part for CompleteMultipartUpload and how the target's copy was checked (TARGET_*)."""
         try:
             if self.stop.is_set():
                 raise _Stopped
             md5 = hashlib.md5(data)
             sha = b64(hashlib.sha256(data).digest())
             r = self.dst.upload_part(
-                Bucket=self.cfg.target.location.bucket, Key=self.tkey(row.key), UploadId=upload_id,
+                Bucket=self.cfg.target.location.bucket, Key=self.tkey(row.key), UploadId=up["UploadId"],
                 PartNumber=number, Body=data, ContentMD5=b64(md5.digest()), ChecksumSHA256=sha,
             )
-            self._check_target_md5(r["ETag"].strip('"').lower(), md5.hexdigest())
+            check = self._check_target(r["ETag"].strip('"').lower(), md5.hexdigest(), r, up)
         finally:
             self.budget.release(held)
         self._advance(len(data))
-        return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": sha}
+        return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": sha}, check
 
     def _read_budgeted(self, body: Any, size: int) -> tuple[bytes, int]:
         """Reserve memory, then read exactly `size` bytes; returns the data and the reservation, which
@@ -379,8 +410,10 @@ class BucketCopier:
             self.budget.release(held)
             raise
 
-    def _source_part(self, row: Row, upload_id: str, offset: int, length: int, first: int) -> tuple[bytes, list]:
-        """GET one source part by range, upload it as one or more target parts; returns its MD5."""
+    def _source_part(self, row: Row, up: dict[str, Any], offset: int, length: int,
+                     first: int) -> tuple[bytes, list[tuple[dict[str, Any], str]]]:
+        """GET one source part by range, upload it as one or more target parts; returns its MD5. Runs on
+        the read pool and uploads on its own thread: it holds memory only while it is not waiting for any."""
         if self.stop.is_set():
             raise _Stopped
         resp = self.src.get_object(Bucket=self.cfg.source.location.bucket, Key=self.skey(row.key),
@@ -392,7 +425,7 @@ class BucketCopier:
             for j, size in enumerate(_even_split(length, KEEP_PART_MAX if length > KEEP_PART_MAX else length)):
                 data, held = self._read_budgeted(body, size)
                 part_md5.update(data)
-                parts.append(self._upload_part(row, upload_id, first + j, data, held))
+                parts.append(self._upload_part(row, up, first + j, data, held))
         finally:
             body.close()
         return part_md5.digest(), parts
@@ -419,22 +452,22 @@ class BucketCopier:
         upload_id = up["UploadId"]
         try:
             if n:
-                futures: list[Future[tuple[bytes, list]]] = []
+                futures: list[Future[tuple[bytes, list[tuple[dict[str, Any], str]]]]] = []
                 offset, number = 0, 1
                 for size in sizes:
-                    futures.append(self.part_pool.submit(self._source_part, row, upload_id, offset, size, number))
+                    futures.append(self.read_pool.submit(self._source_part, row, up, offset, size, number))
                     offset += size
                     number += len(_even_split(size, KEEP_PART_MAX if size > KEEP_PART_MAX else size))
                 if number - 1 > MAX_PARTS:
                     raise _Mismatch(f"would need {number - 1} target parts (S3 allows {MAX_PARTS})")
                 outs = [f.result() for f in futures]
                 problem = evidence.check(part_md5s=[md5 for md5, _ in outs])
-                parts = [p for _, ps in outs for p in ps]
+                checked = [p for _, ps in outs for p in ps]
             else:
                 whole = hashlib.md5()
                 resp = self.src.get_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag))
                 body = resp["Body"]
-                pfutures: list[Future[dict[str, Any]]] = []
+                pfutures: list[Future[tuple[dict[str, Any], str]]] = []
                 try:
                     for number, size in enumerate(sizes, 1):
                         if self.stop.is_set():
@@ -442,24 +475,27 @@ class BucketCopier:
                         data, held = self._read_budgeted(body, size)
                         whole.update(data)
                         evidence.update(data)
-                        pfutures.append(self.part_pool.submit(self._upload_part, row, upload_id, number, data, held))
+                        pfutures.append(self.part_pool.submit(self._upload_part, row, up, number, data, held))
                 finally:
                     body.close()
-                parts = [f.result() for f in pfutures]
+                checked = [f.result() for f in pfutures]
                 problem = evidence.check(md5_hex=whole.hexdigest())
             if problem:
                 # Never complete an upload whose bytes disagree with the source: nothing lands on the target.
                 self._advance(-sum(sizes))
                 raise _Mismatch(problem)
             done = self.dst.complete_multipart_upload(Bucket=tb, Key=self.tkey(row.key), UploadId=upload_id,
-                                                      MultipartUpload={"Parts": parts})
+                                                      MultipartUpload={"Parts": [p for p, _ in checked]})
         except BaseException:
             self._abort(upload_id, row)
             raise
         tetag = done["ETag"].strip('"').lower()
+        # every part's ETag compared with its MD5, or S3 checked the parts' checksum headers
+        check = TARGET_MD5_ETAG if all(c == TARGET_MD5_ETAG for _, c in checked) else TARGET_UPLOAD_CHECKSUMS
         if evidence.usable:
-            return Result(row.key, VERIFIED, evidence.kind, tetag, size=row.size)
-        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size)
+            return Result(row.key, VERIFIED, evidence.kind, tetag, size=row.size, target_check=check)
+        return Result(row.key, SIZE_ONLY, SIZE_ONLY, tetag, "the source offers no usable checksum", size=row.size,
+                      target_check=check)
 
     # ---- the run ----------------------------------------------------------------------------------------
     def run(self, rows: Iterable[Row | None], manifest: Manifest, record: Callable[[Result], None]) -> None:
@@ -519,6 +555,7 @@ class BucketCopier:
             manifest.record([r.row() for r in buffer])
             buffer.clear()
             pool.shutdown(wait=True)
+            self.read_pool.shutdown(wait=True, cancel_futures=True)
             self.part_pool.shutdown(wait=True, cancel_futures=True)
 
     def _watch(self, stop: threading.Event) -> None:
@@ -600,9 +637,10 @@ def resolve_mode(cfg: S3CopyConfig, src: Any, dst_probe: Any, first_key: str | N
 class _SourceFeed:
     """The rows to copy, produced on the copying thread from the source listing as it arrives: each
     page is loaded into the manifest and reconciled, its categories counted, and its pending rows
-    handed to the copier. In auto mode the mode is chosen with the first row to copy. Once the listing
-    is complete: objects gone from the source leave the manifest, and multipart uploads an interrupted
-    run left behind are aborted."""
+    handed to the copier. Objects whose target already has their size and ETag, but that this manifest
+    did not copy, have their metadata compared first (and are copied if it differs). In auto mode the
+    mode is chosen with the first row to copy. Once the listing is complete: objects gone from the
+    source leave the manifest, and multipart uploads an interrupted run left behind are aborted."""
 
     def __init__(self, cfg: S3CopyConfig, reporter: Reporter, manifest: Manifest, copier: BucketCopier,
                  src: Any, stale: list[tuple[str, str]]) -> None:
@@ -614,6 +652,29 @@ class _SourceFeed:
         self.list_seconds = self.plan_seconds = 0.0
         self.listed = False
         self.why = "chosen explicitly" if cfg.mode != "auto" else "nothing to copy"
+        self.meta_pool: ThreadPoolExecutor | None = None
+        self.meta_compared = self.meta_differ = 0
+
+    def _check_metadata(self, rows: list[Row]) -> dict[str, str]:
+        """(a MetadataCheck) HEAD both sides of each object, in parallel: those whose metadata differs
+        on the target, or could not be compared, with why. Two requests per object, and only for
+        objects found on the target with equal ETags that this manifest did not copy."""
+        if self.meta_pool is None:
+            self.meta_pool = ThreadPoolExecutor(max_workers=self.cfg.workers, thread_name_prefix="s3-meta")
+        found = dict(zip((r.key for r in rows), self.meta_pool.map(self._compare_metadata, rows), strict=True))
+        differ = {key: why for key, why in found.items() if why}
+        self.meta_compared += len(rows)
+        self.meta_differ += len(differ)
+        return differ
+
+    def _compare_metadata(self, row: Row) -> str | None:
+        try:
+            s = self.src.head_object(Bucket=self.cfg.source.location.bucket, Key=self.copier.skey(row.key))
+            t = self.copier.dst.head_object(Bucket=self.cfg.target.location.bucket, Key=self.copier.tkey(row.key))
+        except Exception as exc:
+            return f"same ETag on the target, metadata not comparable ({clients.error_code(exc)}): copied again"
+        changed = metadata.differences(s, t)
+        return f"same ETag on the target, metadata differs ({', '.join(changed)}): copied again" if changed else None
 
     def _page_listed(self, batch: list[tuple[Any, ...]]) -> None:
         """(listing thread) Until a listed page is reconciled, count all of it as still to copy: the
@@ -641,6 +702,9 @@ class _SourceFeed:
             if not self.listed:
                 self.reporter.on_done("list source", ok=False)
             raise
+        finally:
+            if self.meta_pool is not None:
+                self.meta_pool.shutdown(wait=False, cancel_futures=True)
 
     def _rows(self) -> Generator[Row | None, None, None]:
         cfg = self.cfg
@@ -648,7 +712,7 @@ class _SourceFeed:
                                    on_listed=self._listed)
         for batch in pages:
             t = time.monotonic()
-            cats, rows = self.manifest.add_source(batch)
+            cats, rows = self.manifest.add_source(batch, self._check_metadata)
             # to-copy counts before listed counts: the listing thread's _totals() may read in between,
             # and then overestimates for a moment instead of underestimating
             self.todo_n += len(rows)
@@ -691,7 +755,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
     clients.preflight("target", cfg.target)
     src = clients.make_client(cfg.source, workers=cfg.workers)
     dst = clients.make_client(cfg.target, workers=cfg.workers)
-    manifest = Manifest(manifest_path(cfg))
+    manifest = Manifest(manifest_path(cfg), lock=True)
     try:
         manifest.bind(cfg)
         t0 = time.monotonic()
@@ -730,22 +794,31 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         report.phases.append(PhaseResult(
             "plan", feed.plan_seconds, 1, items=feed.todo_n, bytes=feed.todo_b,
             note=f"{cats['missing on target'][0]:,} missing, {cats['differ'][0]:,} differ, "
-                 f"{cats['match'][0]:,} match; mode {mode} ({feed.why})"))
+                 f"{cats['match'][0]:,} match; mode {mode} ({feed.why})"
+                 + (f"; metadata compared for {feed.meta_compared:,} with equal ETags not copied by this manifest"
+                    f" ({feed.meta_differ:,} differ: copied)" if feed.meta_compared else "")))
         report.phases.append(PhaseResult("copy", copy_seconds, cfg.workers, items=counts["copied"],
                                          bytes=counts["copied_bytes"], note=f"{mode}; {counts['failed']} failed"))
 
         t3 = time.monotonic()
         status = manifest.status_counts()
+        checks = manifest.target_check_counts()
+        by_headers = checks.get(TARGET_UPLOAD_CHECKSUMS, 0)
         report.phases.append(PhaseResult(
             "verify", time.monotonic() - t3, 1, items=status["verified"][0] + status["size-only"][0],
             note=f"{status['verified'][0]:,} verified by checksum, {status['size-only'][0]:,} size-only "
-                 "(each object checked as it was copied)"))
+                 "(each object checked as it was copied)"
+                 + (f"; {by_headers:,} stored encrypted with a non-MD5 ETag (SSE-KMS): their upload checked by S3"
+                    " against its Content-MD5 and SHA-256" if by_headers else "")))
         extra_n, _ = manifest.extra_on_target()
         n_src = feed.n_src
         report.totals = {
             "objects": n_src, "bytes": feed.b_src, "copied": counts["copied"], "copied_bytes": counts["copied_bytes"],
             "skipped": n_src - feed.todo_n, "failed": status["failed"][0], "verified": status["verified"][0],
             "size_only": status["size-only"][0], "pending": status["pending"][0], "extra_on_target": extra_n,
+            "metadata_compared": feed.meta_compared, "metadata_differed": feed.meta_differ,
+            "target_checked_by_md5_etag": checks.get(TARGET_MD5_ETAG, 0),
+            "target_checked_by_upload_checksums": by_headers,
             "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,
         }
         size_only, pending = status["size-only"][0], status["pending"][0]

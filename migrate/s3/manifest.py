@@ -1,6 +1,7 @@
 """The on-disk manifest of a bucket copy (SQLite in --state-dir): one row per source object with its
-listed size and ETag, its status (pending, verified, size-only, failed), the evidence used and the
-target ETag it was verified against. A rerun reconciles it with fresh listings and resumes from it.
+listed size and ETag, its status (pending, verified, size-only, failed), the evidence used, the
+target ETag it was verified against and (stream mode) how the target's copy of the bytes was
+checked. A rerun reconciles it with fresh listings and resumes from it.
 
 Only the thread that owns a Manifest touches its connection (workers hand results back to it).
 """
@@ -8,29 +9,33 @@ Only the thread that owns a Manifest touches its connection (workers hand result
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migrate.config import S3CopyConfig
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, PreflightError
 
 log = logging.getLogger(__name__)
 
 PENDING, VERIFIED, SIZE_ONLY, FAILED = "pending", "verified", "size-only", "failed"
 DONE = (VERIFIED, SIZE_ONLY)
+METADATA_NOT_COMPARED = "metadata not compared"  # detail of an etag-match reconciled without a metadata check
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, size INTEGER NOT NULL, etag TEXT NOT NULL, algo TEXT, storage_class TEXT,
-    status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT, detail TEXT, updated REAL
+    status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT, detail TEXT, updated REAL,
+    target_check TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT)
     WITHOUT ROWID;
@@ -49,6 +54,11 @@ class Row:
     status: str
 
 
+# Given the objects whose target has their size and ETag but that this manifest did not copy, returns
+# those whose metadata differs there (or could not be compared): key -> why they are copied again.
+MetadataCheck = Callable[[list[Row]], dict[str, str]]
+
+
 def manifest_path(cfg: S3CopyConfig) -> Path:
     """One file per (source, target, shard): shards of one copy never share a manifest."""
     ident = f"{cfg.source.location}|{cfg.target.location}"
@@ -60,24 +70,63 @@ def manifest_path(cfg: S3CopyConfig) -> Path:
 
 
 class Manifest:
-    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True, lock: bool = False) -> None:
+        """Open (or create) the manifest at `path`. With `lock`, first take an exclusive lock on a lock
+        file next to it, held until close(): one copy of a job at a time (PreflightError if another
+        process holds it; the kernel releases it when that process ends, also on kill -9)."""
         self.path = Path(path)
+        self._lock_fd: int | None = None
         if create:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"cannot create the state directory {self.path.parent}: {exc.strerror}") from None
+        if lock:
+            self._lock()
         try:
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL: a committed batch survives kill -9 of this process (only power loss could cost the last ones).
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            self.upgrade()
         except sqlite3.Error as exc:
+            self._unlock()
             raise ConfigError(f"cannot open the manifest {self.path}: {exc}", hint="check --state-dir") from None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _lock(self) -> None:
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the lock file {self.lock_path}: {exc.strerror}",
+                              hint="check --state-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            # Two runs of one job would both copy everything, and record over each other's results.
+            raise PreflightError(f"another s3 copy of this job is running with the state dir {self.path.parent}",
+                                 hint="wait for it to finish, or stop it; nothing was copied") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the file releases the lock
+            self._lock_fd = None
 
     def close(self) -> None:
         self.db.close()
+        self._unlock()
+
+    def upgrade(self) -> None:
+        """Add the columns a manifest written by an earlier version lacks."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(objects)")}
+        if "target_check" not in columns:
+            self.db.execute("ALTER TABLE objects ADD COLUMN target_check TEXT")
 
     def bind(self, cfg: S3CopyConfig) -> None:
         ident = json.dumps({"source": str(cfg.source.location), "target": str(cfg.target.location),
@@ -117,13 +166,19 @@ class Manifest:
     def reconcile(self) -> None:
         """Bring `objects` in line with fresh listings: new or changed source objects become pending, done
         objects whose target copy changed or vanished become pending, and pending ones whose target
-        already has the same size and ETag are done ("etag-match": equal ETags mean equal content)."""
+        already has the same size and ETag are done ("etag-match": equal ETags mean equal content;
+        their metadata is not compared here: detail METADATA_NOT_COMPARED)."""
         with self._transaction():
             self.db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM src)")
             self._reconcile("")
 
-    def _reconcile(self, scope: str) -> None:
-        """The reconcile statements for the keys of `scope` (SQL on `key`; "" for every listed key)."""
+    def _reconcile(self, scope: str, check: MetadataCheck | None = None) -> None:
+        """The reconcile statements for the keys of `scope` (SQL on `key`; "" for every listed key).
+
+        An object this manifest has not copied (pending, failed) whose target has the same size and
+        ETag has the same content, but maybe not the same metadata (a target filled by another tool, a
+        new --state-dir): with `check`, those candidates are given to it (only they: a fresh target has
+        none, a rerun of this manifest neither) and the ones it returns stay pending, to be copied."""
         now = time.time()
         db = self.db
         db.execute(
@@ -142,14 +197,22 @@ class Manifest:
                  SELECT 1 FROM dst WHERE dst.key = objects.key AND dst.etag = objects.target_etag
                    AND dst.size = objects.size)"""
         )
-        db.execute(
-            f"""UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = NULL,
-                 updated = ?
-               WHERE status IN ('pending', 'failed') {scope} AND EXISTS (
+        same = f"""status IN ('pending', 'failed') {scope} AND EXISTS (
                  SELECT 1 FROM dst
-                 WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)""",
-            (now,),
+                 WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)"""
+        differ: dict[str, str] = {}
+        if check is not None:
+            candidates = [Row(*r) for r in db.execute(
+                f"SELECT key, size, etag, algo, storage_class, status FROM objects WHERE {same} ORDER BY key")]
+            differ = check(candidates) if candidates else {}
+        db.execute(
+            f"""UPDATE objects SET status = 'verified', evidence = 'etag-match', target_etag = etag, detail = ?,
+                 target_check = NULL, updated = ?
+               WHERE {same}""",
+            (None if check is not None else METADATA_NOT_COMPARED, now),
         )
+        db.executemany("UPDATE objects SET status = 'pending', evidence = NULL, target_etag = NULL, detail = ? "
+                       "WHERE key = ?", [(why, key) for key, why in differ.items()])
 
     def categories(self, *, page_only: bool = False) -> dict[str, tuple[int, int]]:
         """(count, bytes) per plan category after reconcile(): match, missing on target, differ (of the
@@ -173,15 +236,17 @@ class Manifest:
             self.db.execute("DELETE FROM src")
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS page (key TEXT PRIMARY KEY) WITHOUT ROWID")
 
-    def add_source(self, batch: list[tuple[Any, ...]]) -> tuple[dict[str, tuple[int, int]], list[Row]]:
-        """Load one page of the source listing and reconcile its keys (as reconcile() does); returns the
-        page's plan categories and its rows still to copy, in key order. One transaction."""
+    def add_source(self, batch: list[tuple[Any, ...]], check: MetadataCheck | None = None
+                   ) -> tuple[dict[str, tuple[int, int]], list[Row]]:
+        """Load one page of the source listing and reconcile its keys (as reconcile() does, with the
+        metadata `check` of _reconcile); returns the page's plan categories and its rows still to copy,
+        in key order. One transaction."""
         with self._transaction():
             self.db.execute("DELETE FROM page")
             self.db.executemany("INSERT OR REPLACE INTO src VALUES (?, ?, ?, ?, ?)", batch)
             self.db.executemany("INSERT OR IGNORE INTO page VALUES (?)", [(r[0],) for r in batch])
             scope = "AND key IN (SELECT key FROM page)"
-            self._reconcile(scope)
+            self._reconcile(scope, check)
             cats = self.categories(page_only=True)
             rows = [Row(*r) for r in self.db.execute(
                 "SELECT key, size, etag, algo, storage_class, status FROM objects "
@@ -222,15 +287,16 @@ class Manifest:
             yield from rows
             last = rows[-1].key
 
-    def record(self, results: list[tuple[str, str, str | None, str | None, str | None]]) -> None:
-        """Write (key, status, evidence, target_etag, detail) results in one transaction."""
+    def record(self, results: list[tuple[str, str, str | None, str | None, str | None, str | None]]) -> None:
+        """Write (key, status, evidence, target_etag, detail, target_check) results in one transaction."""
         if not results:
             return
         now = time.time()
         with self._transaction():
             self.db.executemany(
-                "UPDATE objects SET status = ?, evidence = ?, target_etag = ?, detail = ?, updated = ? WHERE key = ?",
-                [(s, e, t, d, now, k) for k, s, e, t, d in results],
+                "UPDATE objects SET status = ?, evidence = ?, target_etag = ?, detail = ?, target_check = ?, "
+                "updated = ? WHERE key = ?",
+                [(s, e, t, d, c, now, k) for k, s, e, t, d, c in results],
             )
 
     def status_counts(self) -> dict[str, tuple[int, int]]:
@@ -239,16 +305,28 @@ class Manifest:
             out[s] = (int(n), int(b))
         return out
 
+    def metadata_not_compared(self) -> int:
+        """Objects matched by size and ETag with their metadata not compared (reconcile() without a check)."""
+        return int(self.db.execute("SELECT count(*) FROM objects WHERE status = 'verified' AND "
+                                   "evidence = 'etag-match' AND detail = ?", (METADATA_NOT_COMPARED,)).fetchone()[0])
+
+    def target_check_counts(self) -> dict[str, int]:
+        """Objects done (verified or size-only) per way their target copy was checked (stream mode)."""
+        return {c: int(n) for c, n in self.db.execute(
+            "SELECT target_check, count(*) FROM objects WHERE status IN ('verified', 'size-only') "
+            "AND target_check IS NOT NULL GROUP BY target_check")}
+
     def failures(self, limit: int = 1000) -> list[tuple[str, str]]:
         return [(k, d or "") for k, d in self.db.execute(
             "SELECT key, detail FROM objects WHERE status = 'failed' ORDER BY key LIMIT ?", (limit,))]
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Every object's final state, for the per-key report."""
-        cur = self.db.execute("SELECT key, size, etag, status, evidence, target_etag, detail FROM objects ORDER BY key")
-        for key, size, etag, status, evidence, target_etag, detail in cur:
+        cur = self.db.execute("SELECT key, size, etag, status, evidence, target_etag, target_check, detail "
+                              "FROM objects ORDER BY key")
+        for key, size, etag, status, evidence, target_etag, target_check, detail in cur:
             yield {"key": key, "size": size, "etag": etag, "status": status, "evidence": evidence,
-                   "target_etag": target_etag, "detail": detail}
+                   "target_etag": target_etag, "target_check": target_check, "detail": detail}
 
 
 def snapshot(src: Path, dst: Path) -> Manifest:
@@ -260,4 +338,5 @@ def snapshot(src: Path, dst: Path) -> Manifest:
             source.backup(out.db)
         finally:
             source.close()
+        out.upgrade()
     return out

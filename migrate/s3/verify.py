@@ -19,16 +19,14 @@ from migrate.config import S3CopyConfig, redact
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Report
 from migrate.progress import Reporter
-from migrate.s3 import clients
+from migrate.s3 import clients, metadata
 from migrate.s3.checksums import MD5_ETAG, MULTIPART_ETAG, full_object_checksum, strip_etag
 from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-MAX_DIFFS = 10_000  # differences kept in the report; counts in totals are always complete
-COMPARED_FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage",
-                   "Expires")
+MAX_DIFFS = 10_000  # differences listed in the report (matches never are); the counts are always complete
 CHUNK = 1024 * 1024
 
 
@@ -56,9 +54,7 @@ class _Checker:
             t = self.dst.head_object(Bucket=tb, Key=tk, ChecksumMode="ENABLED")
             if s.get("ContentLength") != t.get("ContentLength"):
                 return Outcome.DIFFER, f"size {s.get('ContentLength')} vs {t.get('ContentLength')}"
-            changed = [f for f in COMPARED_FIELDS if s.get(f) != t.get(f)]
-            if (s.get("Metadata") or {}) != (t.get("Metadata") or {}):
-                changed.append("user metadata")
+            changed = metadata.differences(s, t)
             if changed:
                 return Outcome.DIFFER, "metadata differs: " + ", ".join(changed)
             se, te = strip_etag(s.get("ETag")), strip_etag(t.get("ETag"))
@@ -94,7 +90,9 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
     def add(key: str, outcome: Outcome, detail: str) -> None:
         nonlocal kept
         counts[outcome.value] += 1
-        if kept < MAX_DIFFS:
+        # Only differences are listed (a bucket of millions of matches would not fit in a report); the
+        # status comes from the counts (report.outcome_tally), so a cut list never hides one.
+        if outcome is not Outcome.MATCH and kept < MAX_DIFFS:
             report.diffs.append(Diff("object", key, outcome, detail))
             kept += 1
 
@@ -144,7 +142,10 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
         finally:
             inv.close()
     report.totals = {"objects": n_src, "bytes": b_src, "target_objects": n_dst, **counts}
-    if kept >= MAX_DIFFS:
-        report.warnings.append(f"only the first {MAX_DIFFS:,} results are listed; totals count all of them")
+    report.outcome_tally = dict(counts)
+    unlisted = sum(v for k, v in counts.items() if k != Outcome.MATCH.value) - kept
+    if unlisted:
+        report.warnings.append(f"only the first {kept:,} differences are listed ({unlisted:,} more); "
+                               "the totals count all of them")
     report.finish()
     return report.settle()

@@ -24,7 +24,7 @@ from migrate.s3.planner import plan_copy
 from migrate.s3.verify import verify_buckets
 from tests.conftest import BucketPair
 from tests.support.cli import interrupt, run_cli, start_cli
-from tests.support.s3faults import CorruptingClient
+from tests.support.s3faults import CorruptingClient, KmsTargetClient
 
 pytestmark = pytest.mark.s3
 
@@ -140,6 +140,7 @@ def test_stream_copy_of_awkward_keys_via_cli_then_rerun_copies_nothing(buckets: 
     assert again.code == 0, again.output
     totals = json.loads(again.out)["totals"]
     assert totals["copied"] == 0 and totals["skipped"] == len(per_key)
+    assert totals["metadata_compared"] == 0  # objects this manifest copied: no metadata requests
 
     check = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert check.code == 0, check.output
@@ -171,6 +172,27 @@ def test_multipart_source_is_verified_and_keeps_its_etag(buckets: BucketPair, tm
     listing, objects = rec.tasks["list source"], rec.tasks["copy objects"]
     assert listing.finished and listing.ok and listing.done == 3
     assert objects.total == 3 and objects.done == 3 and rec.tasks["copy bytes"].total == done
+
+
+def test_stream_mix_of_multipart_and_large_single_part_sources_does_not_hang(
+        buckets: BucketPair, tmp_path: Path) -> None:
+    """Large single-part sources reserve memory for parts queued for upload while multipart sources read
+    their parts on worker threads, waiting for memory: with one pool for both, every thread could be a
+    reader waiting for memory that only the uploads queued behind it would free (a hang, for ever).
+    Run as the user does, in a process that is killed if it hangs."""
+    import subprocess
+
+    for i in range(3):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}-a-single", Body=os.urandom(40 * MiB))
+        _put_multipart(buckets.source, buckets.source_bucket, f"k{i}-b-multi", [5 * MiB] * 6)
+    try:
+        res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--mode", "stream", "--workers", "2", "--json"),
+                      env=buckets.env(), timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("s3 copy did not finish in 120 s (it hung) on a mix of multipart and large single-part sources")
+    assert res.code == 0, res.output
+    totals = json.loads(res.out)["totals"]
+    assert totals["copied"] == 6 and totals["verified"] == 6, totals
 
 
 def test_server_side_and_auto_modes(buckets: BucketPair, tmp_path: Path) -> None:
@@ -274,6 +296,68 @@ def test_corrupted_byte_in_stream_is_caught_and_not_verified(
     monkeypatch.setattr(clients, "make_client", real)
     again = copy_bucket(cfg, RecordingReporter())
     assert again.status is Status.SUCCESS and again.totals["copied"] == 2 and again.totals["skipped"] == 1
+
+
+def test_stream_into_a_bucket_with_default_sse_kms_without_sse_option(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On real S3 an object stored with SSE-KMS, also by the bucket's default encryption, has an ETag that
+    is not the MD5 of its bytes. Whether the target's ETag can be compared with the MD5 of what was sent
+    is decided from S3's answer (its ServerSideEncryption), not from --sse: every object used to fail
+    unless --sse aws:kms was given. Where it cannot, S3 itself checked the upload's Content-MD5 and
+    SHA-256 headers; the manifest and the report say which check each object had."""
+    from migrate.local.s3server import REGION
+
+    buckets.target.put_bucket_encryption(Bucket=buckets.target_bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+    plain_bucket = buckets.target_bucket + "-plain"  # no default encryption
+    buckets.target.create_bucket(Bucket=plain_bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    for i in range(3):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}", Body=os.urandom(1000))
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="big", Body=os.urandom(12 * MiB))  # parts
+    _put_multipart(buckets.source, buckets.source_bucket, "multi", [5 * MiB, 1000])  # source parts
+    keys = ("k0", "k1", "k2", "big", "multi")
+    real = clients.make_client
+    say_encrypted = {"value": True}
+
+    def kms_like(side: Any, **kw: Any) -> Any:
+        client = real(side, **kw)
+        if side.location.bucket == buckets.target_bucket and not kw.get("probe"):
+            return KmsTargetClient(client, say_encrypted=say_encrypted["value"])
+        return client
+
+    def cfg(target: str) -> S3CopyConfig:
+        env = buckets.env()
+        src = S3Side.build("source", f"s3://{buckets.source_bucket}", endpoint_url=buckets.endpoint_url, environ=env)
+        tgt = S3Side.build("target", f"s3://{target}", endpoint_url=buckets.endpoint_url, environ=env)
+        return S3CopyConfig(source=src, target=tgt, state_dir=tmp_path / target, workers=4, mode="stream")
+
+    def target_checks(c: S3CopyConfig) -> dict[str, str]:
+        m = Manifest(manifest_path(c))
+        try:
+            return dict(m.db.execute("SELECT key, target_check FROM objects WHERE status = 'verified'"))
+        finally:
+            m.close()
+
+    monkeypatch.setattr(clients, "make_client", kms_like)
+    kms = cfg(buckets.target_bucket)
+    report = copy_bucket(kms, RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert report.totals["verified"] == 5 and report.totals["failed"] == 0
+    assert report.totals["target_checked_by_upload_checksums"] == 5
+    assert target_checks(kms) == dict.fromkeys(keys, "upload checksums")
+    verify_phase = next(p for p in report.phases if p.name == "verify")
+    assert "5 stored encrypted with a non-MD5 ETag" in verify_phase.note, verify_phase.note
+
+    # an ETag that is not the MD5 of what was sent, and no encryption to explain it: still refused
+    say_encrypted["value"] = False
+    damaged = copy_bucket(cfg(f"{buckets.target_bucket}/damaged"), RecordingReporter())
+    assert damaged.status.exit_code() == 1 and damaged.totals["failed"] == 5, damaged.to_dict()
+    assert all("target stored ETag" in d.detail for d in damaged.diffs), damaged.diffs
+
+    # a bucket without encryption (moto's own answers, MD5 ETags): compared with the MD5 of what was sent
+    plain = copy_bucket(cfg(plain_bucket), RecordingReporter())
+    assert plain.status is Status.SUCCESS and plain.totals["target_checked_by_md5_etag"] == 5, plain.to_dict()
+    assert target_checks(cfg(plain_bucket)) == dict.fromkeys(keys, "md5 etag")
 
 
 def test_listing_failure_mid_copy_is_one_error_and_a_rerun_finishes(
@@ -433,9 +517,9 @@ def test_verify_catches_changed_missing_extra_and_metadata(buckets: BucketPair, 
     res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert res.code == 3, res.output
     out = json.loads(res.out)
-    got = {d["name"]: d["outcome"] for d in out["diffs"]}
-    assert got == {"same": "match", "changed": "differ", "missing": "missing on target",
-                   "extra": "extra on target", "meta": "differ"}
+    got = {d["name"]: d["outcome"] for d in out["diffs"]}  # differences only: matches are counted
+    assert got == {"changed": "differ", "missing": "missing on target", "extra": "extra on target", "meta": "differ"}
+    assert out["outcomes"] == {"match": 1, "differ": 2, "missing on target": 1, "extra on target": 1, "error": 0}
     meta = next(d for d in out["diffs"] if d["name"] == "meta")
     assert "ContentType" in meta["detail"]
     # and a rerun of copy repairs what it owns: the changed and the missing object
@@ -450,8 +534,140 @@ def test_verify_catches_changed_missing_extra_and_metadata(buckets: BucketPair, 
     res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert res.code == 3, res.output
     got = {d["name"]: d["outcome"] for d in json.loads(res.out)["diffs"]}
-    assert got == {"same": "match", "changed": "match", "missing": "match",
-                   "extra": "extra on target", "meta": "differ"}
+    assert got == {"extra": "extra on target", "meta": "differ"}
+    assert json.loads(res.out)["totals"]["match"] == 3
+
+
+def test_verify_counts_every_difference_beyond_the_listed_ones(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report lists at most MAX_DIFFS objects (10,000; lowered here), and only differences: a
+    difference after the first MAX_DIFFS compared objects still makes verify exit 3, and the counts are
+    complete. (The list used to hold the first results, matches included, and the status came from it:
+    a bucket of more than 10,000 objects differing near its end was 'success'.)"""
+    from migrate.s3 import verify
+
+    monkeypatch.setattr(verify, "MAX_DIFFS", 2)
+    for i in range(8):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"obj/{i}", Body=f"same {i}".encode())
+        body = f"same {i}" if i < 5 else f"DIFF {i}"
+        buckets.target.put_object(Bucket=buckets.target_bucket, Key=f"obj/{i}", Body=body.encode())
+    report = verify_buckets(_cfg(buckets, tmp_path, workers=1), RecordingReporter())
+    assert report.status is Status.DIFFERS and report.process_exit_code() == 3, report.to_dict()
+    assert report.totals["match"] == 5 and report.totals["differ"] == 3
+    assert report.outcome_totals()["match"] == 5 and report.outcome_totals()["differ"] == 3
+    assert len(report.diffs) == 2 and all(d.outcome is Outcome.DIFFER for d in report.diffs)
+    assert any("only the first 2 differences are listed (1 more)" in w for w in report.warnings), report.warnings
+    # the command's summary counts the matches it no longer lists (MAX_DIFFS is lowered only in this process)
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], env=buckets.env())
+    assert res.code == 3, res.output
+    assert "verification: 5 match, 3 differ, 0 missing on target" in res.out, res.out
+    assert "verified: 5 of 8 compared items match the source; 3 differ" in res.out, res.out
+    assert "error: verification found 3 differences" in res.err, res.err
+
+
+def test_a_prefix_is_a_folder_on_both_sides(buckets: BucketPair, tmp_path: Path) -> None:
+    """s3://src/exports/ -> s3://tgt/archive puts exports/a.csv at archive/a.csv (it was glued into
+    'archivea.csv'), and s3://src/data is the folder data/, not every key starting with 'data'
+    ('database.csv' was copied as '<target prefix>base.csv'): plan, copy and verify alike."""
+    for key in ("exports/a.csv", "exports/sub/b.csv", "data/x.csv", "database.csv"):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=key.encode())
+
+    def args(source: str, target: str, *extra: str) -> list[str]:
+        return ["--source", f"s3://{buckets.source_bucket}/{source}", "--target", f"s3://{buckets.target_bucket}/{target}",
+                "--source-endpoint-url", buckets.endpoint_url, "--target-endpoint-url", buckets.endpoint_url, *extra]
+
+    plan = run_cli("s3", "plan", *args("data", "new", "--json", "--state-dir", str(tmp_path / "s1")),
+                   env=buckets.env())
+    assert plan.code == 0, plan.output
+    assert json.loads(plan.out)["facts"]["source objects"] == 1
+    for n, (source, target) in enumerate((("exports/", "archive"), ("data", "new"))):
+        res = run_cli("s3", "copy", *args(source, target, "--state-dir", str(tmp_path / f"s{n}")), env=buckets.env())
+        assert res.code == 0, res.output
+    assert _target_keys(buckets) == {"archive/a.csv", "archive/sub/b.csv", "new/x.csv"}
+    assert _body(buckets.target, buckets.target_bucket, "archive/a.csv") == b"exports/a.csv"
+    for source, target in (("exports/", "archive"), ("exports", "archive/"), ("data", "new/")):
+        res = run_cli("s3", "verify", *args(source, target, "--json"), env=buckets.env())
+        assert res.code == 0, res.output
+    assert json.loads(res.out)["totals"]["match"] == 1  # data/x.csv only
+
+
+def test_a_target_inside_the_source_is_refused(buckets: BucketPair, tmp_path: Path) -> None:
+    """s3://b -> s3://b/copy/ was accepted, and every rerun copied its own output again (copy/copy/...)."""
+    for key in ("a.txt", "b.txt"):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=key.encode())
+    bucket = f"s3://{buckets.source_bucket}"
+    cases = ((bucket, f"{bucket}/copy/", "the target"), (f"{bucket}/a", bucket, "the source"))
+    for command in ("plan", "copy", "verify"):
+        for source, target, inside in cases:
+            args = _cli_args(buckets, tmp_path)[:8]  # verify has no --state-dir
+            args[1], args[3] = source, target
+            res = run_cli("s3", command, *args, env=buckets.env())
+            assert res.code == 2, res.output
+            assert len(res.err.strip().splitlines()) == 1 and res.err.startswith(f"error: {inside} s3://"), res.err
+    pages = buckets.source.get_paginator("list_objects_v2").paginate(Bucket=buckets.source_bucket)
+    assert {o["Key"] for p in pages for o in p.get("Contents", [])} == {"a.txt", "b.txt"}
+
+
+def test_one_copy_of_a_job_at_a_time(buckets: BucketPair, tmp_path: Path) -> None:
+    """Two runs of one job at once (an ECS task restarted while the old one runs, a second terminal)
+    both copied everything and recorded over each other's results: the second now stops at once, with
+    one line, while the first holds the lock on its manifest (a lock file next to it)."""
+    for i in range(5):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}", Body=b"v")
+    first = Manifest(manifest_path(_cfg(buckets, tmp_path)), lock=True)  # as a running copy holds it
+    try:
+        res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path), env=buckets.env())
+        assert res.code == 1, res.output
+        assert res.err.strip().splitlines() == [
+            f"error: another s3 copy of this job is running with the state dir {tmp_path / 'state'} "
+            "(wait for it to finish, or stop it; nothing was copied)"], res.err
+        assert _target_keys(buckets) == set()
+        # another job (here: another target prefix) in the same state dir is not held up
+        other = run_cli("s3", "copy", *_cli_args(buckets, tmp_path)[:3], f"s3://{buckets.target_bucket}/other",
+                        *_cli_args(buckets, tmp_path)[4:], env=buckets.env())
+        assert other.code == 0, other.output
+    finally:
+        first.close()
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
+    assert res.code == 0, res.output
+    assert json.loads(res.out)["totals"]["copied"] == 5
+
+
+def test_an_object_already_on_the_target_with_other_metadata_is_copied(buckets: BucketPair, tmp_path: Path) -> None:
+    """A target filled by another tool (or a copy with another --state-dir) can hold the same bytes, so the
+    same size and ETag, with other metadata: it was marked verified without a look at its metadata, so
+    the copy said nothing to do while verify reported 'metadata differs' for ever. Such objects (only
+    they: not a fresh target, not a rerun) have their metadata compared, and are copied if it differs."""
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="prefilled.csv", Body=b"same bytes",
+                              ContentType="text/csv", Metadata={"owner": "y"})
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="prefilled.csv", Body=b"same bytes")
+    for client, bucket in ((buckets.source, buckets.source_bucket), (buckets.target, buckets.target_bucket)):
+        client.put_object(Bucket=bucket, Key="same.csv", Body=b"a,b", ContentType="text/csv", Metadata={"o": "z"})
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="new.csv", Body=b"new")
+
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--mode", "stream", "--json"), env=buckets.env())
+    assert res.code == 0, res.output
+    totals = json.loads(res.out)["totals"]
+    assert totals["copied"] == 2 and totals["skipped"] == 1, totals  # new.csv, prefilled.csv
+    assert totals["metadata_compared"] == 2 and totals["metadata_differed"] == 1, totals
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key="prefilled.csv")
+    assert head["ContentType"] == "text/csv" and head["Metadata"] == {"owner": "y"}
+    check = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], env=buckets.env())
+    assert check.code == 0, check.output
+
+    again = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
+    assert again.code == 0, again.output
+    totals = json.loads(again.out)["totals"]
+    assert totals["copied"] == 0 and totals["metadata_compared"] == 0, totals  # a rerun: no HEAD at all
+
+    # the plan does not compare metadata (two requests per object): it says so, and counts them as matching
+    for client, bucket in ((buckets.source, buckets.source_bucket), (buckets.target, buckets.target_bucket)):
+        client.put_object(Bucket=bucket, Key="later.csv", Body=b"x")
+    plan = run_cli("s3", "plan", *_cli_args(buckets, tmp_path, "--json"), env=buckets.env())
+    assert plan.code == 0, plan.output
+    out = json.loads(plan.out)
+    assert out["facts"]["match"] == 4 and out["facts"]["match, metadata not compared"] == 1, out["facts"]
+    assert any("the copy compares their metadata first" in w for w in out["warnings"]), out["warnings"]
 
 
 def test_shards_cover_the_bucket_and_keep_separate_manifests(buckets: BucketPair, tmp_path: Path) -> None:

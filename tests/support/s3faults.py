@@ -1,11 +1,13 @@
-"""A fault-injecting wrapper around a boto3 S3 client: flips one byte in what GetObject returns.
+"""Wrappers around a boto3 S3 client, used in-process by monkeypatching migrate.s3.clients.make_client.
 
-The copy must catch it (the bytes no longer match the source's checksum evidence) and must not mark
-the object verified. Used in-process by monkeypatching migrate.s3.clients.make_client.
+CorruptingClient flips one byte in what GetObject returns: the copy must catch it (the bytes no longer
+match the source's checksum evidence) and must not mark the object verified. KmsTargetClient answers
+uploads as real S3 does for a bucket with default SSE-KMS encryption (moto does not).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 
@@ -44,6 +46,47 @@ class CorruptingClient:
             resp["Body"] = CorruptingBody(resp["Body"], min(self._at, int(resp["ContentLength"]) - 1))
             self.corrupted += 1
         return resp
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class KmsTargetClient:
+    """What real S3 answers for uploads into a bucket whose default encryption is SSE-KMS (moto keeps MD5
+    ETags and leaves the encryption out of some answers): every PutObject, CreateMultipartUpload and
+    UploadPart answer says ServerSideEncryption aws:kms, and the ETags of PutObject and UploadPart are
+    not the MD5 of the bytes. With `say_encrypted=False` the ETags are still not the MD5 but nothing says
+    why (a target that stored other bytes than it was sent): the copy must refuse those."""
+
+    def __init__(self, client: Any, say_encrypted: bool = True) -> None:
+        self._client = client
+        self._say = say_encrypted
+        self._moto_etag: dict[str, str] = {}  # the part ETags we gave out -> moto's, for CompleteMultipartUpload
+
+    def _answer(self, resp: Any, etag: bool = True) -> Any:
+        if self._say:
+            resp["ServerSideEncryption"] = "aws:kms"
+        else:
+            resp.pop("ServerSideEncryption", None)
+        if etag and "ETag" in resp:
+            ours = '"' + hashlib.md5(b"kms" + resp["ETag"].encode()).hexdigest() + '"'
+            self._moto_etag[ours] = resp["ETag"]
+            resp["ETag"] = ours
+        return resp
+
+    def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        parts = kwargs["MultipartUpload"]["Parts"]
+        kwargs["MultipartUpload"] = {"Parts": [{**p, "ETag": self._moto_etag.get(p["ETag"], p["ETag"])} for p in parts]}
+        return self._client.complete_multipart_upload(**kwargs)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        return self._answer(self._client.put_object(**kwargs))
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        return self._answer(self._client.upload_part(**kwargs))
+
+    def create_multipart_upload(self, **kwargs: Any) -> Any:
+        return self._answer(self._client.create_multipart_upload(**kwargs), etag=False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.config import S3CopyConfig, S3Side
+from migrate.config import S3CopyConfig, S3Location, S3Side
 from migrate.errors import ConfigError, ConnectionFailed, PreflightError
 from migrate.s3.checksums import Evidence, b64, md5_of_parts, multipart_count
 from migrate.s3.clients import translate
@@ -119,3 +119,57 @@ def test_s3_copy_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         S3CopyConfig(source=src, target=tgt, shard=(3, 2))
     assert "very-secret-value" not in repr(cfg)
+
+
+@pytest.mark.parametrize("url,prefix,shown", [
+    ("s3://bkt", "", "s3://bkt"), ("s3://bkt/", "", "s3://bkt"), ("s3://bkt/data", "data/", "s3://bkt/data/"),
+    ("s3://bkt/exports/", "exports/", "s3://bkt/exports/"), ("s3://bkt/a/b", "a/b/", "s3://bkt/a/b/"),
+])
+def test_a_prefix_is_a_folder(url: str, prefix: str, shown: str) -> None:
+    """As in aws s3 sync: s3://bkt/data is the folder data/ (not every key starting with 'data')."""
+    loc = S3Location.parse(url)
+    assert loc.prefix == prefix and str(loc) == shown
+    assert S3Location("bkt", "data") == S3Location("bkt", "data/")
+
+
+def test_a_manifest_of_an_earlier_version_gets_the_new_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from migrate.s3.manifest import Manifest, snapshot
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, size INTEGER NOT NULL, etag TEXT NOT NULL, algo TEXT,"
+                   " storage_class TEXT, status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT,"
+                   " detail TEXT, updated REAL) WITHOUT ROWID")
+        db.execute("INSERT INTO objects VALUES ('k', 1, 'e', NULL, NULL, 'verified', 'md5', 'e', NULL, 0)")
+    for m in (snapshot(old, tmp_path / "copy.sqlite"), Manifest(old)):
+        try:
+            assert [r["target_check"] for r in m.rows()] == [None]
+            m.record([("k", "verified", "md5", "e", None, "md5 etag")])
+            assert m.target_check_counts() == {"md5 etag": 1}
+        finally:
+            m.close()
+
+
+@pytest.mark.parametrize("source,target,refused", [
+    ("s3://bkt", "s3://bkt", "the source and the target are the same place"),
+    ("s3://bkt/data", "s3://bkt/data/", "the source and the target are the same place"),
+    ("s3://bkt", "s3://bkt/copy/", "the target s3://bkt/copy/ is inside the source s3://bkt"),
+    ("s3://bkt/a", "s3://bkt/a/b", "the target s3://bkt/a/b/ is inside the source s3://bkt/a/"),
+    ("s3://bkt/a/b", "s3://bkt", "the source s3://bkt/a/b/ is inside the target s3://bkt"),
+    ("s3://bkt/a", "s3://bkt/ab", None),  # folders side by side
+    ("s3://bkt/a", "s3://other/a", None),
+])
+def test_a_target_inside_the_source_or_around_it_is_refused(source: str, target: str, refused: str | None) -> None:
+    def cfg(target_endpoint: str = "http://127.0.0.1:1") -> S3CopyConfig:
+        return S3CopyConfig(source=S3Side.build("source", source, endpoint_url="http://127.0.0.1:1", environ={}),
+                            target=S3Side.build("target", target, endpoint_url=target_endpoint, environ={}))
+
+    if refused is None:
+        cfg()
+        return
+    with pytest.raises(ConfigError) as err:
+        cfg()
+    assert str(err.value).startswith(refused) and err.value.exit_code == 2
+    cfg(target_endpoint="http://127.0.0.1:2")  # another endpoint: another bucket of that name
