@@ -69,6 +69,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             " JOIN pg_catalog.pg_class c ON c.oid = p.polrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_catalog.pg_roles r ON r.oid = pr.oid"
             " ORDER BY 1, 2").fetchall()
+        # FORCE ROW LEVEL SECURITY binds a table's owner too: on the target, the target user.
+        forced = [str(r[0]) for r in src.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relforcerowsecurity AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()]
         source_extensions = extensions.on_source(src)
         settings = dbsettings.read(src)
         source_limits = capacity.read_limits(src, resume.LOCK_KEY)
@@ -177,6 +182,13 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             plan.blockers.append(
                 f"policy {policy} on {table} applies to role {role}, which the target server does not have:"
                 f" create it there first (CREATE ROLE {role}), or the restore of the policy fails")
+    if forced:
+        plan.warnings.append(
+            f"{len(forced)} tables force row-level security on their owner ({', '.join(forced[:3])}"
+            f"{' …' if len(forced) > 3 else ''}): on the target the target user owns them, so its queries"
+            " see only the rows the policies allow — db verify cannot compare them (it stops with an error"
+            " naming the table) and a materialized view over one cannot be refreshed, unless the target user"
+            " has BYPASSRLS")
     if leftovers:
         plan.blockers.append(
             f"{len(leftovers)} sessions of an earlier paas-migrate run are still working on the target"

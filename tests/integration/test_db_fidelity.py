@@ -215,3 +215,22 @@ def test_rows_of_an_extensions_configuration_tables_are_copied_and_verified(ext_
     assert "part_config" in res.out
     src.drop_database(dbs.source_db)
     tgt.drop_database(dbs.target_db)
+
+
+def test_a_table_forcing_row_level_security_is_named_by_the_plan_and_by_verify(dbs: DbPair) -> None:
+    dbs.source_sql("""
+        CREATE TABLE tenant_rows (tenant text NOT NULL, v int);
+        INSERT INTO tenant_rows VALUES ('a', 1), ('b', 2);
+        ALTER TABLE tenant_rows ENABLE ROW LEVEL SECURITY; ALTER TABLE tenant_rows FORCE ROW LEVEL SECURITY;
+        CREATE POLICY only_a ON tenant_rows USING (tenant = 'a');
+        CREATE TABLE plain (id int PRIMARY KEY);
+    """)
+    plan = run_cli("db", "plan", "--json", env=env_for(dbs))
+    assert plan.code == 0, plan.output
+    assert "public.tenant_rows): on the target the target user owns them" in plan.out
+    # The copy is whole (the source is read as a superuser); the target user's verify cannot read
+    # every row, and says which table and why on its one error line instead of calling it equal.
+    res = run_cli("db", "copy", env=env_for(dbs))
+    assert res.code == 1, res.output
+    assert "tenant_rows" in res.err and "row-level security" in res.err
+    assert rows(dbs.target_admin_url, "SELECT * FROM tenant_rows ORDER BY 1") == [("a", 1), ("b", 2)]
