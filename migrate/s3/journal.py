@@ -152,6 +152,7 @@ class Writer:
         self.bucket = cfg.target.location.bucket
         self.prefix = folder(cfg, manifest_id)
         self.run_id = uuid.uuid4().hex[:8]
+        self.started_ms = time.time_ns() // 1_000_000
         self.seq = 0
         self.written = 0  # entries
         self.objects = 0  # journal objects
@@ -197,8 +198,9 @@ class Writer:
         if not lines or self.failed:
             return
         self.seq += 1
-        # Ordered by run start time, then sequence: read() applies later entries over earlier ones.
-        key = f"{self.prefix}{time.time_ns() // 1_000_000:013d}-{self.run_id}-{self.seq:06d}.jsonl.gz"
+        # In key order = run start time, then this run's sequence: read() applies later entries over
+        # earlier ones. The run id keeps two runs started in the same millisecond apart.
+        key = f"{self.prefix}{self.started_ms:013d}-{self.seq:06d}-{self.run_id}.jsonl.gz"
         body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6)
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/gzip")
