@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 30.0
 FLUSH_ENTRIES = 10_000
-MAX_BUFFERED = 100_000  # entries waiting for a slow flush before add() waits (bounded memory)
+MAX_BUFFERED = 30_000  # entries waiting for a slow flush before add() waits (bounded memory)
 CLOSE_SECONDS = 20.0  # the last flush at the end of a run (an ECS stop leaves 30 s before SIGKILL)
 
 
@@ -151,6 +151,12 @@ class Writer:
         self.client = client
         self.bucket = cfg.target.location.bucket
         self.prefix = folder(cfg, manifest_id)
+        # encrypted as the copy's objects are (a bucket policy may refuse uploads without the header)
+        self.sse: dict[str, str] = {}
+        if cfg.sse:
+            self.sse["ServerSideEncryption"] = cfg.sse
+        if cfg.sse_kms_key_id:
+            self.sse["SSEKMSKeyId"] = cfg.sse_kms_key_id
         self.run_id = uuid.uuid4().hex[:8]
         self.started_ms = time.time_ns() // 1_000_000
         self.seq = 0
@@ -203,7 +209,7 @@ class Writer:
         key = f"{self.prefix}{self.started_ms:013d}-{self.seq:06d}-{self.run_id}.jsonl.gz"
         body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/gzip")
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/gzip", **self.sse)
         except Exception as exc:
             self.failed = True
             log.warning("could not write the copy journal to s3://%s/%s (%s): a rerun in a fresh task may copy "

@@ -306,3 +306,40 @@ def test_sigterm_flushes_the_journal(buckets: BucketPair, tmp_path: Path) -> Non
     done = _verified(state)
     assert 10 <= len(done) < n
     assert set(_journal(buckets)) == done
+
+
+def test_a_journal_that_may_not_be_deleted_is_a_warning_naming_it(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No s3:DeleteObject on the folder: S3 answers DeleteObjects with an AccessDenied per key. The copy
+    is still a success; the report names the folder to remove."""
+    for i in range(8):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}", Body=b"v" * (i + 1))
+    _interrupted_copy(monkeypatch, _cfg(buckets, tmp_path / "task1", sse="AES256"), results=3)
+    left = _listing(buckets, FOLDER)
+    assert left
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key=next(iter(left)))
+    assert head["ServerSideEncryption"] == "AES256"  # written as the copy's objects are (--sse)
+    real = clients.make_client
+
+    class NoDelete:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def delete_objects(self, Bucket: str, Delete: dict[str, Any], **kw: Any) -> Any:
+            return {"Errors": [{"Key": o["Key"], "Code": "AccessDenied", "Message": "Access Denied"}
+                               for o in Delete["Objects"]]}
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+    def make(side: Any, **kw: Any) -> Any:
+        client = real(side, **kw)
+        return NoDelete(client) if side.location.bucket == buckets.target_bucket else client
+
+    monkeypatch.setattr(clients, "make_client", make)
+    report = copy_bucket(_cfg(buckets, tmp_path / "task2", sse="AES256"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    folder = f"s3://{buckets.target_bucket}/{FOLDER}"
+    assert any(w.startswith(f"the copy journal {folder}") and "AccessDenied" in w and "remove it" in w
+               for w in report.warnings), report.warnings
+    assert _listing(buckets, FOLDER) == left
