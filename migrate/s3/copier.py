@@ -840,8 +840,8 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "journal_verified": manifest.journal_matched,
         }
         if writer is not None and not status["failed"][0] and not status["pending"][0]:
-            # Every object is done: the journal has served its purpose (a later run matches by listing,
-            # or by this manifest). A leftover one would only make the next copy trust stale entries less.
+            # Every object is done: the journal (kept only for incomplete copies) is removed, so the target
+            # holds only the data. A later run in a fresh task matches by ETag alone (README: SSE-KMS targets).
             writer.close(flush=False)
             writer = None
             deleted, problem = journal.delete(dst, cfg, journal_id)
