@@ -353,6 +353,18 @@ class DbCopyConfig:
 # ---- S3 section: owned by the s3 work (S3CopyConfig and friends go below this line) ----
 
 
+def env_flag(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """A yes/no environment variable: 0/false/no/off or 1/true/yes/on (any case); unset or empty: `default`."""
+    value = env_value(name, environ)
+    if value is None:
+        return default
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={value!r} is not a yes/no value", hint="use 1 or 0")
+
+
 @dataclass(frozen=True)
 class S3CopyConfig:
     """Options of `s3 plan|copy|verify` (and the s3 part of `run`)."""
@@ -365,6 +377,8 @@ class S3CopyConfig:
     sse: str | None = None  # AES256 | aws:kms
     sse_kms_key_id: str | None = None
     shard: tuple[int, int] | None = None  # (I, N), 1-based
+    # Keep a journal of verified objects in the target while the copy is incomplete (migrate.s3.journal)
+    target_journal: bool = field(default_factory=lambda: env_flag("MIGRATE_S3_TARGET_JOURNAL", True))
 
     MODES = ("auto", "server-side", "stream")
     SSE_VALUES = ("AES256", "aws:kms")

@@ -62,12 +62,21 @@ def _shard_option(func):
                              "Each shard keeps its own manifest.")(func)
 
 
+def _journal_option(func):
+    return click.option("--target-journal/--no-target-journal", default=True, envvar="MIGRATE_S3_TARGET_JOURNAL",
+                        show_envvar=True,
+                        help="Keep a journal of verified objects in the target (folder _paas-migrate/ under the "
+                             "target prefix) while the copy is incomplete, so that a rerun with a fresh "
+                             "--state-dir (a new ECS task) skips them; deleted when the copy completes. "
+                             "On by default.")(func)
+
+
 def build_config(
     source: str | None, target: str | None, *, source_endpoint_url: str | None = None,
     target_endpoint_url: str | None = None, source_region: str | None = None, target_region: str | None = None,
     source_profile: str | None = None, target_profile: str | None = None, workers: int | None = None,
     mode: str | None = None, state_dir: str | None = None, sse: str | None = None,
-    sse_kms_key_id: str | None = None, shard: str | None = None,
+    sse_kms_key_id: str | None = None, shard: str | None = None, target_journal: bool = True,
 ) -> S3CopyConfig:
     if not source:
         raise ConfigError("no source bucket", hint="give --source s3://BUCKET[/PREFIX] or set MIGRATE_SOURCE_S3_URL")
@@ -81,6 +90,7 @@ def build_config(
         source=src, target=tgt, workers=32 if workers is None else workers, mode=mode or "auto",
         state_dir=Path(state_dir or env_value("MIGRATE_STATE_DIR") or ".migrate-state"),
         sse=sse or None, sse_kms_key_id=sse_kms_key_id or None, shard=parse_shard(shard),
+        target_journal=target_journal,
     )
 
 
@@ -117,18 +127,19 @@ def command() -> None:
 @_workers_option
 @_state_dir_option
 @_shard_option
+@_journal_option
 @click.pass_context
 def plan_cmd(ctx: click.Context, source: str | None, target: str | None, source_endpoint_url: str | None,
              target_endpoint_url: str | None, source_region: str | None, target_region: str | None,
              source_profile: str | None, target_profile: str | None, workers: int | None,
-             state_dir: str | None, shard: str | None) -> int:
+             state_dir: str | None, shard: str | None, target_journal: bool) -> int:
     """List both buckets and print what a copy would do: missing on target, differ, match. Read-only."""
     from migrate.s3.planner import plan_copy
 
     cfg = build_config(source, target, source_endpoint_url=source_endpoint_url,
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
-                       workers=workers, state_dir=state_dir, shard=shard)
+                       workers=workers, state_dir=state_dir, shard=shard, target_journal=target_journal)
     return plan_and_render(ctx, "s3", lambda: plan_copy(cfg))
 
 
@@ -147,12 +158,13 @@ def plan_cmd(ctx: click.Context, source: str | None, target: str | None, source_
 @click.option("--sse-kms-key-id", metavar="KEY", envvar="MIGRATE_S3_SSE_KMS_KEY_ID", show_envvar=True,
               help="KMS key for --sse aws:kms (default: the bucket's or AWS-managed key).")
 @_shard_option
+@_journal_option
 @click.pass_context
 def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_endpoint_url: str | None,
              target_endpoint_url: str | None, source_region: str | None, target_region: str | None,
              source_profile: str | None, target_profile: str | None, workers: int | None, mode: str | None,
              dry_run: bool, report_path: str | None, state_dir: str | None, sse: str | None,
-             sse_kms_key_id: str | None, shard: str | None) -> int:
+             sse_kms_key_id: str | None, shard: str | None, target_journal: bool) -> int:
     """Copy every object not yet verified on the target, checksum-checked; rerun to resume."""
     if not dry_run:
         clear_reports(report_path)
@@ -160,7 +172,7 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
                        workers=workers, mode=mode, state_dir=state_dir, sse=sse, sse_kms_key_id=sse_kms_key_id,
-                       shard=shard)
+                       shard=shard, target_journal=target_journal)
     if dry_run:
         from migrate.s3.planner import plan_copy
 

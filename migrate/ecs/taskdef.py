@@ -47,6 +47,7 @@ CONTRACT: dict[str, tuple[EnvVar, ...]] = {
         EnvVar("MIGRATE_SOURCE_AWS_SECRET_ACCESS_KEY", True, True, "the PaaS service key's secret key"),
         EnvVar("MIGRATE_S3_WORKERS", False, False, "parallel copies"),
         EnvVar("MIGRATE_S3_MODE", False, False, "auto | server-side | stream"),
+        EnvVar("MIGRATE_S3_TARGET_JOURNAL", False, False, "0: keep no journal of verified objects in the target"),
         EnvVar(SHARD_ENV, False, False, "I/N: copy only shard I of N (set by `ecs run --shards`)"),
     ),
 }

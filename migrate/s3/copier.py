@@ -28,7 +28,7 @@ from migrate.errors import CopyFailed, Interrupted
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
 from migrate.progress import Reporter, counted, human_bytes
-from migrate.s3 import clients, metadata
+from migrate.s3 import clients, journal, metadata
 from migrate.s3.checksums import (
     MD5_ETAG,
     MULTIPART_ETAG,
@@ -82,6 +82,7 @@ class Result:
     detail: str | None = None
     size: int = 0
     target_check: str | None = None  # stream mode: TARGET_MD5_ETAG or TARGET_UPLOAD_CHECKSUMS
+    etag: str = ""  # the source's listed ETag (set by copy_one)
 
     def row(self) -> tuple[str, str, str | None, str | None, str | None, str | None]:
         return (self.key, self.status, self.evidence, self.target_etag, self.detail, self.target_check)
@@ -240,6 +241,7 @@ class BucketCopier:
             else:
                 detail = f"{code}: {redact(exc)}"
             res = Result(row.key, FAILED, detail=detail, size=row.size)
+        res.etag = row.etag
         if res.status == FAILED:
             log.warning("failed: %s: %s", row.key, res.detail)
         self.reporter.on_progress("copy objects", 1)
@@ -737,7 +739,9 @@ class _SourceFeed:
         self.manifest.finish_source()
         self.reporter.note(f"listed {self.n_src:,} source objects ({human_bytes(self.b_src)}): "
                            f"{self.todo_n:,} to copy ({human_bytes(self.todo_b)}), "
-                           f"{self.cats['match'][0]:,} already done")
+                           f"{self.cats['match'][0]:,} already done"
+                           + (f", of which {counted(self.manifest.journal_matched, 'object')} verified by an earlier"
+                              " run (journal in the target)" if self.manifest.journal_matched else ""))
         self.stale = abort_stale_uploads(self.copier.dst, cfg, self.manifest, self.stale_candidates)
 
 
@@ -756,11 +760,19 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
     src = clients.make_client(cfg.source, workers=cfg.workers)
     dst = clients.make_client(cfg.target, workers=cfg.workers)
     manifest = Manifest(manifest_path(cfg), lock=True)
+    writer: journal.Writer | None = None
     try:
         manifest.bind(cfg)
         t0 = time.monotonic()
         reporter.note(f"listing {cfg.target.location}, then copying from {cfg.source.location} as it is listed")
         n_dst, b_dst = list_side(manifest, "dst", dst, cfg.target, "target", cfg.shard)
+        journal_id = manifest.path.stem
+        journal_folder = f"s3://{cfg.target.location.bucket}/{journal.folder(cfg, journal_id)}"
+        recorded = manifest.load_journal(journal.read(dst, cfg, journal_id) if cfg.target_journal else [])
+        if recorded:
+            reporter.note(f"read the journal of an earlier, incomplete run in {journal_folder} "
+                          f"({counted(recorded, 'object')} recorded)")
+        writer = journal.Writer(dst, cfg, journal_id) if cfg.target_journal else None
         dst_seconds = time.monotonic() - t0
         manifest.start_source()
         copier = BucketCopier(cfg, reporter, src, dst, cfg.mode if cfg.mode != "auto" else "")
@@ -773,6 +785,9 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             else:
                 counts["copied"] += 1
                 counts["copied_bytes"] += res.size
+                if writer is not None and res.target_etag:
+                    writer.add(journal.Entry(res.key, res.size, res.etag, res.status, res.evidence, res.target_etag,
+                                             res.size, res.target_check))
 
         reporter.on_start("copy objects", total=None, unit="objects")
         reporter.on_start("copy bytes", total=None, unit="bytes")
@@ -796,7 +811,9 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             note=f"{cats['missing on target'][0]:,} missing, {cats['differ'][0]:,} differ, "
                  f"{cats['match'][0]:,} match; mode {mode} ({feed.why})"
                  + (f"; metadata compared for {feed.meta_compared:,} with equal ETags not copied by this manifest"
-                    f" ({feed.meta_differ:,} differ: copied)" if feed.meta_compared else "")))
+                    f" ({feed.meta_differ:,} differ: copied)" if feed.meta_compared else "")
+                 + (f"; {counted(manifest.journal_matched, 'object')} verified by an earlier run (journal in the"
+                    " target)" if manifest.journal_matched else "")))
         report.phases.append(PhaseResult("copy", copy_seconds, cfg.workers, items=counts["copied"],
                                          bytes=counts["copied_bytes"], note=f"{mode}; {counts['failed']} failed"))
 
@@ -820,7 +837,19 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "target_checked_by_md5_etag": checks.get(TARGET_MD5_ETAG, 0),
             "target_checked_by_upload_checksums": by_headers,
             "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,
+            "journal_verified": manifest.journal_matched,
         }
+        if writer is not None and not status["failed"][0] and not status["pending"][0]:
+            # Every object is done: the journal (kept only for incomplete copies) is removed, so the target
+            # holds only the data. A later run in a fresh task matches by ETag alone (README: SSE-KMS targets).
+            writer.close(flush=False)
+            writer = None
+            deleted, problem = journal.delete(dst, cfg, journal_id)
+            if problem:
+                report.warnings.append(f"the copy journal {journal_folder} could not be deleted ({problem}): remove it"
+                                       " (it only records this copy's progress; s3 verify ignores it)")
+            elif deleted:
+                log.info("deleted the copy journal %s (%d objects)", journal_folder, deleted)
         size_only, pending = status["size-only"][0], status["pending"][0]
         if size_only:
             report.warnings.append(f"{counted(size_only, 'object')} {_is(size_only)} size-only: the source offers no"
@@ -841,6 +870,8 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
     except (KeyboardInterrupt, CopyFailed) as exc:
         # The report files still get what was copied and checked so far (the manifest's rows).
         report.totals.setdefault("manifest", str(manifest.path))
+        _close_journal(writer)
+        writer = None
         report.finish()
         stopped = exc if isinstance(exc, CopyFailed) else Interrupted(
             f"interrupted while copying {cfg.source.location} to {cfg.target.location}",
@@ -850,9 +881,19 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             raise
         raise stopped from None
     finally:
+        _close_journal(writer)
         manifest.close()
     report.finish()
     return report.settle()
+
+
+def _close_journal(writer: journal.Writer | None) -> None:
+    """The last flush of a run that did not complete (failed objects, an error, Ctrl-C, SIGTERM)."""
+    if writer is not None:
+        writer.close(flush=True)
+        if writer.written:
+            log.info("journal: %d verified objects recorded in s3://%s/%s", writer.written, writer.bucket,
+                     writer.prefix)
 
 
 def _is(n: int) -> str:

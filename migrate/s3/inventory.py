@@ -17,6 +17,10 @@ from migrate.s3.shard import shard_of
 
 log = logging.getLogger(__name__)
 
+# The folder (under a side's prefix) holding a copy's journal in the target (migrate.s3.journal): it is
+# the tool's own, never a source object, a target object to compare, nor one extra on the target.
+RESERVED = "_paas-migrate/"
+
 
 @dataclass(slots=True)
 class ObjectInfo:
@@ -32,7 +36,8 @@ class ObjectInfo:
 def list_objects(
     client: Any, location: S3Location, *, shard: tuple[int, int] | None = None
 ) -> Iterator[ObjectInfo]:
-    """Every object under the location, page by page (1000 keys at a time). Read-only.
+    """Every object under the location, page by page (1000 keys at a time), but those in the RESERVED
+    folder. Read-only.
 
     With `shard=(I, N)` only the keys whose shard_of(relative key, N) == I are yielded.
     """
@@ -44,6 +49,8 @@ def list_objects(
     for page in paginator.paginate(**kwargs):
         for item in page.get("Contents", ()) or ():
             rel = item["Key"][cut:]
+            if rel.startswith(RESERVED):
+                continue
             if shard is not None and shard_of(rel, shard[1]) != shard[0]:
                 continue
             algos = item.get("ChecksumAlgorithm") or []

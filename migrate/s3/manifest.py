@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PENDING, VERIFIED, SIZE_ONLY, FAILED = "pending", "verified", "size-only", "failed"
 DONE = (VERIFIED, SIZE_ONLY)
 METADATA_NOT_COMPARED = "metadata not compared"  # detail of an etag-match reconciled without a metadata check
+FROM_JOURNAL = "verified by an earlier run (journal in the target)"  # detail of an object done by the journal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -41,6 +42,10 @@ CREATE TABLE IF NOT EXISTS src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, a
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+    key TEXT PRIMARY KEY, size INTEGER, etag TEXT, status TEXT, evidence TEXT, target_etag TEXT,
+    target_size INTEGER, target_check TEXT
+) WITHOUT ROWID;
 """
 
 
@@ -76,6 +81,7 @@ class Manifest:
         process holds it; the kernel releases it when that process ends, also on kill -9)."""
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self.journal_matched = 0  # objects reconciled as done from the target's journal (load_journal)
         if create:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +129,8 @@ class Manifest:
         self._unlock()
 
     def upgrade(self) -> None:
-        """Add the columns a manifest written by an earlier version lacks."""
+        """Add the tables and columns a manifest written by an earlier version lacks."""
+        self.db.executescript(_SCHEMA)
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(objects)")}
         if "target_check" not in columns:
             self.db.execute("ALTER TABLE objects ADD COLUMN target_check TEXT")
@@ -148,6 +155,15 @@ class Manifest:
                 count += len(batch)
                 total += sum(r[1] for r in batch)
         return count, total
+
+    def load_journal(self, batches: Iterable[list[tuple[Any, ...]]]) -> int:
+        """Replace the journal table with the entries of the target's journal (journal.read(): later
+        entries for a key replace earlier ones); returns how many keys it holds."""
+        with self._transaction():
+            self.db.execute("DELETE FROM journal")
+            for batch in batches:
+                self.db.executemany("INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        return int(self.db.execute("SELECT count(*) FROM journal").fetchone()[0])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -197,6 +213,20 @@ class Manifest:
                  SELECT 1 FROM dst WHERE dst.key = objects.key AND dst.etag = objects.target_etag
                    AND dst.size = objects.size)"""
         )
+        # Pending objects (not known to this manifest as done or failed) that the target's journal records
+        # as verified, with the source's size and ETag unchanged since and the target still holding
+        # what was verified then: done, as an earlier run (in another task, with another disk) left them.
+        cur = db.execute(
+            f"""UPDATE objects SET (status, evidence, target_etag, target_check) = (
+                   SELECT j.status, j.evidence, j.target_etag, j.target_check FROM journal j WHERE j.key = objects.key),
+                 detail = ?, updated = ?
+               WHERE status = 'pending' {scope} AND EXISTS (
+                 SELECT 1 FROM journal j JOIN dst d ON d.key = j.key
+                 WHERE j.key = objects.key AND j.size = objects.size AND j.etag = objects.etag
+                   AND d.etag = j.target_etag AND d.size = j.target_size)""",
+            (FROM_JOURNAL, now),
+        )
+        self.journal_matched += max(cur.rowcount, 0)
         same = f"""status IN ('pending', 'failed') {scope} AND EXISTS (
                  SELECT 1 FROM dst
                  WHERE dst.key = objects.key AND dst.etag = objects.etag AND dst.size = objects.size)"""

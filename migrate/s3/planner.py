@@ -14,7 +14,7 @@ from pathlib import Path
 from migrate.config import S3CopyConfig
 from migrate.model import Plan, Step
 from migrate.progress import counted, human_bytes
-from migrate.s3 import clients
+from migrate.s3 import clients, journal
 from migrate.s3.copier import resolve_mode
 from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import manifest_path, snapshot
@@ -31,6 +31,8 @@ def plan_copy(cfg: S3CopyConfig) -> Plan:
         try:
             t0 = time.monotonic()
             n_src, b_src, n_dst, _ = list_both_sides(manifest, src, dst, cfg)
+            # An incomplete copy's journal in the target (read-only): what it verified counts as done.
+            manifest.load_journal(journal.read(dst, cfg, manifest_path(cfg).stem) if cfg.target_journal else [])
             list_seconds = time.monotonic() - t0
             plan = plan_from_manifest(cfg, manifest, n_src, b_src, n_dst)
             first = next(iter(manifest.todo(page=1)), None)
@@ -59,13 +61,16 @@ def plan_from_manifest(cfg: S3CopyConfig, manifest, n_src: int, b_src: int, n_ds
         "match": cats["match"][0], "match bytes": cats["match"][1],
         "extra on target": extra_n, "extra on target bytes": extra_b,
         "match, metadata not compared": unchecked,
+        "verified by an earlier run (journal in the target)": manifest.journal_matched,
         "workers": cfg.workers, "manifest": str(manifest_path(cfg)),
     })
     if cfg.shard:
         plan.facts["shard"] = f"{cfg.shard[0]}/{cfg.shard[1]}"
     plan.steps = [
         Step("list", "list both buckets into the manifest", 2, items=n_src + n_dst),
-        Step("plan", "reconcile listings with the manifest: missing on target, differ, match", 1, items=n_src),
+        Step("plan", "reconcile listings with the manifest: missing on target, differ, match"
+             + (f"; {counted(manifest.journal_matched, 'object')} verified by an earlier run (journal in the target)"
+                if manifest.journal_matched else ""), 1, items=n_src),
         Step("copy", f"copy {counted(todo_n, 'object')} ({human_bytes(todo_b)}); skip {cats['match'][0]:,} that match",
              cfg.workers, items=todo_n, bytes=todo_b),
         Step("verify", "check each copied object against the source's checksum evidence", cfg.workers,

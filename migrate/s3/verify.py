@@ -19,7 +19,7 @@ from migrate.config import S3CopyConfig, redact
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Report
 from migrate.progress import Reporter
-from migrate.s3 import clients, metadata
+from migrate.s3 import clients, journal, metadata
 from migrate.s3.checksums import MD5_ETAG, MULTIPART_ETAG, full_object_checksum, strip_etag
 from migrate.s3.inventory import list_both_sides
 from migrate.s3.manifest import Manifest
@@ -141,6 +141,11 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
                                              note=", ".join(f"{v:,} {k}" for k, v in counts.items())))
         finally:
             inv.close()
+    leftover = journal.any_journal(dst, cfg)
+    if leftover:
+        report.warnings.append(f"an incomplete copy's journal is in the target (s3://{cfg.target.location.bucket}/"
+                               f"{leftover}): not compared (it is the copy's own record, deleted when that copy"
+                               " completes)")
     report.totals = {"objects": n_src, "bytes": b_src, "target_objects": n_dst, **counts}
     report.outcome_tally = dict(counts)
     unlisted = sum(v for k, v in counts.items() if k != Outcome.MATCH.value) - kept

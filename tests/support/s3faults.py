@@ -56,12 +56,41 @@ class KmsTargetClient:
     ETags and leaves the encryption out of some answers): every PutObject, CreateMultipartUpload and
     UploadPart answer says ServerSideEncryption aws:kms, and the ETags of PutObject and UploadPart are
     not the MD5 of the bytes. With `say_encrypted=False` the ETags are still not the MD5 but nothing says
-    why (a target that stored other bytes than it was sent): the copy must refuse those."""
+    why (a target that stored other bytes than it was sent): the copy must refuse those. The same
+    non-MD5 ETag is what listings, HeadObject and CompleteMultipartUpload report for each object (a
+    multipart one keeps its -N), so a rerun's listing sees what the copy saw: never the source's ETag."""
 
     def __init__(self, client: Any, say_encrypted: bool = True) -> None:
         self._client = client
         self._say = say_encrypted
         self._moto_etag: dict[str, str] = {}  # the part ETags we gave out -> moto's, for CompleteMultipartUpload
+
+    @staticmethod
+    def kms_etag(moto_etag: str) -> str:
+        """The ETag this 'KMS' bucket reports for an object moto stored with `moto_etag` (quoted)."""
+        parts = moto_etag.strip('"').rsplit("-", 1)
+        suffix = f"-{parts[1]}" if len(parts) == 2 else ""
+        return '"' + hashlib.md5(b"kms" + moto_etag.encode()).hexdigest() + suffix + '"'
+
+    def get_paginator(self, name: str) -> Any:
+        real = self._client.get_paginator(name)
+        if name != "list_objects_v2":
+            return real
+
+        class Pages:
+            def paginate(_self, **kw: Any) -> Any:
+                for page in real.paginate(**kw):
+                    for item in page.get("Contents", []) or []:
+                        item["ETag"] = KmsTargetClient.kms_etag(item["ETag"])
+                    yield page
+
+        return Pages()
+
+    def head_object(self, **kwargs: Any) -> Any:
+        resp = self._client.head_object(**kwargs)
+        if "PartNumber" not in kwargs:
+            resp["ETag"] = self.kms_etag(resp["ETag"])
+        return resp
 
     def _answer(self, resp: Any, etag: bool = True) -> Any:
         if self._say:
@@ -69,7 +98,7 @@ class KmsTargetClient:
         else:
             resp.pop("ServerSideEncryption", None)
         if etag and "ETag" in resp:
-            ours = '"' + hashlib.md5(b"kms" + resp["ETag"].encode()).hexdigest() + '"'
+            ours = self.kms_etag(resp["ETag"])
             self._moto_etag[ours] = resp["ETag"]
             resp["ETag"] = ours
         return resp
@@ -77,7 +106,9 @@ class KmsTargetClient:
     def complete_multipart_upload(self, **kwargs: Any) -> Any:
         parts = kwargs["MultipartUpload"]["Parts"]
         kwargs["MultipartUpload"] = {"Parts": [{**p, "ETag": self._moto_etag.get(p["ETag"], p["ETag"])} for p in parts]}
-        return self._client.complete_multipart_upload(**kwargs)
+        resp = self._client.complete_multipart_upload(**kwargs)
+        resp["ETag"] = self.kms_etag(resp["ETag"])
+        return resp
 
     def put_object(self, **kwargs: Any) -> Any:
         return self._answer(self._client.put_object(**kwargs))
@@ -87,6 +118,30 @@ class KmsTargetClient:
 
     def create_multipart_upload(self, **kwargs: Any) -> Any:
         return self._answer(self._client.create_multipart_upload(**kwargs), etag=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class RecordingClient:
+    """Delegates everything to `client`; remembers the target keys written by each upload request
+    (PutObject, CreateMultipartUpload, CopyObject), to show what a run copied."""
+
+    def __init__(self, client: Any, written: list[str]) -> None:
+        self._client = client
+        self.written = written
+
+    def put_object(self, **kwargs: Any) -> Any:
+        self.written.append(kwargs["Key"])
+        return self._client.put_object(**kwargs)
+
+    def create_multipart_upload(self, **kwargs: Any) -> Any:
+        self.written.append(kwargs["Key"])
+        return self._client.create_multipart_upload(**kwargs)
+
+    def copy_object(self, **kwargs: Any) -> Any:
+        self.written.append(kwargs["Key"])
+        return self._client.copy_object(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

@@ -173,3 +173,85 @@ def test_a_target_inside_the_source_or_around_it_is_refused(source: str, target:
         cfg()
     assert str(err.value).startswith(refused) and err.value.exit_code == 2
     cfg(target_endpoint="http://127.0.0.1:2")  # another endpoint: another bucket of that name
+
+
+def test_env_flag_and_the_journal_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrate.config import env_flag
+
+    for value, want in (("0", False), ("off", False), ("FALSE", False), ("1", True), ("yes", True), ("", True)):
+        assert env_flag("X", True, {"X": value}) is want
+    assert env_flag("X", False, {}) is False
+    with pytest.raises(ConfigError):
+        env_flag("X", True, {"X": "maybe"})
+    env = {"MIGRATE_TARGET_AWS_ACCESS_KEY_ID": "a", "MIGRATE_TARGET_AWS_SECRET_ACCESS_KEY": "b"}
+    side = S3Side.build("target", "s3://target-b/p", environ=env)
+    src = S3Side.build("source", "s3://source-b", environ={})
+    monkeypatch.delenv("MIGRATE_S3_TARGET_JOURNAL", raising=False)
+    assert S3CopyConfig(source=src, target=side).target_journal is True
+    monkeypatch.setenv("MIGRATE_S3_TARGET_JOURNAL", "0")  # as `run` and the ECS image see it
+    assert S3CopyConfig(source=src, target=side).target_journal is False
+
+
+def test_journal_writer_flushes_in_the_background_and_once_more_at_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """add() never uploads on the caller's thread; a batch goes at FLUSH_ENTRIES, the rest at close();
+    read() gives back what was written, later entries last; a refused write is a warning, not an error."""
+    import gzip
+    import io
+    import threading
+    import time
+
+    from migrate.s3 import journal
+
+    monkeypatch.setattr(journal, "FLUSH_ENTRIES", 3)
+    cfg = S3CopyConfig(source=S3Side.build("source", "s3://source-b", environ={}),
+                       target=S3Side.build("target", "s3://target-b/data", environ={}))
+
+    class Fake:
+        def __init__(self) -> None:
+            self.objects: dict[str, bytes] = {}
+            self.threads: set[str] = set()
+            self.refuse = False
+
+        def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: object) -> dict[str, str]:
+            self.threads.add(threading.current_thread().name)
+            if self.refuse:
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+            self.objects[Key] = Body
+            return {}
+
+        def get_paginator(self, name: str) -> object:
+            fake = self
+
+            class P:
+                def paginate(self, Bucket: str, Prefix: str) -> object:
+                    yield {"Contents": [{"Key": k} for k in sorted(fake.objects) if k.startswith(Prefix)]}
+
+            return P()
+
+        def get_object(self, Bucket: str, Key: str) -> dict[str, object]:
+            return {"Body": io.BytesIO(self.objects[Key])}
+
+    fake = Fake()
+    w = journal.Writer(fake, cfg, "job1")
+    for i in range(3):
+        w.add(journal.Entry(f"k{i}", i, f"e{i}", "verified", "md5", f"t{i}", i, "md5 etag"))
+    deadline = time.monotonic() + 10
+    while not fake.objects and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(fake.objects) == 1 and fake.threads == {"s3-journal"}
+    w.add(journal.Entry("k3", 3, "e3", "verified", "md5", "t3", 3, "md5 etag"))
+    w.close()
+    assert len(fake.objects) == 2 and w.written == 4
+    assert all(k.startswith("data/_paas-migrate/job1/") and k.endswith(".jsonl.gz") for k in fake.objects)
+    assert gzip.decompress(next(iter(fake.objects.values()))).decode().count("\n") == 3
+    w2 = journal.Writer(fake, cfg, "job1")
+    time.sleep(0.01)  # a later run starts in a later millisecond
+    w2.add(journal.Entry("k0", 0, "e0-new", "verified", "md5", "t0-new", 0))
+    w2.close()
+    rows = {r[0]: r for batch in journal.read(fake, cfg, "job1") for r in batch}
+    assert set(rows) == {"k0", "k1", "k2", "k3"} and rows["k0"][2] == "e0-new"
+    fake.refuse = True
+    w3 = journal.Writer(fake, cfg, "job1")
+    w3.add(journal.Entry("k9", 9, "e9", "verified", "md5", "t9", 9))
+    w3.close()
+    assert w3.failed and w3.written == 0
