@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from migrate.db import dbsettings
 from migrate.model import Diff, Outcome
 
 log = logging.getLogger(__name__)
@@ -215,11 +216,17 @@ _QUERIES: list[tuple[str, str]] = [
         # Settings stored on the database itself (ALTER DATABASE ... SET): pg_dump's restore loses them.
         "database setting",
         """
-        SELECT 'database setting', split_part(u.cfg, '=', 1), substr(u.cfg, strpos(u.cfg, '=') + 1),
+        SELECT 'database setting', split_part(u.cfg, '=', 1),
+               -- a secret's value (see migrate.db.dbsettings.SECRET_NAME) compared by digest, never shown
+               CASE WHEN split_part(u.cfg, '=', 1) ~* '{secret}'
+                    THEN 'hidden value, digest ' || left(md5(substr(u.cfg, strpos(u.cfg, '=') + 1)), 12)
+                    ELSE substr(u.cfg, strpos(u.cfg, '=') + 1) END,
                NULL, NULL, NULL, NULL
         FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) AS u(cfg)
         WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-        """,
+          AND lower(split_part(u.cfg, '=', 1)) NOT IN ({not_copied})
+        """.replace("{secret}", dbsettings.SECRET_NAME.pattern).replace(
+            "{not_copied}", ", ".join(f"'{n}'" for n in sorted(dbsettings.NOT_COPIED))),
     ),
     (
         "policy",

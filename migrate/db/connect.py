@@ -22,9 +22,6 @@ PINNED_SETTINGS: dict[str, str] = {
     "extra_float_digits": "3",
     "bytea_output": "hex",
     "client_encoding": "UTF8",
-    # Names of objects in text forms (regclass values, format_type, definitions) schema-qualified,
-    # whatever search_path each database or role sets.
-    "search_path": "",
 }
 
 def describe_connect_error(exc: BaseException, url: DatabaseURL, role: str) -> ConnectionFailed:

@@ -9,6 +9,7 @@ the target at its end; per-role settings name roles of the source's server, so t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -24,6 +25,18 @@ LIST_SETTINGS = frozenset({
 })
 
 
+# Settings whose values are never shown (plan, warnings, reports, logs): an application may keep a
+# secret there (PostgREST's `ALTER DATABASE app SET "app.jwt_secret" TO ...`). They are still copied.
+SECRET_NAME = re.compile(r"pass|secret|token|key|jwt|credential|auth|private|salt", re.IGNORECASE)
+HIDDEN = "(hidden)"
+# Set on a source stopped for the cutover, not part of the application: not copied, not compared.
+NOT_COPIED = frozenset({"default_transaction_read_only"})
+
+
+def secret(name: str) -> bool:
+    return bool(SECRET_NAME.search(name))
+
+
 @dataclass(frozen=True)
 class Setting:
     """One stored setting of the database: for every role (role None), or for one role in it."""
@@ -33,8 +46,12 @@ class Setting:
     role: str | None = None
 
     @property
+    def shown_value(self) -> str:
+        return HIDDEN if secret(self.name) else self.value
+
+    @property
     def text(self) -> str:
-        return f"{self.name}={self.value}"
+        return f"{self.name}={self.shown_value}"
 
 
 def read(conn: psycopg.Connection) -> list[Setting]:
@@ -49,8 +66,21 @@ def read(conn: psycopg.Connection) -> list[Setting]:
     out = []
     for role, cfg in rows:
         name, _, value = str(cfg).partition("=")
-        out.append(Setting(name, value, None if role is None else str(role)))
+        if name.lower() not in NOT_COPIED:
+            out.append(Setting(name, value, None if role is None else str(role)))
     return out
+
+
+def stored_read_only(conn: psycopg.Connection) -> bool:
+    """Is the current database stored read-only for every role (ALTER DATABASE ... SET
+    default_transaction_read_only = on, as a cutover may do to stop writers)? Read-only."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) u(cfg)"
+        " WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_catalog.pg_database"
+        "  WHERE datname = current_database())"
+        " AND lower(u.cfg) IN ('default_transaction_read_only=on', 'default_transaction_read_only=true',"
+        "  'default_transaction_read_only=1'))").fetchone()
+    return bool(row and row[0])
 
 
 def split_list(value: str) -> list[str] | None:
@@ -95,11 +125,14 @@ def split_list(value: str) -> list[str] | None:
             i += 1
 
 
-def statement(setting: Setting, database: str) -> str:
-    """The SQL that stores `setting` on `database`, as pg_dump writes it."""
+def statement(setting: Setting, database: str, *, shown: bool = False) -> str:
+    """The SQL that stores `setting` on `database`, as pg_dump writes it; `shown`: to print, with a
+    secret's value hidden."""
     where = f"DATABASE {quote_ident(database)}"
     if setting.role is not None:
         where = f"ROLE {quote_ident(setting.role)} IN {where}"
+    if shown and secret(setting.name):
+        return f"ALTER {where} SET {quote_ident(setting.name)} TO '{HIDDEN}'"
     elements = split_list(setting.value) if setting.name.lower() in LIST_SETTINGS else None
     value = ", ".join(sql.Literal(v).as_string(None) for v in (elements or [setting.value]))
     return f"ALTER {where} SET {quote_ident(setting.name)} TO {value}"
@@ -122,11 +155,10 @@ def apply(conn: psycopg.Connection, settings: list[Setting]) -> list[tuple[str, 
     database = str(row[0]) if row else ""
     failed = []
     for s in settings:
-        stmt = statement(s, database)
         try:
-            conn.execute(stmt.encode())
+            conn.execute(statement(s, database).encode())
         except psycopg.Error as exc:
-            failed.append((stmt, first_line(str(exc))))
+            failed.append((statement(s, database, shown=True), first_line(str(exc))))
     return failed
 
 

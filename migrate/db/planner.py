@@ -12,7 +12,7 @@ import psycopg
 from migrate.config import DbCopyConfig
 from migrate.db import capacity, dbsettings, extensions, resume
 from migrate.db import inventory as inv
-from migrate.db.connect import connect, database_identity, quote_ident, refuse_same_database
+from migrate.db.connect import connect, database_identity, refuse_same_database
 from migrate.db.extensions import SourceExtension
 from migrate.db.pgtools import PgTool, check_major, find_tool
 from migrate.errors import ToolError
@@ -69,6 +69,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             " JOIN pg_catalog.pg_class c ON c.oid = p.polrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " CROSS JOIN LATERAL unnest(p.polroles) AS pr(oid) JOIN pg_catalog.pg_roles r ON r.oid = pr.oid"
             " ORDER BY 1, 2").fetchall()
+        # Extensions' configuration tables and sequences: their rows are copied (as pg_dump does).
+        unreadable_config = [str(r[0]) for r in src.execute(
+            "SELECT c.oid::regclass::text FROM pg_catalog.pg_extension e"
+            " CROSS JOIN LATERAL unnest(e.extconfig) AS x(rel) JOIN pg_catalog.pg_class c ON c.oid = x.rel"
+            " WHERE NOT pg_catalog.has_table_privilege(c.oid, 'SELECT') ORDER BY 1").fetchall()]
         # FORCE ROW LEVEL SECURITY binds a table's owner too: on the target, the target user.
         forced = [str(r[0]) for r in src.execute(
             "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c"
@@ -76,6 +81,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             " WHERE c.relforcerowsecurity AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()]
         source_extensions = extensions.on_source(src)
         settings = dbsettings.read(src)
+        source_read_only = dbsettings.stored_read_only(src)
         source_limits = capacity.read_limits(src, resume.LOCK_KEY)
         src.rollback()
     with connect(db.target, "target") as tgt:
@@ -140,7 +146,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     facts["extensions"] = {e.name: {"source version": e.version, "schema": e.schema, **availability.get(e.name, {}),
                                     **_on_target(target_extensions.get(e.name))} for e in source_extensions}
     if settings:
-        facts["database settings"] = [{"role": s.role or "(every role)", "setting": s.name, "value": s.value}
+        facts["database settings"] = [{"role": s.role or "(every role)", "setting": s.name, "value": s.shown_value}
                                       for s in settings]
     facts["table list"] = [
         {"table": t.qualified, "bytes": t.bytes, "index bytes": t.index_bytes, "rows (estimate)": t.rows_estimate,
@@ -172,7 +178,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     plan.blockers += ext_blockers
     plan.warnings += ext_warnings
     detail.report_warnings += ext_warnings
-    _settings_checks(plan, detail, target_identity[2], may_set, target_user)
+    _settings_checks(plan, detail, target_identity[2], may_set, target_user, source_read_only)
     connection_facts, connection_blockers = capacity.check(cfg.mode, db.jobs, cfg.verify, source_limits,
                                                            target_limits)
     facts.update(connection_facts)
@@ -182,6 +188,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             plan.blockers.append(
                 f"policy {policy} on {table} applies to role {role}, which the target server does not have:"
                 f" create it there first (CREATE ROLE {role}), or the restore of the policy fails")
+    if unreadable_config:
+        plan.blockers.append(
+            f"the source user may not read {', '.join(unreadable_config[:5])}"
+            f"{' …' if len(unreadable_config) > 5 else ''}: an extension's configuration (its rows are copied,"
+            " as pg_dump copies them); grant SELECT on them to the source user")
     if forced:
         plan.warnings.append(
             f"{len(forced)} tables force row-level security on their owner ({', '.join(forced[:3])}"
@@ -237,7 +248,8 @@ def _on_target(t: extensions.TargetExtension | None) -> dict[str, Any]:
     return {"target default": t.default_version, "target schema": t.schema}
 
 
-def _settings_checks(plan: Plan, detail: DbPlanDetail, target_db: str, may_set: bool, target_user: str) -> None:
+def _settings_checks(plan: Plan, detail: DbPlanDetail, target_db: str, may_set: bool, target_user: str,
+                     source_read_only: bool) -> None:
     """Warnings about the source database's stored settings (see migrate.db.dbsettings)."""
     own = [s for s in detail.settings if s.role is None]
     per_role = [s for s in detail.settings if s.role is not None]
@@ -245,19 +257,17 @@ def _settings_checks(plan: Plan, detail: DbPlanDetail, target_db: str, may_set: 
         plan.warnings.append(
             f"{target_user} does not own the target database, so the copy cannot set the source database's"
             f" settings ({', '.join(s.name for s in own)}) on it: run as its owner after the copy: "
-            + "; ".join(dbsettings.statement(s, target_db) for s in own))
+            + "; ".join(dbsettings.statement(s, target_db, shown=True) for s in own))
     repeated: list[str] = []
-    if any(s.name.lower() == "default_transaction_read_only" and s.value.lower() in ("on", "true", "1")
-           for s in own):
+    if source_read_only:
         repeated.append(
-            "the source database is set read-only (default_transaction_read_only = on): the copy sets the same"
-            f" on the target at its end; to take writes there: ALTER DATABASE {quote_ident(target_db)}"
-            " RESET default_transaction_read_only")
+            "the source database is set read-only (default_transaction_read_only = on, as for a cutover):"
+            " that setting is not copied to the target, nor compared")
     if per_role:
         repeated.append(
             f"{counted(len(per_role), 'setting')} of roles in the source database are not copied (roles differ on"
             " the target); run those whose roles exist there: "
-            + "; ".join(dbsettings.statement(s, target_db) for s in per_role))
+            + "; ".join(dbsettings.statement(s, target_db, shown=True) for s in per_role))
     plan.warnings += repeated
     detail.report_warnings += repeated
 

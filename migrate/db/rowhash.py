@@ -53,6 +53,10 @@ class Column:
     type_oid: int
     type_sql: str  # format_type(), for casting key literals back
     collatable: bool
+    # The schema of the comparison operators of the type's default b-tree class when it is not
+    # pg_catalog (an extension's type: ltree, citext, isn): named in key comparisons, since
+    # verify's sessions search pg_catalog only.
+    op_schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,12 @@ class TableInfo:
 _TABLES_SQL = """
 SELECT n.nspname, c.relname, c.relkind::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
        (SELECT coalesce(json_agg(json_build_array(a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod),
-                                                  a.attcollation <> 0) ORDER BY a.attnum), '[]')
+                                                  a.attcollation <> 0, (
+           SELECT nullif(o.oprnamespace::regnamespace::text, 'pg_catalog') FROM pg_opclass oc
+           JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 1
+                          AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+           JOIN pg_operator o ON o.oid = ao.amopopr
+           WHERE oc.opcmethod = 403 AND oc.opcdefault AND oc.opcintype = a.atttypid LIMIT 1)) ORDER BY a.attnum), '[]')
         FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]')
         FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
@@ -104,7 +113,7 @@ def list_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
     """Leaf tables (partitions included, partitioned parents excluded) and materialized views. Read-only."""
     out: dict[tuple[str, str], TableInfo] = {}
     for schema, name, relkind, display, cols, key, est, has_children, populated in conn.execute(_TABLES_SQL):
-        columns = tuple(Column(c[0], int(c[1]), c[2], bool(c[3])) for c in cols)
+        columns = tuple(Column(c[0], int(c[1]), c[2], bool(c[3]), c[4]) for c in cols)
         by_name = {c.name: c for c in columns}
         out[(schema, name)] = TableInfo(
             schema,
@@ -281,19 +290,41 @@ class Hasher:
         return "(" + ", ".join(_key_expr(c) for c in self.key) + ")"
 
     def _literal_row(self, bound: Bound) -> str:
-        parts = []
+        return "(" + ", ".join(self._literals(bound)) + ")"
+
+    def _compare(self, op: str, bound: Bound) -> str:
+        """The key compared with `bound` (op: <, >= or =), in key order (row-wise). Where a key
+        column's operators live outside pg_catalog, spelled out column by column with each
+        column's operators named (OPERATOR(schema.<)): a row comparison takes one operator name."""
+        if not any(c.op_schema for c in self.key):
+            return f"{self._key_row()} {op} {self._literal_row(bound)}"
+
+        def cmp(col: Column, lit: str, o: str) -> str:
+            return f"{_key_expr(col)} OPERATOR({quote_ident(col.op_schema or 'pg_catalog')}.{o}) {lit}"
+
+        lits = self._literals(bound)
+        if op == "=":
+            return "(" + " AND ".join(cmp(c, lit, "=") for c, lit in zip(self.key, lits, strict=True)) + ")"
+        last = ">=" if op == ">=" else "<"
+        strict = ">" if op == ">=" else "<"
+        expr = cmp(self.key[-1], lits[-1], last)
+        for col, lit in zip(reversed(self.key[:-1]), reversed(lits[:-1]), strict=True):
+            expr = f"{cmp(col, lit, strict)} OR ({cmp(col, lit, '=')} AND ({expr}))"
+        return f"({expr})"
+
+    def _literals(self, bound: Bound) -> list[str]:
+        out = []
         for col, value in zip(self.key, bound, strict=True):
-            lit = psycopg.sql.Literal(value).as_string(None)
-            expr = f"{lit}::{col.type_sql}"
-            parts.append(f'{expr} COLLATE "C"' if col.collatable else expr)
-        return "(" + ", ".join(parts) + ")"
+            expr = f"{psycopg.sql.Literal(value).as_string(None)}::{col.type_sql}"
+            out.append(f'{expr} COLLATE "C"' if col.collatable else expr)
+        return out
 
     def where(self, rng: KeyRange) -> str:
         conds = []
         if rng.lo is not None:
-            conds.append(f"{self._key_row()} >= {self._literal_row(rng.lo)}")
+            conds.append(self._compare(">=", rng.lo))
         if rng.hi is not None:
-            conds.append(f"{self._key_row()} < {self._literal_row(rng.hi)}")
+            conds.append(self._compare("<", rng.hi))
         return (" WHERE " + " AND ".join(conds)) if conds else ""
 
     def fingerprint_sql(self, rng: KeyRange, pages: str | None = None, part: str | None = None) -> str:
@@ -442,7 +473,7 @@ class Hasher:
             bounds = ", ".join(self._literal_row(hi)[1:-1] for hi in his)
             part = f"width_bucket({_key_expr(col)}, ARRAY[{bounds}]::{col.type_sql}[])"
         else:  # composite or collatable keys: compared as where() does (row-wise, byte-wise)
-            cases = " ".join(f"WHEN {self._key_row()} < {self._literal_row(hi)} THEN {i}" for i, hi in enumerate(his))
+            cases = " ".join(f"WHEN {self._compare('<', hi)} THEN {i}" for i, hi in enumerate(his))
             part = f"CASE {cases} ELSE {len(his)} END"
         got = {int(r[0]): Fingerprint(int(r[1]), int(r[2]), int(r[3]))
                for r in conn.execute(self.fingerprint_sql(rng, part=part)).fetchall()}
@@ -506,8 +537,11 @@ class Hasher:
         # Each column's text as the row's text form has it (ROW(...)::text: a cast of char(n) to text
         # would drop its padding).
         cols = ", ".join(self._md5(f"ROW({_value_expr(c)})::text") for c in self.columns)
-        wanted = ", ".join(self._literal_row(k) for k in keys)
-        query = f"SELECT {texts}, {cols} FROM {self.source} WHERE {self._key_row()} IN ({wanted})"
+        if any(c.op_schema for c in self.key):
+            match = " OR ".join(self._compare("=", k) for k in keys)
+        else:
+            match = f"{self._key_row()} IN ({', '.join(self._literal_row(k) for k in keys)})"
+        query = f"SELECT {texts}, {cols} FROM {self.source} WHERE {match}"
         n = len(self.key)
         return {tuple(r[:n]): tuple(r[n:]) for r in conn.execute(query).fetchall()}
 

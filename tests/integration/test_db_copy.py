@@ -879,6 +879,9 @@ def _target_database_settings(dbs) -> list[str]:  # type: ignore[no-untyped-def]
     return list(row[0]) if row else []
 
 
+SECRET_SETTING = "jwt-s3cret-never-shown"
+
+
 def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:  # type: ignore[no-untyped-def]
     """ALTER DATABASE ... SET is outside pg_dump's sections (only --create writes it): without it on the
     target, an application relying on the database's search_path finds none of its tables after cutover."""
@@ -890,15 +893,20 @@ def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:
     dbs.source_cluster.execute(
         f"ALTER DATABASE {src} SET search_path = app, public; ALTER DATABASE {src} SET TimeZone = 'Europe/London';"
         f"ALTER DATABASE {src} SET default_transaction_read_only = on;"
+        f"ALTER DATABASE {src} SET app.jwt_secret = '{SECRET_SETTING}';"
         f"ALTER ROLE {role} IN DATABASE {src} SET work_mem = '64MB'")
     role_statement = f'ALTER ROLE "{role}" IN DATABASE "{tgt}" SET "work_mem" TO \'64MB\''
+    # PostgreSQL 15+: a custom setting needs a grant to be stored by a non-superuser (on RDS too).
+    dbs.target_cluster.execute("GRANT SET ON PARAMETER app.jwt_secret TO rds_master")
     try:
         res = run_cli("db", "plan", "--json", env=env_for(dbs))
         assert res.code == 0, res.output
         plan = json.loads(res.out)
         assert {(s["role"], s["setting"], s["value"]) for s in plan["facts"]["database settings"]} == {
             ("(every role)", "search_path", "app, public"), ("(every role)", "TimeZone", "Europe/London"),
-            ("(every role)", "default_transaction_read_only", "on"), (role, "work_mem", "64MB")}
+            ("(every role)", "app.jwt_secret", "(hidden)"), (role, "work_mem", "64MB")}
+        # Read-only is how a cutover stops writers: not the application's, not copied (said so).
+        assert any("default_transaction_read_only" in w and "not copied" in w for w in plan["warnings"])
         assert any(role_statement in w for w in plan["warnings"]), plan["warnings"]
         assert "database settings" in [s["name"] for s in plan["steps"]]
         assert run_cli("db", "copy", "--dry-run", env=env_for(dbs)).code == 0
@@ -907,8 +915,9 @@ def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:
         res = run_cli("db", "copy", "--jobs", "2", env=env_for(dbs))
         assert res.code == 0, res.output
         assert sorted(_target_database_settings(dbs)) == sorted(
-            ["search_path=app, public", "TimeZone=Europe/London", "default_transaction_read_only=on"])
+            ["search_path=app, public", "TimeZone=Europe/London", f"app.jwt_secret={SECRET_SETTING}"])
         assert role_statement in res.out and "default_transaction_read_only" in res.out, res.out
+        assert SECRET_SETTING not in res.output
         assert_same_database(dbs)
         with psycopg.connect(dbs.target_url) as conn:  # a new session, as the application's after cutover
             assert conn.execute("SELECT id FROM users").fetchall() == [(1,)]
@@ -917,9 +926,13 @@ def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:
         # verify compares them: a different value is a difference; a setting only the target has
         # (its DBA's) is information.
         dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET search_path = public")
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET app.jwt_secret = 'another-value'")
         res = run_cli("db", "verify", "--json", env=env_for(dbs))
         diffs = {(d["kind"], d["name"]): d for d in json.loads(res.out)["diffs"]}
         assert res.code == 3 and diffs[("database setting", "search_path")]["outcome"] == "differ", res.output
+        assert diffs[("database setting", "app.jwt_secret")]["outcome"] == "differ", res.output
+        assert SECRET_SETTING not in res.output and "another-value" not in res.output
+        dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET app.jwt_secret = '{SECRET_SETTING}'")
         dbs.target_cluster.execute(f"ALTER DATABASE {tgt} SET search_path = app, public;"
                                    f" ALTER DATABASE {tgt} SET work_mem = '8MB'")
         res = run_cli("db", "verify", "--json", env=env_for(dbs))
@@ -939,6 +952,8 @@ def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:
         assert any("could not be set on the target" in w and "must be owner of database" in w
                    and f'ALTER DATABASE "{tgt}" SET "search_path" TO \'app\', \'public\'' in w
                    for w in warnings), warnings
+        assert SECRET_SETTING not in res.output
+        assert any(""""app.jwt_secret" TO '(hidden)'""" in w for w in warnings), warnings
         assert _target_database_settings(dbs) == []
         res = run_cli("db", "verify", env=env_for(dbs))
         assert res.code == 3 and "search_path" in res.out, res.output

@@ -213,6 +213,14 @@ def test_rows_of_an_extensions_configuration_tables_are_copied_and_verified(ext_
     res = run_cli("db", "verify", env=env_for(dbs))
     assert res.code == 3, res.output
     assert "part_config" in res.out
+    if mode == "parallel":
+        # A source user who may not read the configuration is stopped by the plan, not mid-copy.
+        role = f"reader_{suffix}"
+        src.create_role(role, "reader-pw")
+        dbs.source_sql(f"REVOKE SELECT ON pmcfg.part_config FROM PUBLIC; GRANT USAGE ON SCHEMA pmcfg TO {role}")
+        env = dict(env_for(dbs), MIGRATE_SOURCE_DATABASE_URL=src.url(dbs.source_db, role, "reader-pw"))
+        res = run_cli("db", "plan", env=env)
+        assert res.code == 1 and "may not read pmcfg.part_config" in res.output, res.output
     src.drop_database(dbs.source_db)
     tgt.drop_database(dbs.target_db)
 
@@ -234,3 +242,31 @@ def test_a_table_forcing_row_level_security_is_named_by_the_plan_and_by_verify(d
     assert res.code == 1, res.output
     assert "tenant_rows" in res.err and "row-level security" in res.err
     assert rows(dbs.target_admin_url, "SELECT * FROM tenant_rows ORDER BY 1") == [("a", 1), ("b", 2)]
+
+
+@pytest.mark.parametrize("database_path", [None, "app, public"])
+def test_a_key_of_an_extension_type_is_split_and_narrowed(dbs: DbPair, database_path: str | None) -> None:
+    """Ranges of an ltree or citext key compare with the extension's operators: verify's pinned
+    search_path must reach them (a database search_path of its own must not change any text form)."""
+    from migrate.config import DbJobConfig
+    from migrate.db.verify import verify_databases
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql("""
+        CREATE EXTENSION ltree; CREATE EXTENSION citext;
+        CREATE TABLE paths (p ltree PRIMARY KEY, v int);
+        INSERT INTO paths SELECT ('top.' || g % 10 || '.n' || g)::ltree, g FROM generate_series(1, 3000) g;
+        CREATE TABLE tags (t citext PRIMARY KEY, rel regclass);
+        INSERT INTO tags SELECT 'Tag' || g, 'paths' FROM generate_series(1, 3000) g;
+        ANALYZE;
+    """)
+    if database_path:
+        dbs.source_cluster.execute(f"ALTER DATABASE {dbs.source_db} SET search_path = {database_path}")
+    res = run_cli("db", "copy", "--no-verify", env=env_for(dbs))
+    assert res.code == 0, res.output
+    dbs.target_sql("UPDATE paths SET v = -1 WHERE p = 'top.7.n1777'; UPDATE tags SET rel = 'tags' WHERE t = 'tag2999'")
+    cfg = DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2)
+    report = verify_databases(cfg, RecordingReporter(), split_rows=100, chunk_rows=500, key_list_max=20)
+    bad = {d.name: d.detail for d in report.diffs if d.outcome.value != "match" and not d.info_only}
+    assert set(bad) == {"public.paths", "public.tags"}, bad
+    assert "top.7.n1777" in bad["public.paths"] and "Tag2999" in bad["public.tags"], bad
