@@ -125,6 +125,8 @@ class Report:
     errors: list[str] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
     children: list[Report] = field(default_factory=list)
+    # What the operator should know but is not a problem (where a copy's journal stays, what was cleaned up)
+    notes: list[str] = field(default_factory=list)
     exit_code: int | None = None  # set when the job raised: the code the process exits with
     # Every compared item's outcome, counted, when `diffs` lists only some of them (s3 verify lists only
     # differences, and at most so many): then the counts, not the list, are the result.
@@ -231,6 +233,7 @@ class Report:
                 "phases": [asdict(p) for p in self.phases],
                 "outcomes": self.outcome_totals(),  # this report's and its parts' verification
                 "diffs": [d.to_dict() for d in self.diffs],
+                "notes": self.notes,
                 "warnings": self.warnings,
                 "errors": self.errors,
                 "totals": self.totals,

@@ -10,6 +10,8 @@ The phases, and what each one uses:
 2. database copy — `db.copier.copy_database`, `jobs` connections; it verifies itself at the end.
 3. bucket copies — `s3.copier.copy_bucket` for each pair in turn, `workers` transfers each.
 4. bucket verification — `s3.verify.verify_buckets` for each pair, after all copies.
+5. clean-up — when the whole run succeeded (everything verified), each bucket copy's journal in its
+   target (`s3.journal`) is deleted; a run that failed or differs keeps them for its rerun.
 
 Jobs run one after another on purpose: each engine owns its own concurrency and its Ctrl-C
 handling, which only works on the main thread. A failed job does not stop the others (the copies
@@ -207,6 +209,7 @@ def run_migration(
             runner.job(DB_LABEL, "verify", db_cfg.db.jobs, lambda: verify_databases(db_cfg.db, reporter))
 
     copied: list[BucketJob] = []
+    journals: list[BucketJob] = []  # the copies that keep a journal in their target
     for job in env.buckets:
         from migrate.s3.copier import copy_bucket
 
@@ -215,6 +218,8 @@ def run_migration(
                             functools.partial(copy_bucket, cfg, reporter, plan=pre.bucket_plans.get(job.name)))
         if result is not None:
             copied.append(job)
+            if result.totals.get("journal"):
+                journals.append(job)
     for job in env.buckets:
         from migrate.s3.verify import verify_buckets
 
@@ -235,9 +240,35 @@ def run_migration(
         if child.status in (Status.FAILED, Status.PARTIAL):
             why = child.error_lines()
             report.errors.append(f"{child.kind}: {why[0] if why else child.status.value}")
-    report.finish().settle()
+    report.settle()
+    _drop_journals(report, journals)
+    report.finish()
     reporter.note(f"run {env.name}: {report.status.value} in {report.seconds:.1f}s")
     return report
+
+
+def _drop_journals(report: Report, jobs: list[BucketJob]) -> None:
+    """After a run that succeeded (everything copied and verified), delete the bucket copies' journals
+    from their targets, as `s3 verify --drop-journal` does; a refused delete is a warning (the run's
+    result stands). A run that did not succeed keeps them: its rerun in a new task needs them."""
+    if not jobs:
+        return
+    if report.status is not Status.SUCCESS:
+        names = ", ".join(j.name for j in jobs)
+        report.notes.append(f"kept the copy journals of the buckets ({names}) in their targets: the run did not"
+                            " succeed; a rerun in a new task skips the objects they record")
+        return
+    from migrate.s3 import clients
+    from migrate.s3.verify import drop_copy_journal
+
+    for job in jobs:
+        child = Report(kind=job.label)
+        try:
+            drop_copy_journal(child, clients.make_client(job.config.target, workers=1), job.config)
+        except Exception as exc:  # a client that cannot even be made: still only a warning
+            child.warnings.append(f"the copy journal could not be deleted ({type(exc).__name__}: {redact(exc)})")
+        report.notes += [f"{job.label}: {n}" for n in child.notes]
+        report.warnings += [f"{job.label}: {w}" for w in child.warnings]
 
 
 class _Runner:

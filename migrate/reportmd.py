@@ -120,8 +120,11 @@ def render_markdown(report: Report, *, title: str | None = None, max_diffs: int 
     else:
         lines.append("None.")
 
+    notes = [n for c in [report, *report.children] for n in c.notes]
     warnings = [w for c in [report, *report.children] for w in c.warnings]
     errors = [(c.kind, e) for c in [report, *report.children] for e in c.errors]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in notes]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {_cell(w)}" for w in warnings]
     if errors:

@@ -301,6 +301,8 @@ def _render_report_rich(con: Any, report: Report, *, max_diffs: int, table_cls: 
             con.print(f"[dim]info: {len(info) - len(listed)} differences that do not count (owners and privileges,"
                       " expected on RDS; extension versions the target does not offer; the target's own database"
                       " settings; listed with -v or in --json)[/dim]")
+    for n in report.notes:
+        con.print(f"note: {plain_text(n)}")
     for w in report.warnings:
         con.print(f"[yellow]warning[/yellow]: {plain_text(w)}")
     for e in report.errors:

@@ -66,9 +66,9 @@ def _journal_option(func):
     return click.option("--target-journal/--no-target-journal", default=True, envvar="MIGRATE_S3_TARGET_JOURNAL",
                         show_envvar=True,
                         help="Keep a journal of verified objects in the target (folder _paas-migrate/ under the "
-                             "target prefix) while the copy is incomplete, so that a rerun with a fresh "
-                             "--state-dir (a new ECS task) skips them; deleted when the copy completes. "
-                             "On by default.")(func)
+                             "target prefix), so that a rerun with a fresh --state-dir (a new ECS task) skips "
+                             "them; kept when the copy completes, deleted by `s3 verify --drop-journal`. "
+                             "On by default; off, nothing is read, written or deleted there.")(func)
 
 
 def build_config(
@@ -190,19 +190,27 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str | None, source_
 @_shard_option
 @click.option("--report", "report_path", metavar="PATH", envvar="MIGRATE_REPORT", show_envvar=True,
               help="Write the report as JSON to PATH.")
+@click.option("--drop-journal", is_flag=True, envvar="MIGRATE_S3_DROP_JOURNAL", show_envvar=True,
+              help="When everything matches (exit 0), delete the copy journal of this source and target from "
+                   "the target (with --shard, that shard's); otherwise delete nothing.")
+@_journal_option
 @click.pass_context
 def verify_cmd(ctx: click.Context, source: str | None, target: str | None, source_endpoint_url: str | None,
                target_endpoint_url: str | None, source_region: str | None, target_region: str | None,
                source_profile: str | None, target_profile: str | None, workers: int | None, shard: str | None,
-               report_path: str | None) -> int:
-    """Re-list both buckets and compare keys, sizes, metadata and checksums. Read-only; exit 3 on differences."""
+               report_path: str | None, drop_journal: bool, target_journal: bool) -> int:
+    """Re-list both buckets and compare keys, sizes, metadata and checksums. Read-only (but --drop-journal);
+    exit 3 on differences."""
+    if drop_journal and not target_journal:
+        raise ConfigError("--drop-journal with --no-target-journal (or MIGRATE_S3_TARGET_JOURNAL=0): the journal "
+                          "is turned off, nothing would be deleted", hint="leave out one of them")
     clear_reports(report_path)
     from migrate.s3.verify import verify_buckets
 
     cfg = build_config(source, target, source_endpoint_url=source_endpoint_url,
                        target_endpoint_url=target_endpoint_url, source_region=source_region,
                        target_region=target_region, source_profile=source_profile, target_profile=target_profile,
-                       workers=workers, shard=shard)
-    return finish_job(ctx, lambda reporter: verify_buckets(cfg, reporter), kind="s3",
+                       workers=workers, shard=shard, target_journal=target_journal)
+    return finish_job(ctx, lambda reporter: verify_buckets(cfg, reporter, drop_journal=drop_journal), kind="s3",
                       source=str(cfg.source.location), target=str(cfg.target.location),
                       writers=[lambda r: write_report(r, report_path)] if report_path else [])

@@ -48,6 +48,8 @@ CONTRACT: dict[str, tuple[EnvVar, ...]] = {
         EnvVar("MIGRATE_S3_WORKERS", False, False, "parallel copies"),
         EnvVar("MIGRATE_S3_MODE", False, False, "auto | server-side | stream"),
         EnvVar("MIGRATE_S3_TARGET_JOURNAL", False, False, "0: keep no journal of verified objects in the target"),
+        EnvVar("MIGRATE_S3_DROP_JOURNAL", False, False,
+               "1 (command s3 verify): delete the copy journal from the target once everything matches"),
         EnvVar(SHARD_ENV, False, False, "I/N: copy only shard I of N (set by `ecs run --shards`)"),
     ),
 }

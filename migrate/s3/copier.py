@@ -39,7 +39,7 @@ from migrate.s3.checksums import (
     full_object_checksum,
     multipart_count,
 )
-from migrate.s3.inventory import list_in_background, list_side
+from migrate.s3.inventory import RESERVED, list_in_background, list_side
 from migrate.s3.manifest import FAILED, Manifest, Row, manifest_path
 from migrate.s3.shard import shard_of
 
@@ -767,11 +767,11 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         reporter.note(f"listing {cfg.target.location}, then copying from {cfg.source.location} as it is listed")
         n_dst, b_dst = list_side(manifest, "dst", dst, cfg.target, "target", cfg.shard)
         journal_id = manifest.path.stem
-        journal_folder = f"s3://{cfg.target.location.bucket}/{journal.folder(cfg, journal_id)}"
-        recorded = manifest.load_journal(journal.read(dst, cfg, journal_id) if cfg.target_journal else [])
+        journal_folder = journal.url(cfg, journal.folder(cfg, journal_id))
+        recorded = manifest.load_journal(journal.read(dst, cfg) if cfg.target_journal else [])
         if recorded:
-            reporter.note(f"read the journal of an earlier, incomplete run in {journal_folder} "
-                          f"({counted(recorded, 'object')} recorded)")
+            reporter.note(f"read the journal of earlier runs in s3://{cfg.target.location.bucket}/"
+                          f"{cfg.target.location.prefix}{RESERVED} ({counted(recorded, 'object')} recorded)")
         writer = journal.Writer(dst, cfg, journal_id) if cfg.target_journal else None
         dst_seconds = time.monotonic() - t0
         manifest.start_source()
@@ -839,17 +839,19 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,
             "journal_verified": manifest.journal_matched,
         }
-        if writer is not None and not status["failed"][0] and not status["pending"][0]:
-            # Every object is done: the journal (kept only for incomplete copies) is removed, so the target
-            # holds only the data. A later run in a fresh task matches by ETag alone (README: SSE-KMS targets).
-            writer.close(flush=False)
+        if writer is not None:
+            # The journal is kept, also when every object is done: the final top-up of a cutover runs in a
+            # new task (no manifest) and matches SSE-KMS objects only through it. `s3 verify --drop-journal`
+            # or a successful `run` deletes it once the copy is verified.
+            _close_journal(writer)
+            if writer.objects or recorded:
+                # this run's folder, or where the earlier runs' folders are (other shards) if it wrote none
+                where = journal_folder if writer.objects else journal.url(cfg, cfg.target.location.prefix + RESERVED)
+                report.totals["journal"] = where
+                report.notes.append(f"the copy journal stays in {where} so that a later run in a new task"
+                                    " skips verified objects; `s3 verify --drop-journal` removes it once the final"
+                                    " copy is verified")
             writer = None
-            deleted, problem = journal.delete(dst, cfg, journal_id)
-            if problem:
-                report.warnings.append(f"the copy journal {journal_folder} could not be deleted ({problem}): remove it"
-                                       " (it only records this copy's progress; s3 verify ignores it)")
-            elif deleted:
-                log.info("deleted the copy journal %s (%d objects)", journal_folder, deleted)
         size_only, pending = status["size-only"][0], status["pending"][0]
         if size_only:
             report.warnings.append(f"{counted(size_only, 'object')} {_is(size_only)} size-only: the source offers no"
@@ -888,7 +890,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
 
 
 def _close_journal(writer: journal.Writer | None) -> None:
-    """The last flush of a run that did not complete (failed objects, an error, Ctrl-C, SIGTERM)."""
+    """The last flush of a run, complete or not (failed objects, an error, Ctrl-C, SIGTERM)."""
     if writer is not None:
         writer.close(flush=True)
         if writer.written:

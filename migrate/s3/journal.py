@@ -1,13 +1,17 @@
-"""The copy's journal in the target bucket: what a run verified, kept while the copy is incomplete.
+"""The copy's journal in the target bucket: what each run verified, kept until the copy is verified.
 
 The local manifest (--state-dir) is lost when a rerun is a new ECS task with a fresh disk. A rerun
 then matches only objects whose target ETag equals the source's, and copies again every object whose
 ETag differs by design (all of them in an SSE-KMS bucket; single-part sources uploaded in parts). So
 each run appends what it verified to small gzip'd JSON-lines objects under
 `<target prefix>_paas-migrate/<manifest id>/`, flushed in the background (every FLUSH_SECONDS or
-FLUSH_ENTRIES objects, and when the run ends), and a run reads them back before planning: an object
-still listed with the recorded size and ETag on the source, and the recorded ETag and size on the
-target, is done. The folder is deleted when a copy ends with every object done; every listing of
+FLUSH_ENTRIES objects, and when the run ends), and a run reads back the folders of its job (the
+unsharded one and every shard's) before planning: an object still listed with the recorded size and
+ETag on the source, and the recorded ETag and size on the target, is done. A run appends only what it
+copied and verified itself, so the journal grows with the copies, not with the reruns.
+
+A completed copy keeps its journal (the final top-up of a cutover, in a new task, needs it); `s3 verify
+--drop-journal` and a successful `run` delete it (drop()) once the copy is verified. Every listing of
 plan, copy and verify leaves it out (inventory.RESERVED).
 """
 
@@ -17,6 +21,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -27,6 +32,8 @@ from typing import Any
 from migrate.config import S3CopyConfig
 from migrate.s3 import clients
 from migrate.s3.inventory import RESERVED
+from migrate.s3.manifest import job_name
+from migrate.s3.shard import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +43,43 @@ MAX_BUFFERED = 30_000  # entries waiting for a slow flush before add() waits (bo
 CLOSE_SECONDS = 20.0  # the last flush at the end of a run (an ECS stop leaves 30 s before SIGKILL)
 
 
+_SHARD_SUFFIX = re.compile(r"(-shard[0-9]+of[0-9]+)?/")
+
+
 def folder(cfg: S3CopyConfig, manifest_id: str) -> str:
     """The journal's folder (a key prefix in the target bucket) for one job or shard."""
     return f"{cfg.target.location.prefix}{RESERVED}{manifest_id}/"
+
+
+def url(cfg: S3CopyConfig, key_prefix: str) -> str:
+    return f"s3://{cfg.target.location.bucket}/{key_prefix}"
+
+
+def _job_keys(client: Any, cfg: S3CopyConfig, job: str | None = None,
+              only_shard: bool = False) -> dict[str, list[str]]:
+    """The journal objects of one source → target job, by folder: the folders named after the job
+    (manifest.job_name) alone or with a shard suffix, as `s3 copy` and `ecs run --shards` name them.
+    With `only_shard` and a sharded cfg, only that shard's folder. Read-only; raises what S3 raises."""
+    job = job or job_name(cfg)
+    base = cfg.target.location.prefix + RESERVED + job
+    wanted = f"-shard{cfg.shard[0]}of{cfg.shard[1]}/" if only_shard and cfg.shard else None
+    out: dict[str, list[str]] = {}
+    for key in journal_keys(client, cfg.target.location.bucket, base):
+        rest = key[len(base):]
+        m = _SHARD_SUFFIX.match(rest)
+        if not m or (wanted is not None and m.group(0) != wanted):
+            continue  # another job whose name starts with this one's, or another shard
+        out.setdefault(base + m.group(0), []).append(key)
+    return out
+
+
+def job_folders(client: Any, cfg: S3CopyConfig) -> list[str]:
+    """The folders (key prefixes) of this job's journal in the target; a refusal to list counts as none."""
+    try:
+        return sorted(_job_keys(client, cfg))
+    except Exception as exc:
+        log.debug("could not list the copy journal of %s: %s", cfg.target.location, clients.error_code(exc))
+        return []
 
 
 @dataclass(slots=True)
@@ -96,22 +137,29 @@ def any_journal(client: Any, cfg: S3CopyConfig) -> str | None:
     return None
 
 
-def read(client: Any, cfg: S3CopyConfig, manifest_id: str, batch: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
-    """The journal's entries as manifest rows (Entry.row), in batches, oldest object first (so a later
-    entry for a key replaces an earlier one). Read-only. A journal object that cannot be read or parsed
-    is skipped with a warning: its objects are then planned as usual (copied again if their ETags differ)."""
-    bucket, prefix = cfg.target.location.bucket, folder(cfg, manifest_id)
+def read(client: Any, cfg: S3CopyConfig, job: str | None = None,
+         batch: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+    """The entries of this job's journal (every folder of it: unsharded and each shard's, so a run
+    sharded otherwise than an earlier one still finds its objects; a sharded run keeps only the keys
+    of its shard) as manifest rows (Entry.row), in batches, oldest object first (by the run's start
+    time and its sequence, across folders: a later entry for a key replaces an earlier one).
+    Read-only. A journal object that cannot be read or parsed is skipped with a warning: its objects
+    are then planned as usual (copied again if their ETags differ)."""
+    bucket = cfg.target.location.bucket
     rows: list[tuple[Any, ...]] = []
     try:
-        keys = list(journal_keys(client, bucket, prefix))  # a few per 10,000 objects or 30 s of a run
+        by_folder = _job_keys(client, cfg, job)  # a few objects per 10,000 copied or 30 s of a run
     except Exception as exc:
-        log.warning("could not list the copy journal s3://%s/%s (%s): objects an earlier run verified may be "
-                    "copied again", bucket, prefix, clients.error_code(exc))
+        log.warning("could not list the copy journal under s3://%s/%s (%s): objects an earlier run verified may "
+                    "be copied again", bucket, cfg.target.location.prefix + RESERVED, clients.error_code(exc))
         return
+    keys = sorted((k for ks in by_folder.values() for k in ks), key=lambda k: (k.rsplit("/", 1)[-1], k))
     for key in keys:
         try:
             data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
             for entry in _entries(data):
+                if cfg.shard and shard_of(entry.key, cfg.shard[1]) != cfg.shard[0]:
+                    continue
                 rows.append(entry.row())
                 if len(rows) >= batch:
                     yield rows
@@ -123,23 +171,37 @@ def read(client: Any, cfg: S3CopyConfig, manifest_id: str, batch: int = 5000) ->
         yield rows
 
 
-def delete(client: Any, cfg: S3CopyConfig, manifest_id: str) -> tuple[int, str | None]:
-    """Delete the journal's objects; (deleted, problem). A refusal (no s3:DeleteObject) is returned
-    as the problem, never raised."""
-    bucket, prefix = cfg.target.location.bucket, folder(cfg, manifest_id)
-    deleted = 0
+@dataclass(slots=True)
+class Dropped:
+    """What drop() did: the folders it found, how many objects it deleted, and why it stopped (None: all)."""
+
+    folders: list[str]
+    deleted: int = 0
+    problem: str | None = None
+
+
+def drop(client: Any, cfg: S3CopyConfig, job: str | None = None) -> Dropped:
+    """Delete this job's journal: every folder of the source → target job, or with a sharded cfg only
+    that shard's folder (a shard's verification proves only its keys). Other jobs' journals under the
+    same target prefix are left alone. A refusal (no s3:DeleteObject) is returned as the problem,
+    never raised."""
+    bucket = cfg.target.location.bucket
+    result = Dropped([])
     try:
-        keys = list(journal_keys(client, bucket, prefix))
+        by_folder = _job_keys(client, cfg, job, only_shard=True)
+        result.folders = sorted(by_folder)
+        keys = [k for f in result.folders for k in by_folder[f]]
         for i in range(0, len(keys), 1000):
             resp = client.delete_objects(Bucket=bucket, Delete={
                 "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
             errors = resp.get("Errors") or []
-            deleted += len(keys[i:i + 1000]) - len(errors)
+            result.deleted += len(keys[i:i + 1000]) - len(errors)
             if errors:
-                return deleted, str(errors[0].get("Code") or "refused")
+                result.problem = str(errors[0].get("Code") or "refused")
+                return result
     except Exception as exc:
-        return deleted, clients.error_code(exc)
-    return deleted, None
+        result.problem = clients.error_code(exc)
+    return result
 
 
 class Writer:

@@ -64,11 +64,16 @@ class Row:
 MetadataCheck = Callable[[list[Row]], dict[str, str]]
 
 
-def manifest_path(cfg: S3CopyConfig) -> Path:
-    """One file per (source, target, shard): shards of one copy never share a manifest."""
+def job_name(cfg: S3CopyConfig) -> str:
+    """The name of one source → target job, shards aside: `s3-<source bucket>-<16 hex digits>`."""
     ident = f"{cfg.source.location}|{cfg.target.location}"
     digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    name = f"s3-{cfg.source.location.bucket}-{digest}"
+    return f"s3-{cfg.source.location.bucket}-{digest}"
+
+
+def manifest_path(cfg: S3CopyConfig) -> Path:
+    """One file per (source, target, shard): shards of one copy never share a manifest."""
+    name = job_name(cfg)
     if cfg.shard:
         name += f"-shard{cfg.shard[0]}of{cfg.shard[1]}"
     return Path(cfg.state_dir) / f"{name}.sqlite"

@@ -31,8 +31,8 @@ def plan_copy(cfg: S3CopyConfig) -> Plan:
         try:
             t0 = time.monotonic()
             n_src, b_src, n_dst, _ = list_both_sides(manifest, src, dst, cfg)
-            # An incomplete copy's journal in the target (read-only): what it verified counts as done.
-            manifest.load_journal(journal.read(dst, cfg, manifest_path(cfg).stem) if cfg.target_journal else [])
+            # The journal of earlier runs of this job in the target (read-only): what they verified counts as done.
+            manifest.load_journal(journal.read(dst, cfg) if cfg.target_journal else [])
             list_seconds = time.monotonic() - t0
             plan = plan_from_manifest(cfg, manifest, n_src, b_src, n_dst)
             first = next(iter(manifest.todo(page=1)), None)

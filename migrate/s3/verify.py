@@ -2,7 +2,8 @@
 
 Content is compared by ETag when equal (an MD5 or MD5-of-MD5s that S3 computed on each side), else by a
 full-object additional checksum both sides carry (HeadObject with ChecksumMode), else by streaming both
-objects through SHA-256 (bounded memory). Read-only on both sides.
+objects through SHA-256 (bounded memory). Read-only on both sides, but for `--drop-journal`: once
+everything matches, the copy's journal (migrate.s3.journal) is deleted from the target.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 
 from migrate.config import S3CopyConfig, redact
 from migrate.memory import bound_heap
-from migrate.model import Diff, Outcome, PhaseResult, Report
-from migrate.progress import Reporter
+from migrate.model import Diff, Outcome, PhaseResult, Report, Status
+from migrate.progress import Reporter, counted
 from migrate.s3 import clients, journal, metadata
 from migrate.s3.checksums import MD5_ETAG, MULTIPART_ETAG, full_object_checksum, strip_etag
-from migrate.s3.inventory import list_both_sides
+from migrate.s3.inventory import RESERVED, list_both_sides
 from migrate.s3.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,12 @@ class _Checker:
             return Outcome.ERROR, f"{clients.error_code(exc)}: {redact(exc)}"
 
 
-def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
+def verify_buckets(cfg: S3CopyConfig, reporter: Reporter, *, drop_journal: bool = False) -> Report:
     """Compare source and target object by object: match / differ / missing on target / extra on target.
 
-    Read-only on both sides; does not consult or change the copy's manifest.
+    Read-only on both sides; does not consult or change the copy's manifest. With `drop_journal`, and
+    only when everything matches (status success), the copy's journal of this job (or shard) is then
+    deleted from the target (drop_copy_journal).
     """
     bound_heap()
     report = Report(kind="s3", source=str(cfg.source.location), target=str(cfg.target.location))
@@ -141,16 +144,47 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter) -> Report:
                                              note=", ".join(f"{v:,} {k}" for k, v in counts.items())))
         finally:
             inv.close()
-    leftover = journal.any_journal(dst, cfg)
-    if leftover:
-        report.warnings.append(f"an incomplete copy's journal is in the target (s3://{cfg.target.location.bucket}/"
-                               f"{leftover}): not compared (it is the copy's own record, deleted when that copy"
-                               " completes)")
     report.totals = {"objects": n_src, "bytes": b_src, "target_objects": n_dst, **counts}
     report.outcome_tally = dict(counts)
     unlisted = sum(v for k, v in counts.items() if k != Outcome.MATCH.value) - kept
     if unlisted:
         report.warnings.append(f"only the first {kept:,} differences are listed ({unlisted:,} more); "
                                "the totals count all of them")
-    report.finish()
-    return report.settle()
+    report.finish().settle()
+    if cfg.target_journal:
+        said: list[str] = []  # journal folders already named in the report
+        if drop_journal and report.status is Status.SUCCESS:
+            said = drop_copy_journal(report, dst, cfg)
+        elif drop_journal:
+            said = journal.job_folders(dst, cfg)
+            if said:
+                report.notes.append(f"kept the copy journal {_urls(cfg, said)}: --drop-journal deletes it only after"
+                                    " a verification that matches (a rerun of the copy in a new task needs it)")
+        leftover = journal.any_journal(dst, cfg)
+        if leftover and leftover not in said:
+            report.notes.append(f"a copy journal is in the target ({journal.url(cfg, leftover)}): not compared (the"
+                                " copy's own record); `s3 verify --drop-journal` removes it once the final copy is"
+                                " verified")
+    return report
+
+
+def drop_copy_journal(report: Report, client: Any, cfg: S3CopyConfig) -> list[str]:
+    """Delete the copy journal of this source → target job (of its shard, with --shard) once it is
+    verified, saying so in `report`: a note, or a warning naming what is left if the target credential
+    may not delete there (s3:DeleteObject). Never raises: the verification's result stands. Returns
+    the folders the warning names (none if all went)."""
+    done = journal.drop(client, cfg)
+    if done.problem:
+        left = _urls(cfg, done.folders) if done.folders else journal.url(cfg, cfg.target.location.prefix + RESERVED)
+        report.warnings.append(f"the copy journal {left} could not be deleted ({done.problem}): remove it, or give"
+                               " the target credential s3:DeleteObject there")
+        return done.folders
+    if done.folders:
+        report.notes.append(f"deleted the copy journal {_urls(cfg, done.folders)} ({counted(done.deleted, 'object')}):"
+                            " the copy is verified")
+        log.info("deleted the copy journal %s (%d objects)", _urls(cfg, done.folders), done.deleted)
+    return []
+
+
+def _urls(cfg: S3CopyConfig, folders: list[str]) -> str:
+    return ", ".join(journal.url(cfg, f) for f in folders)

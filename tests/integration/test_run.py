@@ -341,6 +341,46 @@ target_credentials = {{ access_key_id = "env:TGT_KEY", secret_access_key = "env:
     assert again.children[1].totals["copied"] == 0  # the export bucket resumed from its manifest
 
 
+@pytest.mark.s3
+def test_a_successful_run_deletes_the_copy_journals_a_differing_run_keeps_them(buckets: Any, tmp_path: Path) -> None:
+    """The copy keeps its journal in the target (a rerun in a new task needs it); `run` deletes it once
+    everything is verified, not before."""
+    for i in range(5):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"docs/{i}.pdf", Body=b"%PDF" * (i + 1))
+    plan = tmp_path / "buckets.toml"
+    plan.write_text(f"""
+[environments.test.buckets.docs]
+source = "s3://{buckets.source_bucket}"
+source_endpoint_url = "{buckets.endpoint_url}"
+source_credentials = {{ access_key_id = "env:SRC_KEY", secret_access_key = "env:SRC_SECRET" }}
+target = "s3://{buckets.target_bucket}"
+target_endpoint_url = "{buckets.endpoint_url}"
+target_region = "{REGION}"
+target_credentials = {{ access_key_id = "env:TGT_KEY", secret_access_key = "env:TGT_SECRET" }}
+""")
+    env = {"SRC_KEY": SOURCE_KEYS["access_key_id"], "SRC_SECRET": SOURCE_KEYS["secret_access_key"],
+           "TGT_KEY": TARGET_KEYS["access_key_id"], "TGT_SECRET": TARGET_KEYS["secret_access_key"],
+           "MIGRATE_STATE_DIR": str(tmp_path / "state")}
+
+    def journal_keys() -> list[str]:
+        return [k for k in _target_keys(buckets) if k.startswith("_paas-migrate/")]
+
+    # an object only on the target: the verification differs (exit 3) and the journal stays
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="stray.txt", Body=b"x")
+    res = run_cli("run", "--plan", str(plan), "--env", "test", "--json", env=env)
+    assert res.code == ExitCode.DIFFERENCES, res.err[-3000:]
+    report = json.loads(res.out)
+    assert journal_keys(), "a run that did not succeed keeps the copy journal"
+    assert any("kept the copy journals of the buckets (docs)" in n for n in report["notes"]), report["notes"]
+
+    buckets.target.delete_object(Bucket=buckets.target_bucket, Key="stray.txt")
+    res = run_cli("run", "--plan", str(plan), "--env", "test", env={**env, "MIGRATE_STATE_DIR": str(tmp_path / "new")})
+    assert res.code == ExitCode.SUCCESS, res.err[-3000:]
+    assert journal_keys() == []
+    assert "note: bucket docs: deleted the copy journal s3://" in res.out, res.out
+    assert _target_keys(buckets) == [f"docs/{i}.pdf" for i in range(5)]
+
+
 # ---- the orchestration rules, with fake engines ----
 
 

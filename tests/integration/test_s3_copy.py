@@ -92,7 +92,7 @@ def _no_checksum_client(b: BucketPair) -> Any:
 
 
 def _target_keys(b: BucketPair) -> set[str]:
-    """The target's objects, without the journal an incomplete copy keeps there (test_s3_journal.py)."""
+    """The target's objects, without the journal a copy keeps there (test_s3_journal.py)."""
     pages = b.target.get_paginator("list_objects_v2").paginate(Bucket=b.target_bucket)
     return {o["Key"] for p in pages for o in p.get("Contents", []) if not o["Key"].startswith("_paas-migrate/")}
 
@@ -584,12 +584,15 @@ def test_a_prefix_is_a_folder_on_both_sides(buckets: BucketPair, tmp_path: Path)
     for n, (source, target) in enumerate((("exports/", "archive"), ("data", "new"))):
         res = run_cli("s3", "copy", *args(source, target, "--state-dir", str(tmp_path / f"s{n}")), env=buckets.env())
         assert res.code == 0, res.output
-    assert _target_keys(buckets) == {"archive/a.csv", "archive/sub/b.csv", "new/x.csv"}
+    copied = {"archive/a.csv", "archive/sub/b.csv", "new/x.csv"}
+    # each copy's journal is in its own target folder
+    assert {k.split("/_paas-migrate/")[0] for k in _target_keys(buckets) - copied} == {"archive", "new"}
     assert _body(buckets.target, buckets.target_bucket, "archive/a.csv") == b"exports/a.csv"
     for source, target in (("exports/", "archive"), ("exports", "archive/"), ("data", "new/")):
-        res = run_cli("s3", "verify", *args(source, target, "--json"), env=buckets.env())
+        res = run_cli("s3", "verify", *args(source, target, "--json", "--drop-journal"), env=buckets.env())
         assert res.code == 0, res.output
     assert json.loads(res.out)["totals"]["match"] == 1  # data/x.csv only
+    assert _target_keys(buckets) == copied  # the journals went with --drop-journal
 
 
 def test_a_target_inside_the_source_is_refused(buckets: BucketPair, tmp_path: Path) -> None:

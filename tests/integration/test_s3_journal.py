@@ -1,6 +1,8 @@
 """The copy's journal in the target bucket: a rerun with a fresh --state-dir (a new ECS task, a new disk)
-skips what an earlier, incomplete run verified, also where the target's ETags cannot match the
-source's (SSE-KMS; single-part sources uploaded in parts). Real S3 API server over HTTP (moto)."""
+skips what an earlier run verified (interrupted or completed: a completed copy keeps its journal),
+also where the target's ETags cannot match the source's (SSE-KMS; single-part sources uploaded in
+parts); `s3 verify --drop-journal` deletes it once everything matches. Real S3 API server over HTTP
+(moto)."""
 
 from __future__ import annotations
 
@@ -151,7 +153,7 @@ def test_rerun_with_a_fresh_state_dir_skips_what_an_interrupted_run_verified(
     assert report.totals["journal_verified"] == len(journaled)
     plan_note = next(p.note for p in report.phases if p.name == "plan")
     assert f"{len(journaled)} objects verified by an earlier run (journal in the target)" in plan_note, plan_note
-    assert _listing(buckets, FOLDER) == {}  # complete: the journal is gone
+    assert set(_journal(buckets)) == done | (set(keys) - done)  # complete: the journal stays, with both runs'
     v = verify_buckets(_cfg(buckets, tmp_path / "v"), RecordingReporter())
     assert v.status is Status.SUCCESS and v.totals["match"] == len(keys), v.to_dict()
 
@@ -186,7 +188,7 @@ def test_sse_kms_target_rerun_copies_nothing_already_verified(
     assert report.totals["verified"] == len(keys)
 
 
-def test_completed_copy_leaves_no_journal_and_verify_ignores_a_leftover_one(
+def test_completed_copy_keeps_its_journal_and_verify_notes_it(
         buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(12):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"obj/{i:02d}", Body=f"body {i}".encode())
@@ -198,17 +200,87 @@ def test_completed_copy_leaves_no_journal_and_verify_ignores_a_leftover_one(
     assert res.code == 3, res.output
     out = json.loads(res.out)
     assert out["outcomes"]["extra on target"] == 0 and out["outcomes"]["missing on target"] == 12 - len(done)
-    assert any("an incomplete copy's journal is in the target" in w for w in out["warnings"]), out["warnings"]
+    assert any("a copy journal is in the target" in n and "--drop-journal" in n for n in out["notes"]), out
 
-    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path / "task2", "--json"), env=buckets.env())
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path / "task2"), env=buckets.env())
     assert res.code == 0, res.output
-    assert json.loads(res.out)["totals"]["copied"] == 12 - len(done)
-    assert _listing(buckets, FOLDER) == {}, "a completed copy deletes its journal"
+    folder = f"s3://{buckets.target_bucket}/{FOLDER}s3-{buckets.source_bucket}-"
+    line = next(ln for ln in res.out.splitlines() if ln.startswith("note: the copy journal stays in "))
+    assert folder in line and "`s3 verify --drop-journal` removes it once the final copy is verified" in line, line
+    assert set(_journal(buckets)) == {f"obj/{i:02d}" for i in range(12)}, "a completed copy keeps its journal"
     res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert res.code == 0, res.output
     out = json.loads(res.out)
     assert out["outcomes"]["extra on target"] == 0 and out["outcomes"]["match"] == 12
     assert not any("journal" in w for w in out["warnings"]), out["warnings"]
+    assert any(f"a copy journal is in the target ({folder}" in n for n in out["notes"]), out["notes"]
+    assert _listing(buckets, FOLDER), "verify without --drop-journal deletes nothing"
+
+
+def test_completed_copy_then_a_new_task_into_an_sse_kms_target_uploads_nothing(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cutover runbook in ECS: the day before, a copy completes (as two shards); the final run is a
+    new task with an empty state dir (unsharded, as `run` copies), into an SSE-KMS bucket where no ETag
+    matches the source's. It copies nothing: the completed copy kept its journal."""
+    from tests.integration.test_s3_copy import _put_multipart
+
+    keys = [f"k{i:02d}" for i in range(10)]
+    for key in keys:
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=os.urandom(700))
+    _put_multipart(buckets.source, buckets.source_bucket, "a-multi", [5 * 1024 * 1024, 1000])
+    keys.append("a-multi")
+    written: list[str] = []
+    _wrap_target(monkeypatch, buckets, written, kms=True)
+    for shard in ((1, 2), (2, 2)):
+        day_before = copy_bucket(_cfg(buckets, tmp_path / f"day-before-{shard[0]}", shard=shard),
+                                 RecordingReporter())
+        assert day_before.status is Status.SUCCESS, day_before.to_dict()
+        assert any(n.startswith("the copy journal stays in s3://") and "-shard" in n for n in day_before.notes)
+    assert _copied(written) == set(keys)
+    assert set(_journal(buckets)) == set(keys)
+    written.clear()
+
+    report = copy_bucket(_cfg(buckets, tmp_path / "final-task"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert written == [], written  # neither an object nor a journal entry
+    assert report.totals["copied"] == 0 and report.totals["journal_verified"] == len(keys), report.totals
+    assert report.totals["verified"] == len(keys)
+
+
+def test_verify_drop_journal_deletes_it_after_a_verification_that_matches_only(
+        buckets: BucketPair, tmp_path: Path) -> None:
+    for i in range(6):
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"obj/{i}", Body=f"body {i}".encode())
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path / "task1"), env=buckets.env())
+    assert res.code == 0, res.output
+    ours = _listing(buckets, FOLDER)
+    assert ours
+    (job,) = {k.split("/")[1] for k in ours}
+    # a folder of the same job's shards (ecs run --shards) goes too; another job's journal stays
+    gz = gzip.compress(b"")
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key=f"{FOLDER}{job}-shard1of2/0-1-x.jsonl.gz", Body=gz)
+    other = f"{FOLDER}s3-elsewhere-0123456789abcdef/0-1-x.jsonl.gz"
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key=other, Body=gz)
+    verify_args = _cli_args(buckets, tmp_path)[:8]
+
+    # a difference: nothing is deleted, and the output says so
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="obj/0", Body=b"changed")
+    res = run_cli("s3", "verify", *verify_args, "--drop-journal", "--json", env=buckets.env())
+    assert res.code == 3, res.output
+    notes = json.loads(res.out)["notes"]
+    assert any(n.startswith("kept the copy journal ") and f"s3://{buckets.target_bucket}/{FOLDER}{job}/" in n
+               and f"{job}-shard1of2/" in n and "only after a verification that matches" in n for n in notes), notes
+    assert set(_listing(buckets, FOLDER)) == {*ours, f"{FOLDER}{job}-shard1of2/0-1-x.jsonl.gz", other}
+    # turned off, --drop-journal is a usage error
+    res = run_cli("s3", "verify", *verify_args, "--drop-journal", "--no-target-journal", env=buckets.env())
+    assert res.code == 2 and "--no-target-journal" in res.err, res.output
+
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="obj/0", Body=b"body 0")
+    res = run_cli("s3", "verify", *verify_args, env={**buckets.env(), "MIGRATE_S3_DROP_JOURNAL": "1"})
+    assert res.code == 0, res.output
+    assert "note: deleted the copy journal" in res.out and f"{job}-shard1of2/" in res.out, res.out
+    assert set(_listing(buckets, FOLDER)) == {other}
+    assert "note: a copy journal is in the target" in res.out  # the other job's, still noted
 
 
 def test_an_object_changed_since_the_journal_recorded_it_is_copied_again(
@@ -310,11 +382,12 @@ def test_sigterm_flushes_the_journal(buckets: BucketPair, tmp_path: Path) -> Non
 
 def test_a_journal_that_may_not_be_deleted_is_a_warning_naming_it(
         buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No s3:DeleteObject on the folder: S3 answers DeleteObjects with an AccessDenied per key. The copy
-    is still a success; the report names the folder to remove."""
+    """No s3:DeleteObject on the folder: S3 answers DeleteObjects with an AccessDenied per key. The
+    verification is still a success (exit 0); the report names the folder to remove."""
     for i in range(8):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}", Body=b"v" * (i + 1))
-    _interrupted_copy(monkeypatch, _cfg(buckets, tmp_path / "task1", sse="AES256"), results=3)
+    report = copy_bucket(_cfg(buckets, tmp_path / "task1", sse="AES256"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
     left = _listing(buckets, FOLDER)
     assert left
     head = buckets.target.head_object(Bucket=buckets.target_bucket, Key=next(iter(left)))
@@ -337,9 +410,10 @@ def test_a_journal_that_may_not_be_deleted_is_a_warning_naming_it(
         return NoDelete(client) if side.location.bucket == buckets.target_bucket else client
 
     monkeypatch.setattr(clients, "make_client", make)
-    report = copy_bucket(_cfg(buckets, tmp_path / "task2", sse="AES256"), RecordingReporter())
-    assert report.status is Status.SUCCESS, report.to_dict()
+    v = verify_buckets(_cfg(buckets, tmp_path / "v"), RecordingReporter(), drop_journal=True)
+    assert v.status is Status.SUCCESS and v.status.exit_code() == 0, v.to_dict()
     folder = f"s3://{buckets.target_bucket}/{FOLDER}"
     assert any(w.startswith(f"the copy journal {folder}") and "AccessDenied" in w and "remove it" in w
-               for w in report.warnings), report.warnings
+               for w in v.warnings), v.warnings
+    assert not any("deleted" in n for n in v.notes), v.notes
     assert _listing(buckets, FOLDER) == left
