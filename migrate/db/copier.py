@@ -49,7 +49,7 @@ from psycopg import sql
 from migrate.config import DatabaseURL, DbCopyConfig, redact
 from migrate.db import dbsettings, extensions, layout, resume
 from migrate.db import inventory as inv
-from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified
+from migrate.db.connect import begin_snapshot_reader, connect, psql_no_timeouts, qualified, quote_ident
 from migrate.db.pgtools import (
     ChildProcesses,
     libpq_target,
@@ -68,6 +68,7 @@ BLOCK = 128 * 1024
 SMALL_COPY_BYTES = 4 * 1024 * 1024  # tables/ranges up to this size are read over a worker's own session
 FREEZE_MIN_BYTES = 1024 * 1024  # whole tables above this size are loaded frozen
 SEQUENCES_PER_QUERY = 200
+AUTOVACUUM_OFF_BYTES = 16 * 1024 * 1024  # tables above this size load with autovacuum paused on them
 ANALYZE_BATCH = 50  # small tables analyzed per statement in the analyze phase...
 ANALYZE_ALONE_BYTES = 8 * 1024 * 1024  # ...and tables above this size one per statement
 PIPE_SIZE = 1024 * 1024
@@ -243,6 +244,7 @@ class _Copier:
         self.bytes = 0
         self.early_built: set[tuple[int, int]] = set()
         self.restored: set[tuple[int, int]] = set()  # post-data entries an interrupted run restored
+        self.autovacuum_paused: dict[str, list[str]] = {}  # quoted table -> its reloptions on the source
         self.target_has: set[tuple[int, int]] = set()  # pre-data entries for what the target has (extensions' schemas)
         self._watch: _BuildWatch | None = None  # the data phase's index build and ANALYZE percentages
         self._count_lock = threading.Lock()
@@ -285,14 +287,22 @@ class _Copier:
                 self._phase("pre-data", 1, self.create_extensions, merge=True)
                 self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
                 self._record(lambda c: resume.mark(c, resume.STEP, "", "pre-data"))
-            self._phase("data", jobs, self.copy_data)
+            self.pause_autovacuum()
+            try:
+                self._phase("data", jobs, self.copy_data)
+            except BaseException:
+                self.restore_autovacuum(quick=True)
+                raise
             self._close_idle_connections()
             self._phase("large objects", 1, self._guard("copying large objects", self.copy_large_objects))
             self._phase("sequences", 1, self._guard("setting sequences", self.copy_sequences))
             self.release_snapshot()
             self._close_idle_connections()
             self._phase("post-data", jobs, self.post_data)
-        self._phase("analyze", jobs, self._guard("analyzing the target", self.analyze))
+        try:
+            self._phase("analyze", jobs, self._guard("analyzing the target", self.analyze))
+        finally:
+            self.restore_autovacuum(quick=False)
         self._close_idle_connections()
         if self.state is not None:
             self._record(resume.drop_state)  # the copy is complete: nothing left to resume
@@ -517,6 +527,61 @@ class _Copier:
         with self._conns_lock:
             self._conns.append(conn)
         log.info("exported source snapshot %s", self.snapshot)
+
+    def pause_autovacuum(self) -> None:
+        """Pause autovacuum on the big tables for the load (ALTER TABLE ... SET (autovacuum_enabled =
+        false), as their owner). Autovacuum visits a freshly loaded table within a minute; its VACUUM
+        takes a lock that an index build or ADD CONSTRAINT on that table then waits for until the
+        server cancels the VACUUM (deadlock_timeout: 1 s each), and it spends target CPU on pages
+        the load is still writing. restore_autovacuum() puts each table's own setting back (the
+        source's: also right after an interrupted run paused them). Best effort: a refusal only
+        leaves autovacuum on."""
+        coord = self._coordinator
+        assert coord is not None
+        big = [t for t in self.detail.source.tables
+               if t.bytes >= AUTOVACUUM_OFF_BYTES and t.config_filter is None]
+        if not big:
+            return
+        rows = coord.execute("SELECT c.oid::bigint, c.reloptions FROM pg_catalog.pg_class c WHERE c.oid = ANY(%s)",
+                             ([t.oid for t in big],)).fetchall()
+        own = {int(oid): list(opts or []) for oid, opts in rows}
+        rels = {qualified(t.schema, t.name): own.get(t.oid, []) for t in big}
+        try:
+            conn = self._target()
+            with conn.transaction():
+                for rel in rels:
+                    conn.execute(f"ALTER TABLE ONLY {rel} SET (autovacuum_enabled = false)".encode())
+            conn.commit()
+            self.autovacuum_paused = rels
+            log.info("autovacuum paused on %d tables for the load", len(rels))
+        except psycopg.Error as exc:
+            log.info("autovacuum not paused (%s)", _first_line(str(exc)))
+
+    def restore_autovacuum(self, *, quick: bool) -> None:
+        """Each paused table's storage options as on the source, in its order. `quick`
+        (the copy failed or was interrupted): waits for no lock; what stays paused is put back by
+        the resumed copy, or dropped by --clean."""
+        rels, self.autovacuum_paused = self.autovacuum_paused, {}
+        if not rels:
+            return
+        try:
+            with connect(self.cfg.db.target, "target") as conn:
+                if quick:
+                    conn.execute("SET lock_timeout = '2s'")
+                with conn.transaction():
+                    for rel, options in rels.items():
+                        # The source's options, in its order (SET appends: the order is part of the
+                        # definition pg_dump and verify compare).
+                        pairs = [o.split("=", 1) for o in options]
+                        names = ", ".join(["autovacuum_enabled", *(quote_ident(k) for k, _ in pairs)])
+                        conn.execute(f"ALTER TABLE ONLY {rel} RESET ({names})".encode())
+                        if pairs:
+                            values = ", ".join(f"{quote_ident(k)} = {sql.Literal(v).as_string(None)}" for k, v in pairs)
+                            conn.execute(f"ALTER TABLE ONLY {rel} SET ({values})".encode())
+        except (psycopg.Error, MigrateError) as exc:
+            self.report.warnings.append(
+                f"autovacuum stays paused on {counted(len(rels), 'table')} of the target"
+                f" ({_first_line(str(exc))}): --resume or --clean puts it back")
 
     def release_snapshot(self) -> None:
         """End the coordinator's transaction and close the workers' source sessions (the data is read)."""

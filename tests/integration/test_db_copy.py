@@ -1066,3 +1066,49 @@ def test_jobs_beyond_a_connection_limit_are_refused_by_the_plan(dbs) -> None:  #
         assert res.code == 0, res.output
     finally:
         dbs.source_cluster.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_autovacuum_is_paused_on_big_tables_during_the_load_and_put_back(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A freshly loaded table draws autovacuum, whose lock an index build then waits for (a second,
+    until the server cancels it): paused for the load, each table's own setting back at the end."""
+    from migrate.config import DbCopyConfig, DbJobConfig
+    from migrate.db import copier
+    from migrate.progress import RecordingReporter
+
+    dbs.source_sql("CREATE TABLE plain (id int PRIMARY KEY); INSERT INTO plain SELECT generate_series(1, 1000);"
+                   "CREATE TABLE tuned (id int PRIMARY KEY) WITH (autovacuum_enabled = true, fillfactor = 90);"
+                   "INSERT INTO tuned SELECT generate_series(1, 1000);"
+                   "CREATE TABLE off (id int) WITH (autovacuum_enabled = false); INSERT INTO off VALUES (1);")
+    monkeypatch.setattr(copier, "AUTOVACUUM_OFF_BYTES", 1)
+    seen: list[dict[str, list[str] | None]] = []
+    real = copier._Copier.copy_data
+
+    def copy_data(self):  # type: ignore[no-untyped-def]
+        with psycopg.connect(dbs.target_admin_url) as conn:
+            seen.append(dict(conn.execute("SELECT relname::text, reloptions FROM pg_class"
+                                          " WHERE relname IN ('plain', 'tuned', 'off')").fetchall()))
+        return real(self)
+
+    monkeypatch.setattr(copier._Copier, "copy_data", copy_data)
+    cfg = DbCopyConfig(db=DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2))
+    report = copier.copy_database(cfg, RecordingReporter())
+    assert report.status.value == "success", [str(d) for c in report.children for d in c.diffs
+                                              if d.outcome.value != "match" and not d.info_only]
+    assert seen == [{"plain": ["autovacuum_enabled=false"], "tuned": ["fillfactor=90", "autovacuum_enabled=false"],
+                     "off": ["autovacuum_enabled=false"]}]
+    assert_same_database(dbs)  # reloptions included: reset, true, false as on the source
+
+    # A copy that fails in its data phase puts them back too (what it cannot, --resume or --clean does).
+    dbs.target_sql("DROP TABLE plain, tuned, off")
+    dbs.source_sql("CREATE TABLE late (id int); INSERT INTO late VALUES (1)")
+
+    def failing(self):  # type: ignore[no-untyped-def]
+        raise copier.CopyFailed("copying table public.late: injected")
+
+    monkeypatch.setattr(copier._Copier, "copy_data", failing)
+    with pytest.raises(copier.CopyFailed):
+        copier.copy_database(DbCopyConfig(db=cfg.db, verify=False, clean=True), RecordingReporter())
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert dict(conn.execute("SELECT relname::text, reloptions FROM pg_class"
+                                 " WHERE relname IN ('plain', 'tuned', 'off')").fetchall()) == {
+            "plain": None, "tuned": ["autovacuum_enabled=true", "fillfactor=90"], "off": ["autovacuum_enabled=false"]}
