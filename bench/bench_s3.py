@@ -190,7 +190,9 @@ def main() -> int:
                 dst = f"bench-dst-{uuid.uuid4().hex[:10]}"
                 admin.create_bucket(Bucket=dst, CreateBucketConfiguration={"LocationConstraint": REGION})
                 seconds, code, peak = contenders[name](dst)
-                n = sum(p.get("KeyCount", 0) for p in admin.get_paginator("list_objects_v2").paginate(Bucket=dst))
+                # Not our copy journal (kept in the target until `s3 verify --drop-journal`).
+                n = sum(1 for p in admin.get_paginator("list_objects_v2").paginate(Bucket=dst)
+                        for o in p.get("Contents", []) if not o["Key"].startswith("_paas-migrate/"))
                 flag = "" if code == 0 and n == args.small + args.big else f"  (exit {code}, {n} objects!)"
                 print(f"round {r + 1}: {name:22s} {seconds:7.2f}s  rss {peak:4d} MB{flag}", flush=True)
                 results.setdefault(name, []).append(seconds)
