@@ -10,8 +10,9 @@ The phases, and what each one uses:
 2. database copy — `db.copier.copy_database`, `jobs` connections; it verifies itself at the end.
 3. bucket copies — `s3.copier.copy_bucket` for each pair in turn, `workers` transfers each.
 4. bucket verification — `s3.verify.verify_buckets` for each pair, after all copies.
-5. clean-up — when the whole run succeeded (everything verified), each bucket copy's journal in its
-   target (`s3.journal`) is deleted; a run that failed or differs keeps them for its rerun.
+5. clean-up — with --drop-journal (the cutover's final run), when the whole run succeeded (everything
+   verified), each bucket copy's journal in its target (`s3.journal`) is deleted; a run that failed
+   or differs keeps them for its rerun.
 
 Jobs run one after another on purpose: each engine owns its own concurrency and its Ctrl-C
 handling, which only works on the main thread. A failed job does not stop the others (the copies
@@ -178,6 +179,7 @@ def run_migration(
     *,
     only: str | None = None,
     checked: Preflight | None = None,
+    drop_journals: bool = False,
 ) -> Report:
     """Preflight, copy, verify; one Report with a child per job.
 
@@ -241,17 +243,19 @@ def run_migration(
             why = child.error_lines()
             report.errors.append(f"{child.kind}: {why[0] if why else child.status.value}")
     report.settle()
-    _drop_journals(report, journals)
+    _drop_journals(report, journals, drop=drop_journals)
     report.finish()
     reporter.note(f"run {env.name}: {report.status.value} in {report.seconds:.1f}s")
     return report
 
 
-def _drop_journals(report: Report, jobs: list[BucketJob]) -> None:
-    """After a run that succeeded (everything copied and verified), delete the bucket copies' journals
-    from their targets, as `s3 verify --drop-journal` does; a refused delete is a warning (the run's
-    result stands). A run that did not succeed keeps them: its rerun in a new task needs them."""
-    if not jobs:
+def _drop_journals(report: Report, jobs: list[BucketJob], *, drop: bool) -> None:
+    """With `drop` (run --drop-journal, the cutover's final run), after a run that succeeded
+    (everything copied and verified), delete the bucket copies' journals from their targets, as
+    `s3 verify --drop-journal` does; a refused delete is a warning (the run's result stands). A run
+    that did not succeed keeps them: its rerun in a new task needs them. Without `drop` they stay:
+    a day-before run's are what lets the final run in a new task skip what it copied."""
+    if not jobs or not drop:
         return
     if report.status is not Status.SUCCESS:
         names = ", ".join(j.name for j in jobs)

@@ -51,7 +51,7 @@ def command(ctx: click.Context, keep: bool, scale: float, report_path: str | Non
             click.echo(f"--- {plan_path}\n{plan_path.read_text()}---", err=True)
         env = load_environment(plan_path, demo_lib.ENV_NAME, environ=environ, state_dir=demo.workdir / "state")
         code = execute(ctx, env, report_path=report_path, markdown_path=markdown_path,
-                       title="paas-migrate demo")
+                       title="paas-migrate demo", drop_journals=True)  # the cutover's final run
         finished = True
         return code
     finally:

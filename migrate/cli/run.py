@@ -71,6 +71,7 @@ def execute(
     report_path: str | None = None,
     markdown_path: str | None = None,
     title: str | None = None,
+    drop_journals: bool = False,
 ) -> int:
     """The `run` code path after the plan file is resolved (shared with `demo`): dry run, or
     preflight + copy + verify with live progress, then the reports. Returns the exit code."""
@@ -84,7 +85,7 @@ def execute(
         writers.append(lambda r: write_report(r, report_path))
     if markdown_path:
         writers.append(lambda r: write_markdown(r, markdown_path, title=heading))
-    return finish_job(ctx, lambda reporter: run_migration(env, reporter), kind="run",
+    return finish_job(ctx, lambda reporter: run_migration(env, reporter, drop_journals=drop_journals), kind="run",
                       source=env.describe_source(), target=env.describe_target(), writers=writers)
 
 
@@ -107,12 +108,15 @@ def execute(
 @click.option("--clean", is_flag=True, envvar="MIGRATE_DB_CLEAN",
               help="Drop the target database's existing user objects first (as `db copy --clean`).")
 @click.option("--yes", "-y", is_flag=True, envvar="MIGRATE_YES", help="Do not ask for confirmation (with --clean).")
+@click.option("--drop-journal", is_flag=True, envvar="MIGRATE_S3_DROP_JOURNAL", show_envvar=True,
+              help="The final run of the cutover: once everything is verified, delete the bucket copies'"
+                   " journals from their targets (a rerun in a new task would copy again what they record).")
 @output_options
 @click.pass_context
 def command(
     ctx: click.Context, plan_file: str, env_name: str, dry_run: bool, only_given: tuple[str, ...],
     report_path: str | None, markdown_path: str | None, state_dir: str | None, resume: bool, clean: bool,
-    yes: bool,
+    yes: bool, drop_journal: bool,
 ) -> int:
     """Run the database and bucket migrations of one environment, then verify everything.
 
@@ -137,4 +141,4 @@ def command(
 
         confirm_clean(env.db.db.target.display())
     return execute(ctx, env, dry_run=dry_run, report_path=report_path, markdown_path=markdown_path,
-                   title=f"paas-migrate run: {env_name}")
+                   title=f"paas-migrate run: {env_name}", drop_journals=drop_journal)

@@ -14,6 +14,7 @@ both sides.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ from migrate.db import dbsettings
 from migrate.model import Diff, Outcome
 
 log = logging.getLogger(__name__)
+# Salts the digests by which secret-looking settings are compared (the same for both sides of one
+# run, never shown): a printed digest cannot be tried against guesses of the value offline.
+_NONCE = secrets.token_hex(16)
 
 # Schemas that never hold user objects.
 _USER_NS = (
@@ -219,13 +223,13 @@ _QUERIES: list[tuple[str, str]] = [
         SELECT 'database setting', split_part(u.cfg, '=', 1),
                -- a secret's value (see migrate.db.dbsettings.SECRET_NAME) compared by digest, never shown
                CASE WHEN split_part(u.cfg, '=', 1) ~* '{secret}'
-                    THEN 'hidden value, digest ' || left(md5(substr(u.cfg, strpos(u.cfg, '=') + 1)), 12)
+                    THEN 'hidden value, digest ' || left(md5('{nonce}' || substr(u.cfg, strpos(u.cfg, '=') + 1)), 12)
                     ELSE substr(u.cfg, strpos(u.cfg, '=') + 1) END,
                NULL, NULL, NULL, NULL
         FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) AS u(cfg)
         WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
           AND lower(split_part(u.cfg, '=', 1)) NOT IN ({not_copied})
-        """.replace("{secret}", dbsettings.SECRET_NAME.pattern).replace(
+        """.replace("{secret}", dbsettings.SECRET_NAME.pattern).replace("{nonce}", _NONCE).replace(
             "{not_copied}", ", ".join(f"'{n}'" for n in sorted(dbsettings.NOT_COPIED))),
     ),
     (

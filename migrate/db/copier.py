@@ -287,22 +287,16 @@ class _Copier:
                 self._phase("pre-data", 1, self.create_extensions, merge=True)
                 self._phase("pre-data", 1, lambda: self.restore_section("pre-data", 1), merge=True)
                 self._record(lambda c: resume.mark(c, resume.STEP, "", "pre-data"))
-            self.pause_autovacuum()
-            try:
-                self._phase("data", jobs, self.copy_data)
-            except BaseException:
-                self.restore_autovacuum(quick=True)
-                raise
+            self.pause_autovacuum()  # put back after the analyze phase, or by abort()
+            self._phase("data", jobs, self.copy_data)
             self._close_idle_connections()
             self._phase("large objects", 1, self._guard("copying large objects", self.copy_large_objects))
             self._phase("sequences", 1, self._guard("setting sequences", self.copy_sequences))
             self.release_snapshot()
             self._close_idle_connections()
             self._phase("post-data", jobs, self.post_data)
-        try:
-            self._phase("analyze", jobs, self._guard("analyzing the target", self.analyze))
-        finally:
-            self.restore_autovacuum(quick=False)
+        self._phase("analyze", jobs, self._guard("analyzing the target", self.analyze))
+        self.restore_autovacuum(quick=False)
         self._close_idle_connections()
         if self.state is not None:
             self._record(resume.drop_state)  # the copy is complete: nothing left to resume
@@ -366,6 +360,7 @@ class _Copier:
         for c in conns:
             with contextlib.suppress(Exception):
                 c.cancel()
+        self.restore_autovacuum(quick=True)  # once our statements (and pg_restore's) are ended
 
     def cleanup(self) -> None:
         self.release_snapshot()
@@ -558,30 +553,33 @@ class _Copier:
             log.info("autovacuum not paused (%s)", _first_line(str(exc)))
 
     def restore_autovacuum(self, *, quick: bool) -> None:
-        """Each paused table's storage options as on the source, in its order. `quick`
-        (the copy failed or was interrupted): waits for no lock; what stays paused is put back by
-        the resumed copy, or dropped by --clean."""
+        """Each paused table's storage options as on the source, in its order, one table at a time.
+        `quick` (the copy failed or was interrupted): no lock is waited for more than 2 s. What
+        cannot be put back is a report warning naming the statements to run."""
         rels, self.autovacuum_paused = self.autovacuum_paused, {}
         if not rels:
             return
+        restored: set[str] = set()
+        problem = ""
         try:
-            with connect(self.cfg.db.target, "target") as conn:
-                if quick:
-                    conn.execute("SET lock_timeout = '2s'")
-                with conn.transaction():
-                    for rel, options in rels.items():
-                        # The source's options, in its order (SET appends: the order is part of the
-                        # definition pg_dump and verify compare).
-                        pairs = [o.split("=", 1) for o in options]
-                        names = ", ".join(["autovacuum_enabled", *(quote_ident(k) for k, _ in pairs)])
-                        conn.execute(f"ALTER TABLE ONLY {rel} RESET ({names})".encode())
-                        if pairs:
-                            values = ", ".join(f"{quote_ident(k)} = {sql.Literal(v).as_string(None)}" for k, v in pairs)
-                            conn.execute(f"ALTER TABLE ONLY {rel} SET ({values})".encode())
-        except (psycopg.Error, MigrateError) as exc:
+            with connect(self.cfg.db.target, "target", autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '2s'" if quick else "SET lock_timeout = '60s'")
+                for rel, options in rels.items():
+                    try:
+                        with conn.transaction():
+                            for stmt in _reloptions_statements(rel, options):
+                                conn.execute(stmt.encode())
+                        restored.add(rel)
+                    except psycopg.Error as exc:
+                        problem = problem or _first_line(str(exc))
+        except (psycopg.Error, MigrateError, KeyboardInterrupt) as exc:
+            problem = problem or _first_line(str(exc)) or "interrupted"
+        left = [rel for rel in rels if rel not in restored]
+        if left:
+            stmts = [stmt for rel in left for stmt in _reloptions_statements(rel, rels[rel])]
             self.report.warnings.append(
-                f"autovacuum stays paused on {counted(len(rels), 'table')} of the target"
-                f" ({_first_line(str(exc))}): --resume or --clean puts it back")
+                f"autovacuum stays paused on {counted(len(left), 'table')} of the target ({problem});"
+                f" to put back the source's settings run: {'; '.join(stmts)}")
 
     def release_snapshot(self) -> None:
         """End the coordinator's transaction and close the workers' source sessions (the data is read)."""
@@ -1641,6 +1639,18 @@ def _blocks(fd: int) -> Iterator[bytes]:
             buf.clear()
     if buf:
         yield bytes(buf)
+
+
+def _reloptions_statements(rel: str, options: list[str]) -> list[str]:
+    """ALTER TABLE statements that set `rel`'s storage options to `options` (the source's, in its
+    order: SET appends, and the order is part of the definition pg_dump and verify compare)."""
+    pairs = [o.split("=", 1) for o in options]
+    names = ", ".join(["autovacuum_enabled", *(quote_ident(k) for k, _ in pairs if k != "autovacuum_enabled")])
+    stmts = [f"ALTER TABLE ONLY {rel} RESET ({names})"]
+    if pairs:
+        values = ", ".join(f"{quote_ident(k)} = {sql.Literal(v).as_string(None)}" for k, v in pairs)
+        stmts.append(f"ALTER TABLE ONLY {rel} SET ({values})")
+    return stmts
 
 
 def _collect(stream) -> Callable[[], bytes]:

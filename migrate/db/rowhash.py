@@ -86,11 +86,13 @@ _TABLES_SQL = """
 SELECT n.nspname, c.relname, c.relkind::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
        (SELECT coalesce(json_agg(json_build_array(a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod),
                                                   a.attcollation <> 0, (
-           SELECT nullif(o.oprnamespace::regnamespace::text, 'pg_catalog') FROM pg_opclass oc
+           SELECT nullif(on_.nspname, 'pg_catalog') FROM pg_opclass oc
            JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 1
                           AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
-           JOIN pg_operator o ON o.oid = ao.amopopr
-           WHERE oc.opcmethod = 403 AND oc.opcdefault AND oc.opcintype = a.atttypid LIMIT 1)) ORDER BY a.attnum), '[]')
+           JOIN pg_operator o ON o.oid = ao.amopopr JOIN pg_namespace on_ ON on_.oid = o.oprnamespace
+           WHERE oc.opcmethod = 403 AND oc.opcdefault  -- a domain's: its base type's (one level)
+             AND oc.opcintype = (SELECT coalesce(nullif(ty.typbasetype, 0), ty.oid) FROM pg_type ty
+                                 WHERE ty.oid = a.atttypid) LIMIT 1)) ORDER BY a.attnum), '[]')
         FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]')
         FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)

@@ -1098,17 +1098,20 @@ def test_autovacuum_is_paused_on_big_tables_during_the_load_and_put_back(dbs, mo
                      "off": ["autovacuum_enabled=false"]}]
     assert_same_database(dbs)  # reloptions included: reset, true, false as on the source
 
-    # A copy that fails in its data phase puts them back too (what it cannot, --resume or --clean does).
-    dbs.target_sql("DROP TABLE plain, tuned, off")
-    dbs.source_sql("CREATE TABLE late (id int); INSERT INTO late VALUES (1)")
+    # A copy that fails puts them back too (what it cannot, its report names the statements for).
 
     def failing(self):  # type: ignore[no-untyped-def]
-        raise copier.CopyFailed("copying table public.late: injected")
+        raise copier.CopyFailed("injected")
 
-    monkeypatch.setattr(copier._Copier, "copy_data", failing)
-    with pytest.raises(copier.CopyFailed):
-        copier.copy_database(DbCopyConfig(db=cfg.db, verify=False, clean=True), RecordingReporter())
-    with psycopg.connect(dbs.target_admin_url) as conn:
-        assert dict(conn.execute("SELECT relname::text, reloptions FROM pg_class"
-                                 " WHERE relname IN ('plain', 'tuned', 'off')").fetchall()) == {
-            "plain": None, "tuned": ["autovacuum_enabled=true", "fillfactor=90"], "off": ["autovacuum_enabled=false"]}
+    monkeypatch.setattr(copier._Copier, "copy_data", real)
+    for phase in ("copy_data", "post_data"):  # in the data phase, and after it (the pause spans both)
+        dbs.target_sql("DROP TABLE IF EXISTS plain, tuned, off, late")
+        with monkeypatch.context() as m:
+            m.setattr(copier._Copier, phase, failing)
+            with pytest.raises(copier.CopyFailed):
+                copier.copy_database(DbCopyConfig(db=cfg.db, verify=False, clean=True), RecordingReporter())
+        with psycopg.connect(dbs.target_admin_url) as conn:
+            assert dict(conn.execute("SELECT relname::text, reloptions FROM pg_class"
+                                     " WHERE relname IN ('plain', 'tuned', 'off')").fetchall()) == {
+                "plain": None, "tuned": ["autovacuum_enabled=true", "fillfactor=90"],
+                "off": ["autovacuum_enabled=false"]}, phase

@@ -253,9 +253,10 @@ def test_a_key_of_an_extension_type_is_split_and_narrowed(dbs: DbPair, database_
     from migrate.progress import RecordingReporter
 
     dbs.source_sql("""
-        CREATE EXTENSION ltree; CREATE EXTENSION citext;
-        CREATE TABLE paths (p ltree PRIMARY KEY, v int);
-        INSERT INTO paths SELECT ('top.' || g % 10 || '.n' || g)::ltree, g FROM generate_series(1, 3000) g;
+        CREATE SCHEMA "Ext"; CREATE EXTENSION ltree SCHEMA "Ext"; CREATE EXTENSION citext;
+        CREATE DOMAIN label AS "Ext".ltree;  -- a domain over it, in a schema that needs quoting
+        CREATE TABLE paths (p label PRIMARY KEY, v int);
+        INSERT INTO paths SELECT ('top.' || g % 10 || '.n' || g)::"Ext".ltree, g FROM generate_series(1, 3000) g;
         CREATE TABLE tags (t citext PRIMARY KEY, rel regclass);
         INSERT INTO tags SELECT 'Tag' || g, 'paths' FROM generate_series(1, 3000) g;
         ANALYZE;
@@ -264,7 +265,8 @@ def test_a_key_of_an_extension_type_is_split_and_narrowed(dbs: DbPair, database_
         dbs.source_cluster.execute(f"ALTER DATABASE {dbs.source_db} SET search_path = {database_path}")
     res = run_cli("db", "copy", "--no-verify", env=env_for(dbs))
     assert res.code == 0, res.output
-    dbs.target_sql("UPDATE paths SET v = -1 WHERE p = 'top.7.n1777'; UPDATE tags SET rel = 'tags' WHERE t = 'tag2999'")
+    dbs.target_sql("""SET search_path = public, "Ext"; UPDATE paths SET v = -1 WHERE p = 'top.7.n1777';"""
+                   " UPDATE tags SET rel = 'tags' WHERE t = 'tag2999'")
     cfg = DbJobConfig.build(dbs.source_url, dbs.target_url, jobs=2)
     report = verify_databases(cfg, RecordingReporter(), split_rows=100, chunk_rows=500, key_list_max=20)
     bad = {d.name: d.detail for d in report.diffs if d.outcome.value != "match" and not d.info_only}

@@ -342,7 +342,7 @@ target_credentials = {{ access_key_id = "env:TGT_KEY", secret_access_key = "env:
 
 
 @pytest.mark.s3
-def test_a_successful_run_deletes_the_copy_journals_a_differing_run_keeps_them(buckets: Any, tmp_path: Path) -> None:
+def test_a_final_run_deletes_the_copy_journals_other_runs_keep_them(buckets: Any, tmp_path: Path) -> None:
     """The copy keeps its journal in the target (a rerun in a new task needs it); `run` deletes it once
     everything is verified, not before."""
     for i in range(5):
@@ -367,14 +367,19 @@ target_credentials = {{ access_key_id = "env:TGT_KEY", secret_access_key = "env:
 
     # an object only on the target: the verification differs (exit 3) and the journal stays
     buckets.target.put_object(Bucket=buckets.target_bucket, Key="stray.txt", Body=b"x")
-    res = run_cli("run", "--plan", str(plan), "--env", "test", "--json", env=env)
+    res = run_cli("run", "--plan", str(plan), "--env", "test", "--json", "--drop-journal", env=env)
     assert res.code == ExitCode.DIFFERENCES, res.err[-3000:]
     report = json.loads(res.out)
     assert journal_keys(), "a run that did not succeed keeps the copy journal"
     assert any("kept the copy journals of the buckets (docs)" in n for n in report["notes"]), report["notes"]
 
     buckets.target.delete_object(Bucket=buckets.target_bucket, Key="stray.txt")
+    # A successful run without --drop-journal (a day-before run) keeps it for the final one.
     res = run_cli("run", "--plan", str(plan), "--env", "test", env={**env, "MIGRATE_STATE_DIR": str(tmp_path / "new")})
+    assert res.code == ExitCode.SUCCESS, res.err[-3000:]
+    assert journal_keys(), "a run without --drop-journal keeps the copy journal"
+    res = run_cli("run", "--plan", str(plan), "--env", "test", "--drop-journal",
+                  env={**env, "MIGRATE_STATE_DIR": str(tmp_path / "newer")})
     assert res.code == ExitCode.SUCCESS, res.err[-3000:]
     assert journal_keys() == []
     assert "note: bucket docs: deleted the copy journal s3://" in res.out, res.out
