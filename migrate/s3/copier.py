@@ -39,7 +39,7 @@ from migrate.s3.checksums import (
     full_object_checksum,
     multipart_count,
 )
-from migrate.s3.inventory import RESERVED, list_in_background, list_side
+from migrate.s3.inventory import RESERVED, LeftOut, list_in_background, list_side
 from migrate.s3.manifest import FAILED, Manifest, Row, manifest_path
 from migrate.s3.shard import shard_of
 
@@ -656,6 +656,7 @@ class _SourceFeed:
         self.why = "chosen explicitly" if cfg.mode != "auto" else "nothing to copy"
         self.meta_pool: ThreadPoolExecutor | None = None
         self.meta_compared = self.meta_differ = 0
+        self.left_out = LeftOut()  # source keys in another copy's journal folder (counted by the listing)
 
     def _check_metadata(self, rows: list[Row]) -> dict[str, str]:
         """(a MetadataCheck) HEAD both sides of each object, in parallel: those whose metadata differs
@@ -711,7 +712,7 @@ class _SourceFeed:
     def _rows(self) -> Generator[Row | None, None, None]:
         cfg = self.cfg
         pages = list_in_background(self.src, cfg.source, "source", cfg.shard, on_page=self._page_listed,
-                                   on_listed=self._listed)
+                                   on_listed=self._listed, left_out=self.left_out)
         for batch in pages:
             t = time.monotonic()
             cats, rows = self.manifest.add_source(batch, self._check_metadata)
@@ -787,7 +788,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
                 counts["copied_bytes"] += res.size
                 if writer is not None and res.target_etag:
                     writer.add(journal.Entry(res.key, res.size, res.etag, res.status, res.evidence, res.target_etag,
-                                             res.size, res.target_check))
+                                             res.size, res.target_check, manifest.source_modified(res.key)))
 
         reporter.on_start("copy objects", total=None, unit="objects")
         reporter.on_start("copy bytes", total=None, unit="bytes")
@@ -838,7 +839,11 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "target_checked_by_upload_checksums": by_headers,
             "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,
             "journal_verified": manifest.journal_matched,
+            "source_journal_objects_left_out": feed.left_out.objects,
         }
+        left_out = feed.left_out.source_note(cfg.source.location)
+        if left_out:
+            report.warnings.append(left_out)
         if writer is not None:
             # The journal is kept, also when every object is done: the final top-up of a cutover runs in a
             # new task (no manifest) and matches SSE-KMS objects only through it. `s3 verify --drop-journal`

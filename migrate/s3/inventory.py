@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from migrate.config import S3Location
@@ -17,9 +19,52 @@ from migrate.s3.shard import shard_of
 
 log = logging.getLogger(__name__)
 
-# The folder (under a side's prefix) holding a copy's journal in the target (migrate.s3.journal): it is
-# the tool's own, never a source object, a target object to compare, nor one extra on the target.
+# The folder (under a side's prefix) holding the copy journals in the target (migrate.s3.journal).
 RESERVED = "_paas-migrate/"
+# A journal's own folder in it, named as journal.folder() names it: manifest.job_name()
+# (`s3-<source bucket>-<16 hex digits>`), with `-shardIofN` for a shard. The keys in such a folder are the
+# tool's own, never a source object to copy, a target object to compare, nor one extra on the target: every
+# listing of plan, copy and verify leaves them out, on both sides (list_objects), and only them. Any other
+# key under RESERVED is an ordinary object: copied, compared and verified as any other (a source object
+# `_paas-migrate/notes.txt` was never copied, when the whole folder was left out).
+JOURNAL_FOLDER = re.compile(r"_paas-migrate/s3-[^/]+-[0-9a-f]{16}(?:-shard[0-9]+of[0-9]+)?/")
+
+
+def journal_folder_of(rel: str) -> str | None:
+    """The copy journal folder (`_paas-migrate/<job>[-shardIofN]/`) holding `rel` (a key relative to a
+    side's prefix), or None for any other key."""
+    if not rel.startswith(RESERVED):
+        return None
+    m = JOURNAL_FOLDER.match(rel)
+    return m.group(0) if m else None
+
+
+@dataclass(slots=True)
+class LeftOut:
+    """The keys a listing left out as copy journals (journal_folder_of), with their journal folders."""
+
+    objects: int = 0
+    bytes: int = 0
+    folders: set[str] = field(default_factory=set)
+
+    def source_note(self, location: S3Location, done: str = "copied") -> str | None:
+        """What plan, copy (and verify: `done` "compared") say of the source keys left out (None if
+        there were none)."""
+        if not self.objects:
+            return None
+        where = ", ".join(f"s3://{location.bucket}/{location.prefix}{f}" for f in sorted(self.folders))
+        are = "is" if self.objects == 1 else "are"
+        return (f"{self.objects:,} source object{'' if self.objects == 1 else 's'} under {where} {are} another"
+                f" copy's journal and {are} not {done}")
+
+
+def _timestamp(value: Any) -> str | None:
+    """A listed LastModified as a stable string (UTC, ISO 8601), or None if the listing had none."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.isoformat()
+    return str(value) if value else None
 
 
 @dataclass(slots=True)
@@ -31,15 +76,16 @@ class ObjectInfo:
     etag: str
     checksum_algorithm: str | None = None
     storage_class: str | None = None
+    last_modified: str | None = None  # as listed (_timestamp)
 
 
 def list_objects(
-    client: Any, location: S3Location, *, shard: tuple[int, int] | None = None
+    client: Any, location: S3Location, *, shard: tuple[int, int] | None = None, left_out: LeftOut | None = None
 ) -> Iterator[ObjectInfo]:
-    """Every object under the location, page by page (1000 keys at a time), but those in the RESERVED
-    folder. Read-only.
+    """Every object under the location, page by page (1000 keys at a time), but those in a copy journal's
+    folder (journal_folder_of), counted in `left_out` if given. Read-only.
 
-    With `shard=(I, N)` only the keys whose shard_of(relative key, N) == I are yielded.
+    With `shard=(I, N)` only the keys whose shard_of(relative key, N) == I are yielded (and counted).
     """
     paginator = client.get_paginator("list_objects_v2")
     kwargs: dict[str, Any] = {"Bucket": location.bucket}
@@ -49,9 +95,14 @@ def list_objects(
     for page in paginator.paginate(**kwargs):
         for item in page.get("Contents", ()) or ():
             rel = item["Key"][cut:]
-            if rel.startswith(RESERVED):
-                continue
             if shard is not None and shard_of(rel, shard[1]) != shard[0]:
+                continue
+            journal = journal_folder_of(rel)
+            if journal is not None:
+                if left_out is not None:
+                    left_out.objects += 1
+                    left_out.bytes += int(item.get("Size", 0))
+                    left_out.folders.add(journal)
                 continue
             algos = item.get("ChecksumAlgorithm") or []
             yield ObjectInfo(
@@ -60,6 +111,7 @@ def list_objects(
                 etag=strip_etag(item.get("ETag")),
                 checksum_algorithm=algos[0] if algos else None,
                 storage_class=item.get("StorageClass"),
+                last_modified=_timestamp(item.get("LastModified")),
             )
 
 
@@ -67,7 +119,7 @@ def batched(items: Iterator[ObjectInfo], size: int = 5000) -> Iterator[list[tupl
     """Rows for executemany, `size` at a time (keeps memory flat for millions of keys)."""
     batch: list[tuple[Any, ...]] = []
     for o in items:
-        batch.append((o.key, o.size, o.etag, o.checksum_algorithm, o.storage_class))
+        batch.append((o.key, o.size, o.etag, o.checksum_algorithm, o.storage_class, o.last_modified))
         if len(batch) >= size:
             yield batch
             batch = []
@@ -75,21 +127,24 @@ def batched(items: Iterator[ObjectInfo], size: int = 5000) -> Iterator[list[tupl
         yield batch
 
 
-def list_both_sides(manifest: Any, src: Any, dst: Any, cfg: Any) -> tuple[int, int, int, int]:
+def list_both_sides(manifest: Any, src: Any, dst: Any, cfg: Any,
+                    left_out: LeftOut | None = None) -> tuple[int, int, int, int]:
     """Stream both sides' listings into `manifest` (a migrate.s3.manifest.Manifest); returns
-    (source objects, source bytes, target objects, target bytes). A listing failure becomes one
-    MigrateError naming the side and its credentials. Read-only on both buckets."""
-    n_src, b_src = list_side(manifest, "src", src, cfg.source, "source", cfg.shard)
+    (source objects, source bytes, target objects, target bytes); the source keys left out as another
+    copy's journal are counted in `left_out`. A listing failure becomes one MigrateError naming the side
+    and its credentials. Read-only on both buckets."""
+    n_src, b_src = list_side(manifest, "src", src, cfg.source, "source", cfg.shard, left_out)
     n_dst, b_dst = list_side(manifest, "dst", dst, cfg.target, "target", cfg.shard)
     return n_src, b_src, n_dst, b_dst
 
 
 def list_side(manifest: Any, table: str, client: Any, side: Any, role: str,
-              shard: tuple[int, int] | None) -> tuple[int, int]:
+              shard: tuple[int, int] | None, left_out: LeftOut | None = None) -> tuple[int, int]:
     """Stream one side's listing into the manifest's `table` ("src" or "dst"); (objects, bytes). A
     listing failure becomes one MigrateError naming the side. Read-only on the bucket."""
     try:
-        return manifest.load_listing(table, batched(list_objects(client, side.location, shard=shard)))
+        return manifest.load_listing(table, batched(list_objects(client, side.location, shard=shard,
+                                                                 left_out=left_out)))
     except Exception as exc:
         raise clients.translate(exc, role, side) from None
 
@@ -100,11 +155,13 @@ _END = object()
 def list_in_background(client: Any, side: Any, role: str, shard: tuple[int, int] | None,
                        *, page: int = 1000, depth: int = 32,
                        on_page: Callable[[list[tuple[Any, ...]]], None] | None = None,
-                       on_listed: Callable[[float], None] | None = None) -> Iterator[list[tuple[Any, ...]]]:
+                       on_listed: Callable[[float], None] | None = None,
+                       left_out: LeftOut | None = None) -> Iterator[list[tuple[Any, ...]]]:
     """The side's listing in batches of `page` rows, fetched by a thread up to `depth` batches ahead (about
     10 MB for the default 32), so the caller can work on one page while the next ones are on their way.
     From that thread, `on_page(batch)` is called as each batch is listed and `on_listed(seconds)` when the
-    last one has been. A listing failure is raised here as one MigrateError
+    last one has been; `left_out` counts the keys left out (list_objects) as they are listed. A listing
+    failure is raised here as one MigrateError
     naming the side; closing the iterator stops the thread. Read-only."""
     started = time.monotonic()
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
@@ -121,7 +178,7 @@ def list_in_background(client: Any, side: Any, role: str, shard: tuple[int, int]
 
     def produce() -> None:
         try:
-            for batch in batched(list_objects(client, side.location, shard=shard), page):
+            for batch in batched(list_objects(client, side.location, shard=shard, left_out=left_out), page):
                 if on_page is not None:
                     on_page(batch)
                 if not put(batch):

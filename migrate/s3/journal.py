@@ -10,9 +10,14 @@ unsharded one and every shard's) before planning: an object still listed with th
 ETag on the source, and the recorded ETag and size on the target, is done. A run appends only what it
 copied and verified itself, so the journal grows with the copies, not with the reruns.
 
+An entry also records the source's LastModified as listed: metadata changed in place on the source
+(CopyObject onto itself) keeps the size and ETag, not that, and such an object is then planned as usual
+(copied again). Entries written without it (older versions) never match.
+
 A completed copy keeps its journal (the final top-up of a cutover, in a new task, needs it); `s3 verify
 --drop-journal` and a successful `run` delete it (drop()) once the copy is verified. Every listing of
-plan, copy and verify leaves it out (inventory.RESERVED).
+plan, copy and verify leaves the journal folders out, on both sides (inventory.journal_folder_of); any
+other key under `_paas-migrate/` is an ordinary object.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 
 from migrate.config import S3CopyConfig
 from migrate.s3 import clients
-from migrate.s3.inventory import RESERVED
+from migrate.s3.inventory import RESERVED, journal_folder_of
 from migrate.s3.manifest import job_name
 from migrate.s3.shard import shard_of
 
@@ -84,8 +89,8 @@ def job_folders(client: Any, cfg: S3CopyConfig) -> list[str]:
 
 @dataclass(slots=True)
 class Entry:
-    """One object a run verified: the source's listed size and ETag, how it was checked, and what the
-    target held then (its ETag and size)."""
+    """One object a run verified: the source's listed size, ETag and LastModified, how it was checked,
+    and what the target held then (its ETag and size)."""
 
     key: str
     size: int
@@ -95,16 +100,21 @@ class Entry:
     target_etag: str
     target_size: int
     target_check: str | None = None
+    # The source's LastModified as listed (inventory.ObjectInfo.last_modified): metadata changed in place
+    # keeps the ETag but not this. Entries written by older versions have none, and never match
+    # (manifest._reconcile): those objects are copied again.
+    last_modified: str | None = None
 
     def line(self) -> str:
         return json.dumps({"key": self.key, "size": self.size, "etag": self.etag, "status": self.status,
                            "evidence": self.evidence, "target_etag": self.target_etag,
-                           "target_size": self.target_size, "target_check": self.target_check},
+                           "target_size": self.target_size, "target_check": self.target_check,
+                           "last_modified": self.last_modified},
                           ensure_ascii=False, separators=(",", ":"))
 
     def row(self) -> tuple[Any, ...]:
         return (self.key, self.size, self.etag, self.status, self.evidence, self.target_etag, self.target_size,
-                self.target_check)
+                self.target_check, self.last_modified)
 
 
 def _entries(data: bytes) -> Iterator[Entry]:
@@ -112,7 +122,8 @@ def _entries(data: bytes) -> Iterator[Entry]:
         for raw in f:
             d = json.loads(raw)
             yield Entry(str(d["key"]), int(d["size"]), str(d["etag"]), str(d["status"]), d.get("evidence"),
-                        str(d["target_etag"]), int(d["target_size"]), d.get("target_check"))
+                        str(d["target_etag"]), int(d["target_size"]), d.get("target_check"),
+                        d.get("last_modified"))
 
 
 def journal_keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
@@ -123,17 +134,19 @@ def journal_keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
 
 
 def any_journal(client: Any, cfg: S3CopyConfig) -> str | None:
-    """The first journal folder found under the target prefix (any job or shard), or None. Read-only;
-    a refusal to list counts as none."""
-    prefix = cfg.target.location.prefix + RESERVED
+    """The first journal folder found under the target prefix (any job or shard), or None: the folders
+    under `_paas-migrate/` named as journals are (inventory.journal_folder_of), not any other object
+    there. Read-only; a refusal to list counts as none."""
+    base = cfg.target.location.prefix
     try:
-        resp = client.list_objects_v2(Bucket=cfg.target.location.bucket, Prefix=prefix, MaxKeys=1)
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=cfg.target.location.bucket, Prefix=base + RESERVED, Delimiter="/")
+        for page in pages:
+            for item in page.get("CommonPrefixes", ()) or ():
+                if journal_folder_of(item["Prefix"][len(base):]) is not None:
+                    return str(item["Prefix"])
     except Exception as exc:
-        log.debug("could not look for a copy journal under %s: %s", prefix, clients.error_code(exc))
-        return None
-    for item in resp.get("Contents", ()) or ():
-        rest = item["Key"][len(prefix):]
-        return prefix + rest.split("/", 1)[0] + "/"
+        log.debug("could not look for a copy journal under %s: %s", base + RESERVED, clients.error_code(exc))
     return None
 
 
@@ -221,12 +234,12 @@ class Writer:
             self.sse["SSEKMSKeyId"] = cfg.sse_kms_key_id
         self.run_id = uuid.uuid4().hex[:8]
         self.started_ms = time.time_ns() // 1_000_000
-        self.seq = 0
+        self.seq = 0  # the last sequence number given to a batch (taken with the buffer, under _cv)
         self.written = 0  # entries
         self.objects = 0  # journal objects
         self.failed = False
         self._buffer: list[str] = []
-        self._cv = threading.Condition()
+        self._cv = threading.Condition()  # guards the buffer, the sequence, the counters and the flags
         self._closing = False
         self._flushing = False
         self._thread = threading.Thread(target=self._loop, name="s3-journal", daemon=True)
@@ -251,38 +264,51 @@ class Writer:
                     self._cv.wait(min(1.0, max(0.01, FLUSH_SECONDS - (time.monotonic() - last))))
                 if self._closing:
                     return
-                lines, self._buffer = self._buffer, []
+                lines, seq = self._take()
                 self._flushing = True
                 self._cv.notify_all()
             try:
-                self._put(lines)
+                self._put(lines, seq)
             finally:
                 with self._cv:
                     self._flushing = False
                     self._cv.notify_all()
             last = time.monotonic()
 
-    def _put(self, lines: list[str]) -> None:
+    def _take(self) -> tuple[list[str], int]:
+        """(with _cv held) The buffered lines and their batch's sequence number. Taken together, so the
+        numbers follow the order the entries were added in, also when close() writes its last batch
+        while a slow background flush is still writing the one before (each has its own key)."""
+        lines, self._buffer = self._buffer, []
+        if not lines:
+            return lines, 0
+        self.seq += 1
+        return lines, self.seq
+
+    def _put(self, lines: list[str], seq: int) -> None:
         if not lines or self.failed:
             return
-        self.seq += 1
         # In key order = run start time, then this run's sequence: read() applies later entries over
         # earlier ones. The run id keeps two runs started in the same millisecond apart.
-        key = f"{self.prefix}{self.started_ms:013d}-{self.seq:06d}-{self.run_id}.jsonl.gz"
+        key = f"{self.prefix}{self.started_ms:013d}-{seq:06d}-{self.run_id}.jsonl.gz"
         body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6)
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/gzip", **self.sse)
         except Exception as exc:
-            self.failed = True
+            with self._cv:
+                self.failed = True
             log.warning("could not write the copy journal to s3://%s/%s (%s): a rerun in a fresh task may copy "
                         "objects again; give the target credential s3:PutObject there, or --no-target-journal",
                         self.bucket, self.prefix, clients.error_code(exc))
             return
-        self.written += len(lines)
-        self.objects += 1
+        with self._cv:
+            self.written += len(lines)
+            self.objects += 1
 
     def close(self, *, flush: bool = True) -> None:
-        """Stop the background thread; with `flush`, write what is buffered (one last object)."""
+        """Stop the background thread; with `flush`, write what is buffered (one last object). A
+        background flush still writing after CLOSE_SECONDS goes on meanwhile: the last object has the
+        next sequence number (its own key, read after that flush's)."""
         with self._cv:
             self._closing = True
             self._cv.notify_all()
@@ -291,6 +317,6 @@ class Writer:
         with self._cv:
             while self._flushing and time.monotonic() < deadline:  # a flush in progress ends first
                 self._cv.wait(0.2)
-            lines, self._buffer = self._buffer, []
+            lines, seq = self._take()
         if flush:
-            self._put(lines)
+            self._put(lines, seq)

@@ -38,15 +38,21 @@ CREATE TABLE IF NOT EXISTS objects (
     status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT, detail TEXT, updated REAL,
     target_check TEXT
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT)
-    WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT)
-    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT,
+    last_modified TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT,
+    last_modified TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal (
     key TEXT PRIMARY KEY, size INTEGER, etag TEXT, status TEXT, evidence TEXT, target_etag TEXT,
-    target_size INTEGER, target_check TEXT
+    target_size INTEGER, target_check TEXT, last_modified TEXT
 ) WITHOUT ROWID;
 """
+# The columns added since the first version, by table: upgrade() adds those a manifest lacks.
+_ADDED = {"objects": ("target_check TEXT",), "src": ("last_modified TEXT",), "dst": ("last_modified TEXT",),
+          "journal": ("last_modified TEXT",)}
+_LISTING = "(key, size, etag, algo, storage_class, last_modified) VALUES (?, ?, ?, ?, ?, ?)"
+_JOURNAL = ("(key, size, etag, status, evidence, target_etag, target_size, target_check, last_modified) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 @dataclass(slots=True)
@@ -136,9 +142,11 @@ class Manifest:
     def upgrade(self) -> None:
         """Add the tables and columns a manifest written by an earlier version lacks."""
         self.db.executescript(_SCHEMA)
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(objects)")}
-        if "target_check" not in columns:
-            self.db.execute("ALTER TABLE objects ADD COLUMN target_check TEXT")
+        for table, added in _ADDED.items():
+            columns = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in added:
+                if column.split()[0] not in columns:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def bind(self, cfg: S3CopyConfig) -> None:
         ident = json.dumps({"source": str(cfg.source.location), "target": str(cfg.target.location),
@@ -156,7 +164,7 @@ class Manifest:
         with self._transaction():
             self.db.execute(f"DELETE FROM {table}")
             for batch in batches:
-                self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?)", batch)
+                self.db.executemany(f"INSERT OR REPLACE INTO {table} {_LISTING}", batch)
                 count += len(batch)
                 total += sum(r[1] for r in batch)
         return count, total
@@ -167,7 +175,7 @@ class Manifest:
         with self._transaction():
             self.db.execute("DELETE FROM journal")
             for batch in batches:
-                self.db.executemany("INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                self.db.executemany(f"INSERT OR REPLACE INTO journal {_JOURNAL}", batch)
         return int(self.db.execute("SELECT count(*) FROM journal").fetchone()[0])
 
     @contextlib.contextmanager
@@ -219,15 +227,20 @@ class Manifest:
                    AND dst.size = objects.size)"""
         )
         # Pending objects (not known to this manifest as done or failed) that the target's journal records
-        # as verified, with the source's size and ETag unchanged since and the target still holding
-        # what was verified then: done, as an earlier run (in another task, with another disk) left them.
+        # as verified, with the source's size, ETag and LastModified unchanged since and the target still
+        # holding what was verified then: done, as an earlier run (in another task, with another disk) left
+        # them. LastModified tells metadata changed in place (CopyObject onto itself: same bytes, same ETag)
+        # from an unchanged source. An entry without it (a journal written by an older version) never
+        # matches (NULL = x is not true): those objects are planned as usual, i.e. copied again unless
+        # the target has the source's ETag and metadata.
         cur = db.execute(
             f"""UPDATE objects SET (status, evidence, target_etag, target_check) = (
                    SELECT j.status, j.evidence, j.target_etag, j.target_check FROM journal j WHERE j.key = objects.key),
                  detail = ?, updated = ?
                WHERE status = 'pending' {scope} AND EXISTS (
-                 SELECT 1 FROM journal j JOIN dst d ON d.key = j.key
+                 SELECT 1 FROM journal j JOIN dst d ON d.key = j.key JOIN src s ON s.key = j.key
                  WHERE j.key = objects.key AND j.size = objects.size AND j.etag = objects.etag
+                   AND j.last_modified = s.last_modified
                    AND d.etag = j.target_etag AND d.size = j.target_size)""",
             (FROM_JOURNAL, now),
         )
@@ -278,7 +291,7 @@ class Manifest:
         in key order. One transaction."""
         with self._transaction():
             self.db.execute("DELETE FROM page")
-            self.db.executemany("INSERT OR REPLACE INTO src VALUES (?, ?, ?, ?, ?)", batch)
+            self.db.executemany(f"INSERT OR REPLACE INTO src {_LISTING}", batch)
             self.db.executemany("INSERT OR IGNORE INTO page VALUES (?)", [(r[0],) for r in batch])
             scope = "AND key IN (SELECT key FROM page)"
             self._reconcile(scope, check)
@@ -295,6 +308,11 @@ class Manifest:
 
     def listed_on_source(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM src WHERE key = ?", (key,)).fetchone() is not None
+
+    def source_modified(self, key: str) -> str | None:
+        """The source's LastModified as listed (None if not listed, or listed without it)."""
+        row = self.db.execute("SELECT last_modified FROM src WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     def extra_on_target(self) -> tuple[int, int]:
         n, b = self.db.execute(

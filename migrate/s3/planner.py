@@ -16,7 +16,7 @@ from migrate.model import Plan, Step
 from migrate.progress import counted, human_bytes
 from migrate.s3 import clients, journal
 from migrate.s3.copier import resolve_mode
-from migrate.s3.inventory import list_both_sides
+from migrate.s3.inventory import LeftOut, list_both_sides
 from migrate.s3.manifest import manifest_path, snapshot
 
 
@@ -30,7 +30,8 @@ def plan_copy(cfg: S3CopyConfig) -> Plan:
         manifest = snapshot(manifest_path(cfg), Path(tmp) / "plan.sqlite")
         try:
             t0 = time.monotonic()
-            n_src, b_src, n_dst, _ = list_both_sides(manifest, src, dst, cfg)
+            left_out = LeftOut()
+            n_src, b_src, n_dst, _ = list_both_sides(manifest, src, dst, cfg, left_out)
             # The journal of earlier runs of this job in the target (read-only): what they verified counts as done.
             manifest.load_journal(journal.read(dst, cfg) if cfg.target_journal else [])
             list_seconds = time.monotonic() - t0
@@ -40,6 +41,10 @@ def plan_copy(cfg: S3CopyConfig) -> Plan:
             manifest.close()
     mode, why = resolve_mode(cfg, src, clients.make_client(cfg.target, workers=1, probe=True),
                              first.key if first else None)
+    plan.facts["source objects left out (another copy's journal)"] = left_out.objects
+    note = left_out.source_note(cfg.source.location)
+    if note:
+        plan.warnings.append(note)
     plan.facts["mode"] = f"{mode} ({why})"
     plan.facts["listing seconds"] = round(list_seconds, 2)
     return plan

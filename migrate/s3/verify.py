@@ -22,7 +22,7 @@ from migrate.model import Diff, Outcome, PhaseResult, Report, Status
 from migrate.progress import Reporter, counted
 from migrate.s3 import clients, journal, metadata
 from migrate.s3.checksums import MD5_ETAG, MULTIPART_ETAG, full_object_checksum, strip_etag
-from migrate.s3.inventory import RESERVED, list_both_sides
+from migrate.s3.inventory import RESERVED, LeftOut, list_both_sides
 from migrate.s3.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,12 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter, *, drop_journal: bool 
             report.diffs.append(Diff("object", key, outcome, detail))
             kept += 1
 
+    left_out = LeftOut()  # source keys in another copy's journal folder: not copied, so not compared
     with tempfile.TemporaryDirectory(prefix="paas-migrate-verify-") as tmp:
         inv = Manifest(Path(tmp) / "verify.sqlite")
         try:
             t0 = time.monotonic()
-            n_src, b_src, n_dst, b_dst = list_both_sides(inv, src, dst, cfg)
+            n_src, b_src, n_dst, b_dst = list_both_sides(inv, src, dst, cfg, left_out)
             report.phases.append(PhaseResult("list", time.monotonic() - t0, 2, items=n_src + n_dst,
                                              bytes=b_src + b_dst))
             t1 = time.monotonic()
@@ -150,6 +151,9 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter, *, drop_journal: bool 
     if unlisted:
         report.warnings.append(f"only the first {kept:,} differences are listed ({unlisted:,} more); "
                                "the totals count all of them")
+    note = left_out.source_note(cfg.source.location, "compared (a copy does not copy them)")
+    if note:
+        report.notes.append(note)
     report.finish().settle()
     if cfg.target_journal:
         said: list[str] = []  # journal folders already named in the report

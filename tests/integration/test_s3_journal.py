@@ -417,3 +417,119 @@ def test_a_journal_that_may_not_be_deleted_is_a_warning_naming_it(
                for w in v.warnings), v.warnings
     assert not any("deleted" in n for n in v.notes), v.notes
     assert _listing(buckets, FOLDER) == left
+
+
+def test_metadata_changed_in_place_on_the_source_is_copied_again_by_a_new_task(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CopyObject of a source object onto itself with new metadata keeps its bytes, size and ETag: the
+    journal matched it and a rerun in a new task copied nothing (`copied 0, journal_verified 1`), the
+    target kept the old Content-Type, and `s3 verify` reported it forever (so --drop-journal never
+    deleted). The journal records the source's LastModified too: that object is copied again, only it."""
+    keys = [f"doc/{i}" for i in range(5)]
+    for key in keys:
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=key.encode() * 10,
+                                  ContentType="text/plain")
+    first = copy_bucket(_cfg(buckets, tmp_path / "task1"), RecordingReporter())
+    assert first.status is Status.SUCCESS and first.totals["copied"] == len(keys), first.to_dict()
+    entries = _journal(buckets)
+    assert set(entries) == set(keys) and all(e["last_modified"] for e in entries.values()), entries
+    changed = "doc/2"
+    time.sleep(1.1)  # S3 lists LastModified in whole seconds
+    etag = buckets.source.head_object(Bucket=buckets.source_bucket, Key=changed)["ETag"]
+    buckets.source.copy_object(Bucket=buckets.source_bucket, Key=changed, MetadataDirective="REPLACE",
+                               CopySource={"Bucket": buckets.source_bucket, "Key": changed},
+                               ContentType="application/json")
+    assert buckets.source.head_object(Bucket=buckets.source_bucket, Key=changed)["ETag"] == etag
+    written: list[str] = []
+    _wrap_target(monkeypatch, buckets, written, kms=False)
+
+    report = copy_bucket(_cfg(buckets, tmp_path / "task2"), RecordingReporter())  # a new task: new disk
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert _copied(written) == {changed}, written
+    assert report.totals["copied"] == 1 and report.totals["journal_verified"] == len(keys) - 1, report.totals
+    head = buckets.target.head_object(Bucket=buckets.target_bucket, Key=changed)
+    assert head["ContentType"] == "application/json"
+    assert _journal(buckets)[changed]["last_modified"] != entries[changed]["last_modified"]
+
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--drop-journal", "--json",
+                  env=buckets.env())
+    assert res.code == 0, res.output
+    assert json.loads(res.out)["totals"]["match"] == len(keys)
+    assert _listing(buckets, FOLDER) == {}, "the journal is deleted once the copy is verified"
+
+
+def test_a_journal_entry_without_last_modified_does_not_match(
+        buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal written by an older version records no LastModified: it cannot tell metadata changed
+    in place, so its objects are copied again (where the target's ETag is not the source's)."""
+    keys = [f"k{i}" for i in range(4)]
+    for key in keys:
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=os.urandom(200))
+    written: list[str] = []
+    _wrap_target(monkeypatch, buckets, written, kms=True)
+    assert copy_bucket(_cfg(buckets, tmp_path / "task1"), RecordingReporter()).status is Status.SUCCESS
+    for key in _listing(buckets, FOLDER):  # as an older version wrote it
+        data = buckets.target.get_object(Bucket=buckets.target_bucket, Key=key)["Body"].read()
+        lines = [json.loads(ln) for ln in gzip.decompress(data).decode().splitlines()]
+        for entry in lines:
+            del entry["last_modified"]
+        body = gzip.compress("".join(json.dumps(e) + "\n" for e in lines).encode())
+        buckets.target.put_object(Bucket=buckets.target_bucket, Key=key, Body=body)
+    written.clear()
+    report = copy_bucket(_cfg(buckets, tmp_path / "task2"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert report.totals["journal_verified"] == 0 and _copied(written) == set(keys), report.totals
+
+
+def test_source_objects_under_the_journal_folder_name_are_copied_but_another_copys_journal(
+        buckets: BucketPair, tmp_path: Path) -> None:
+    """Every listing left the whole `_paas-migrate/` folder out, so a source object there was never
+    copied (silently). Only folders named as journals are left out now (on both sides: another copy's
+    journal in the source is not copied, and plan and copy say so); any other key there is copied and
+    verified as usual."""
+    journal_keys = {f"{FOLDER}s3-elsewhere-0123456789abcdef/0000000000001-000001-abcd0123.jsonl.gz",
+                    f"{FOLDER}s3-elsewhere-0123456789abcdef-shard2of3/0000000000001-000001-abcd0123.jsonl.gz"}
+    ordinary = {"a.txt", f"{FOLDER}notes.txt", f"{FOLDER}s3-not-a-journal/x", f"{FOLDER}s3-x-0123456789abcdef"}
+    for key in journal_keys | ordinary:
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=key.encode())
+    said = (f"2 source objects under s3://{buckets.source_bucket}/{FOLDER}s3-elsewhere-0123456789abcdef-shard2of3/, "
+            f"s3://{buckets.source_bucket}/{FOLDER}s3-elsewhere-0123456789abcdef/ are another copy's"
+            " journal and are not copied")
+
+    res = run_cli("s3", "plan", *_cli_args(buckets, tmp_path / "plan", "--json"), env=buckets.env())
+    assert res.code == 0, res.output
+    plan = json.loads(res.out)
+    assert plan["facts"]["source objects"] == len(ordinary), plan["facts"]
+    assert plan["facts"]["source objects left out (another copy's journal)"] == 2
+    assert said in plan["warnings"], plan["warnings"]
+
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path / "task1", "--json"), env=buckets.env())
+    assert res.code == 0, res.output
+    out = json.loads(res.out)
+    assert out["totals"]["copied"] == len(ordinary) and out["totals"]["source_journal_objects_left_out"] == 2
+    assert said in out["warnings"], out["warnings"]
+    target = set(_listing(buckets))
+    assert ordinary <= target and not journal_keys & target, sorted(target)
+    ours = {k for k in target - ordinary}
+    assert ours and all(k.startswith(f"{FOLDER}s3-{buckets.source_bucket}-") for k in ours), ours
+
+    # a rerun copies nothing: the copied `_paas-migrate/` objects are compared as any other
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path / "task1", "--json"), env=buckets.env())
+    assert res.code == 0 and json.loads(res.out)["totals"]["copied"] == 0, res.output
+    # verify compares them (an ordinary object there that differs is a difference), not the journals
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key=f"{FOLDER}notes.txt", Body=b"changed")
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert res.code == 3, res.output
+    out = json.loads(res.out)
+    assert [d["name"] for d in out["diffs"]] == [f"{FOLDER}notes.txt"], out["diffs"]
+    assert out["outcomes"]["extra on target"] == 0 and out["outcomes"]["match"] == len(ordinary) - 1
+    assert any(n.startswith("2 source objects under ") and "are not compared" in n for n in out["notes"]), out
+    notes = f"{FOLDER}notes.txt"
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key=notes, Body=notes.encode())
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key=f"{FOLDER}only-here", Body=b"x")
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert res.code == 3 and json.loads(res.out)["outcomes"]["extra on target"] == 1, res.output
+    buckets.target.delete_object(Bucket=buckets.target_bucket, Key=f"{FOLDER}only-here")
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--drop-journal", "--json", env=buckets.env())
+    assert res.code == 0, res.output
+    assert set(_listing(buckets)) == ordinary  # our journal went, the copied objects stay

@@ -255,3 +255,136 @@ def test_journal_writer_flushes_in_the_background_and_once_more_at_close(monkeyp
     w3.add(journal.Entry("k9", 9, "e9", "verified", "md5", "t9", 9))
     w3.close()
     assert w3.failed and w3.written == 0
+
+
+def test_journal_writer_close_during_a_slow_flush_loses_no_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A background flush slower than CLOSE_SECONDS is still writing when close() writes the last
+    batch: both took the next sequence number without a lock and could name the same object, one
+    overwriting the other's entries. Each batch now has its number, taken with its lines, in order."""
+    import contextlib
+    import gzip
+    import threading
+    import time
+
+    from migrate.s3 import journal
+
+    monkeypatch.setattr(journal, "FLUSH_ENTRIES", 2)
+    monkeypatch.setattr(journal, "CLOSE_SECONDS", 0.2)
+    cfg = S3CopyConfig(source=S3Side.build("source", "s3://source-b", environ={}),
+                       target=S3Side.build("target", "s3://target-b", environ={}))
+
+    class SlowFake:
+        """S3 as a dict; the background flush's PutObject takes a second."""
+
+        def __init__(self) -> None:
+            self.objects: dict[str, bytes] = {}
+            self.puts = 0
+            self.lock = threading.Lock()
+
+        def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: object) -> dict[str, str]:
+            if threading.current_thread().name == "s3-journal":
+                time.sleep(1.0)
+            with self.lock:
+                self.objects[Key] = Body
+                self.puts += 1
+            return {}
+
+    # Both writes build their object's key at the same moment (the window in which each had bumped the
+    # shared sequence number before the other read it): the run's start time, the key's first field,
+    # waits for the other writer to reach the same point (or 3 s).
+    meet = threading.Barrier(2, timeout=3)
+
+    class Stamp(int):
+        def __format__(self, spec: str) -> str:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                meet.wait()
+            return int(self).__format__(spec)
+
+    fake = SlowFake()
+    w = journal.Writer(fake, cfg, "job1")
+    w.started_ms = Stamp(w.started_ms)
+    for i in range(2):  # FLUSH_ENTRIES: the background flush starts
+        w.add(journal.Entry(f"k{i}", i, f"e{i}", "verified", "md5", f"t{i}", i, "md5 etag", "2024"))
+    deadline = time.monotonic() + 5
+    while not w._flushing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w._flushing
+    w.add(journal.Entry("k2", 2, "e2", "verified", "md5", "t2", 2, "md5 etag", "2024"))
+    w.close()  # gives up waiting after CLOSE_SECONDS and writes k2 while the flush of k0, k1 goes on
+    w._thread.join(timeout=10)
+    assert not w._thread.is_alive() and fake.puts == 2
+    assert len(fake.objects) == 2, sorted(fake.objects)
+    batches = [[line.split('"')[3] for line in gzip.decompress(fake.objects[k]).decode().splitlines()]
+               for k in sorted(fake.objects)]
+    assert batches == [["k0", "k1"], ["k2"]]  # in key order = the order they were added (read() relies on it)
+    assert w.written == 3 and w.objects == 2 and not w.failed
+
+
+def test_a_manifest_from_an_older_version_opens_and_old_journal_entries_do_not_match(tmp_path: Path) -> None:
+    """Manifests written before the listings kept LastModified open (the columns are added); journal
+    entries without it (older versions wrote none) never count an object as done."""
+    import sqlite3
+
+    from migrate.s3 import journal
+    from migrate.s3.manifest import Manifest
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
+        CREATE TABLE objects (
+            key TEXT PRIMARY KEY, size INTEGER NOT NULL, etag TEXT NOT NULL, algo TEXT, storage_class TEXT,
+            status TEXT NOT NULL DEFAULT 'pending', evidence TEXT, target_etag TEXT, detail TEXT, updated REAL
+        ) WITHOUT ROWID;
+        CREATE TABLE src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT) WITHOUT ROWID;
+        CREATE TABLE dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, algo TEXT, storage_class TEXT) WITHOUT ROWID;
+        CREATE TABLE journal (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, status TEXT, evidence TEXT,
+            target_etag TEXT, target_size INTEGER, target_check TEXT) WITHOUT ROWID;
+        INSERT INTO src VALUES ('old', 1, 'e', NULL, NULL);
+    """)
+    db.close()
+    m = Manifest(path)
+    try:
+        for table in ("src", "dst", "journal"):
+            assert "last_modified" in {r[1] for r in m.db.execute(f"PRAGMA table_info({table})")}, table
+        assert m.source_modified("old") is None
+        m.load_listing("dst", [[(k, 3, "t" + k, None, None, "2024-01-02T00:00:00+00:00") for k in ("a", "b", "c")]])
+        jan, mar = "2024-01-01T00:00:00+00:00", "2024-03-03T00:00:00+00:00"
+        m.load_journal([[journal.Entry("a", 3, "ea", "verified", "md5", "ta", 3, None, jan).row(),
+                         journal.Entry("b", 3, "eb", "verified", "md5", "tb", 3, None, None).row(),  # older versions
+                         journal.Entry("c", 3, "ec", "verified", "md5", "tc", 3, None, jan).row()]])
+        m.start_source()
+        _, todo = m.add_source([("a", 3, "ea", None, None, jan), ("b", 3, "eb", None, None, jan),
+                                ("c", 3, "ec", None, None, mar)])  # c: metadata changed in place
+        assert [r.key for r in todo] == ["b", "c"] and m.journal_matched == 1
+        assert m.source_modified("c") == mar
+    finally:
+        m.close()
+
+
+def test_only_journal_folders_are_left_out_of_listings() -> None:
+    from migrate.s3.inventory import LeftOut, list_objects
+
+    keys = ["p/a", "p/_paas-migrate/notes.txt", "p/_paas-migrate/s3-b-0123456789abcdef/1.jsonl.gz",
+            "p/_paas-migrate/s3-my.bucket-0123456789abcdef-shard1of4/x", "p/_paas-migrate/s3-b-0123456789ABCDEF/x",
+            "p/_paas-migrate/s3-b-0123456789abcde/x", "p/_paas-migrate/s3--0123456789abcdef/x",
+            "p/x/_paas-migrate/s3-b-0123456789abcdef/y", "p/_paas-migrate/s3-b-0123456789abcdef-shard1of/x"]
+
+    class Fake:
+        def get_paginator(self, name: str) -> object:
+            class P:
+                def paginate(self, **kw: object) -> object:
+                    yield {"Contents": [{"Key": k, "Size": 1, "ETag": '"e"'} for k in keys]}
+
+            return P()
+
+    left = LeftOut()
+    listed = [o.key for o in list_objects(Fake(), S3Location("b", "p/"), left_out=left)]
+    assert listed == ["a", "_paas-migrate/notes.txt", "_paas-migrate/s3-b-0123456789ABCDEF/x",
+                      "_paas-migrate/s3-b-0123456789abcde/x", "_paas-migrate/s3--0123456789abcdef/x",
+                      "x/_paas-migrate/s3-b-0123456789abcdef/y", "_paas-migrate/s3-b-0123456789abcdef-shard1of/x"]
+    assert left.objects == 2 and left.folders == {"_paas-migrate/s3-b-0123456789abcdef/",
+                                                  "_paas-migrate/s3-my.bucket-0123456789abcdef-shard1of4/"}
+    assert left.source_note(S3Location("b", "p/")) == (
+        "2 source objects under s3://b/p/_paas-migrate/s3-b-0123456789abcdef/, "
+        "s3://b/p/_paas-migrate/s3-my.bucket-0123456789abcdef-shard1of4/ are another copy's journal and are not copied")
