@@ -98,6 +98,20 @@ def _target_tables(dbs: Any) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _bucket_toml(name: str, source: str, target: str, endpoint_url: str) -> str:
+    """A plan file's bucket job, credentials from SRC_KEY/SRC_SECRET and TGT_KEY/TGT_SECRET."""
+    return f"""
+[environments.test.buckets.{name}]
+source = "s3://{source}"
+source_endpoint_url = "{endpoint_url}"
+source_credentials = {{ access_key_id = "env:SRC_KEY", secret_access_key = "env:SRC_SECRET" }}
+target = "s3://{target}"
+target_endpoint_url = "{endpoint_url}"
+target_region = "{REGION}"
+target_credentials = {{ access_key_id = "env:TGT_KEY", secret_access_key = "env:TGT_SECRET" }}
+"""
+
+
 def _target_keys(buckets: Any, *, journal: bool = False) -> list[str]:
     """The target bucket's keys; without `journal`, not the copy journal a run keeps there unless
     given --drop-journal (see test_a_final_run_deletes_the_copy_journals_other_runs_keep_them)."""
@@ -265,16 +279,7 @@ def test_a_failed_job_does_not_stop_the_others(scenario: dict[str, Any], monkeyp
     for key, body in exported.items():
         buckets.source.put_object(Bucket=exp_src, Key=key, Body=body)
     plan_path = s["tmp"] / "two-buckets.toml"
-    plan_path.write_text(s["plan"].read_text() + f"""
-[environments.test.buckets.export]
-source = "s3://{exp_src}"
-source_endpoint_url = "{buckets.endpoint_url}"
-source_credentials = {{ access_key_id = "env:SRC_KEY", secret_access_key = "env:SRC_SECRET" }}
-target = "s3://{exp_dst}"
-target_endpoint_url = "{buckets.endpoint_url}"
-target_region = "{REGION}"
-target_credentials = {{ access_key_id = "env:TGT_KEY", secret_access_key = "env:TGT_SECRET" }}
-""")
+    plan_path.write_text(s["plan"].read_text() + _bucket_toml("export", exp_src, exp_dst, buckets.endpoint_url))
     environ = {**s["env"], "SRC_KEY": SOURCE_KEYS["access_key_id"], "SRC_SECRET": SOURCE_KEYS["secret_access_key"]}
     env = planfile.load_environment(plan_path, "test", environ=environ, state_dir=s["tmp"] / "state")
     assert [b.name for b in env.buckets] == ["csv", "export"]
@@ -351,16 +356,7 @@ def test_a_final_run_deletes_the_copy_journals_other_runs_keep_them(buckets: Any
     for i in range(5):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"docs/{i}.pdf", Body=b"%PDF" * (i + 1))
     plan = tmp_path / "buckets.toml"
-    plan.write_text(f"""
-[environments.test.buckets.docs]
-source = "s3://{buckets.source_bucket}"
-source_endpoint_url = "{buckets.endpoint_url}"
-source_credentials = {{ access_key_id = "env:SRC_KEY", secret_access_key = "env:SRC_SECRET" }}
-target = "s3://{buckets.target_bucket}"
-target_endpoint_url = "{buckets.endpoint_url}"
-target_region = "{REGION}"
-target_credentials = {{ access_key_id = "env:TGT_KEY", secret_access_key = "env:TGT_SECRET" }}
-""")
+    plan.write_text(_bucket_toml("docs", buckets.source_bucket, buckets.target_bucket, buckets.endpoint_url))
     env = {"SRC_KEY": SOURCE_KEYS["access_key_id"], "SRC_SECRET": SOURCE_KEYS["secret_access_key"],
            "TGT_KEY": TARGET_KEYS["access_key_id"], "TGT_SECRET": TARGET_KEYS["secret_access_key"],
            "MIGRATE_STATE_DIR": str(tmp_path / "state")}

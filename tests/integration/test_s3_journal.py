@@ -158,20 +158,28 @@ def test_rerun_with_a_fresh_state_dir_skips_what_an_interrupted_run_verified(
     assert v.status is Status.SUCCESS and v.totals["match"] == len(keys), v.to_dict()
 
 
+def _seed_into_kms_target(buckets: BucketPair, monkeypatch: pytest.MonkeyPatch, n: int, size: int
+                          ) -> tuple[list[str], list[str]]:
+    """n small source objects and a multipart one; the target answers as an SSE-KMS bucket does.
+    Returns the keys and the list the wrapper records the target's uploads in."""
+    from tests.integration.test_s3_copy import _put_multipart
+
+    keys = [f"k{i:02d}" for i in range(n)]
+    for key in keys:
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=os.urandom(size))
+    _put_multipart(buckets.source, buckets.source_bucket, "a-multi", [5 * 1024 * 1024, 1000])
+    keys.append("a-multi")
+    written: list[str] = []
+    _wrap_target(monkeypatch, buckets, written, kms=True)
+    return keys, written
+
+
 def test_sse_kms_target_rerun_copies_nothing_already_verified(
         buckets: BucketPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In an SSE-KMS bucket no target ETag is an MD5: without the journal a fresh-disk rerun copied
     everything again. Objects that completed before the interruption (multipart ones included) are
     skipped; the rest is copied."""
-    from tests.integration.test_s3_copy import _put_multipart
-
-    keys = [f"k{i:02d}" for i in range(16)]
-    for key in keys:
-        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=os.urandom(500))
-    _put_multipart(buckets.source, buckets.source_bucket, "a-multi", [5 * 1024 * 1024, 1000])
-    keys.append("a-multi")
-    written: list[str] = []
-    _wrap_target(monkeypatch, buckets, written, kms=True)
+    keys, written = _seed_into_kms_target(buckets, monkeypatch, 16, 500)
     done = _interrupted_copy(monkeypatch, _cfg(buckets, tmp_path / "task1"), results=6)
     assert 6 <= len(done) < len(keys) and "a-multi" in done, done
     entries = _journal(buckets)
@@ -222,15 +230,7 @@ def test_completed_copy_then_a_new_task_into_an_sse_kms_target_uploads_nothing(
     """The cutover runbook in ECS: the day before, a copy completes (as two shards); the final run is a
     new task with an empty state dir (unsharded, as `run` copies), into an SSE-KMS bucket where no ETag
     matches the source's. It copies nothing: the completed copy kept its journal."""
-    from tests.integration.test_s3_copy import _put_multipart
-
-    keys = [f"k{i:02d}" for i in range(10)]
-    for key in keys:
-        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=os.urandom(700))
-    _put_multipart(buckets.source, buckets.source_bucket, "a-multi", [5 * 1024 * 1024, 1000])
-    keys.append("a-multi")
-    written: list[str] = []
-    _wrap_target(monkeypatch, buckets, written, kms=True)
+    keys, written = _seed_into_kms_target(buckets, monkeypatch, 10, 700)
     for shard in ((1, 2), (2, 2)):
         day_before = copy_bucket(_cfg(buckets, tmp_path / f"day-before-{shard[0]}", shard=shard),
                                  RecordingReporter())
