@@ -854,8 +854,8 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
                 where = journal_folder if writer.objects else journal.url(cfg, cfg.target.location.prefix + RESERVED)
                 report.totals["journal"] = where
                 report.notes.append(f"the copy journal stays in {where} so that a later run in a new task"
-                                    " skips verified objects; `s3 verify --drop-journal` removes it once the final"
-                                    " copy is verified")
+                                    " skips verified objects; `s3 verify --drop-journal` (or the final `run"
+                                    " --drop-journal`) removes it once the final copy is verified")
             writer = None
         size_only, pending = status["size-only"][0], status["pending"][0]
         if size_only:

@@ -15,7 +15,7 @@ An entry also records the source's LastModified as listed: metadata changed in p
 (copied again). Entries written without it (older versions) never match.
 
 A completed copy keeps its journal (the final top-up of a cutover, in a new task, needs it); `s3 verify
---drop-journal` and a successful `run` delete it (drop()) once the copy is verified. Every listing of
+--drop-journal` and a successful `run --drop-journal` delete it (drop()) once the copy is verified. Every listing of
 plan, copy and verify leaves the journal folders out, on both sides (inventory.journal_folder_of); any
 other key under `_paas-migrate/` is an ordinary object.
 """

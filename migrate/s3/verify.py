@@ -167,8 +167,8 @@ def verify_buckets(cfg: S3CopyConfig, reporter: Reporter, *, drop_journal: bool 
         leftover = journal.any_journal(dst, cfg)
         if leftover and leftover not in said:
             report.notes.append(f"a copy journal is in the target ({journal.url(cfg, leftover)}): not compared (the"
-                                " copy's own record); `s3 verify --drop-journal` removes it once the final copy is"
-                                " verified")
+                                " copy's own record); `s3 verify --drop-journal` (or the final `run --drop-journal`)"
+                                " removes it once the final copy is verified")
     return report
 
 

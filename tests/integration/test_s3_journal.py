@@ -214,7 +214,8 @@ def test_completed_copy_keeps_its_journal_and_verify_notes_it(
     assert res.code == 0, res.output
     folder = f"s3://{buckets.target_bucket}/{FOLDER}s3-{buckets.source_bucket}-"
     line = next(ln for ln in res.out.splitlines() if ln.startswith("note: the copy journal stays in "))
-    assert folder in line and "`s3 verify --drop-journal` removes it once the final copy is verified" in line, line
+    assert folder in line and ("`s3 verify --drop-journal` (or the final `run --drop-journal`) removes it once"
+                               " the final copy is verified") in line, line
     assert set(_journal(buckets)) == {f"obj/{i:02d}" for i in range(12)}, "a completed copy keeps its journal"
     res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert res.code == 0, res.output
