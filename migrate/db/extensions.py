@@ -44,6 +44,7 @@ class TargetExtension:
     schema: str | None = None  # where it is installed
     owner: str | None = None
     relocatable: bool = False
+    trusted: bool = False  # a version of it is trusted: a user with CREATE on the database may create it
 
 
 def on_source(conn: psycopg.Connection) -> list[SourceExtension]:
@@ -70,7 +71,9 @@ def on_target(conn: psycopg.Connection, names: list[str]) -> dict[str, TargetExt
         """
         SELECT a.name, a.default_version, x.extversion, n.nspname, pg_catalog.pg_get_userbyid(x.extowner),
                coalesce(x.extrelocatable, false),
-               ARRAY(SELECT v.version FROM pg_catalog.pg_available_extension_versions v WHERE v.name = a.name)
+               ARRAY(SELECT v.version FROM pg_catalog.pg_available_extension_versions v WHERE v.name = a.name),
+               coalesce((SELECT bool_or(v.trusted) FROM pg_catalog.pg_available_extension_versions v
+                         WHERE v.name = a.name), false)
         FROM pg_catalog.pg_available_extensions a
         LEFT JOIN pg_catalog.pg_extension x ON x.extname = a.name
         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
@@ -78,8 +81,28 @@ def on_target(conn: psycopg.Connection, names: list[str]) -> dict[str, TargetExt
         """,
         (names,),
     ).fetchall()
-    return {str(r[0]): TargetExtension(str(r[0]), str(r[1]), set(r[6] or ()), r[2], r[3], r[4], bool(r[5]))
+    return {str(r[0]): TargetExtension(str(r[0]), str(r[1]), set(r[6] or ()), r[2], r[3], r[4], bool(r[5]),
+                                       bool(r[7]))
             for r in rows}
+
+
+def availability(conn: psycopg.Connection, names: list[str], target: dict[str, TargetExtension]
+                 ) -> dict[str, dict[str, object]]:
+    """For each extension of `names`: available on the target (in `target`, from on_target())?
+    installed? may the current user create it (installed, superuser, rds_superuser, or trusted)?"""
+    su, rds_su = conn.execute(
+        "SELECT r.rolsuper, EXISTS (SELECT 1 FROM pg_catalog.pg_roles g WHERE g.rolname = 'rds_superuser'"
+        " AND pg_catalog.pg_has_role(current_user, g.oid, 'member'))"
+        " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user").fetchone()  # type: ignore[misc]
+    out: dict[str, dict[str, object]] = {}
+    for name in names:
+        t = target.get(name)
+        if t is None:
+            out[name] = {"available": False, "installed": None, "creatable": False}
+        else:
+            out[name] = {"available": True, "installed": t.installed_version,
+                         "creatable": bool(t.installed_version) or bool(su) or bool(rds_su) or t.trusted}
+    return out
 
 
 def schemas_on(conn: psycopg.Connection, names: list[str]) -> dict[str, bool]:

@@ -269,38 +269,6 @@ def user_relations(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
-def extension_availability(conn: psycopg.Connection, names: list[str]) -> dict[str, dict[str, object]]:
-    """For each extension: available on this server? installed? may the current user create it?"""
-    if not names:
-        return {}
-    su = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]  # type: ignore[index]
-    rds_su = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'rds_superuser'"
-        " AND pg_has_role(current_user, r.oid, 'member'))"
-    ).fetchone()[0]  # type: ignore[index]
-    rows = conn.execute(
-        """
-        SELECT a.name, a.default_version, a.installed_version,
-               coalesce((SELECT bool_or(v.trusted) FROM pg_available_extension_versions v WHERE v.name = a.name), false)
-        FROM pg_available_extensions a WHERE a.name = ANY(%s)
-        """,
-        (names,),
-    ).fetchall()
-    found = {r[0]: r for r in rows}
-    out: dict[str, dict[str, object]] = {}
-    for name in names:
-        r = found.get(name)
-        if r is None:
-            out[name] = {"available": False, "installed": None, "creatable": False}
-        else:
-            out[name] = {
-                "available": True,
-                "installed": r[2],
-                "creatable": bool(r[2]) or bool(su) or bool(rds_su) or bool(r[3]),
-            }
-    return out
-
-
 @dataclass
 class EarlyIndex:
     """An index (or the constraint it backs) we build as soon as its table's data has landed."""

@@ -100,8 +100,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         target_relations = [r for r in inv.user_relations(tgt) if not r.startswith(f"{resume.SCHEMA}.")]
         may_record = bool(tgt.execute(
             "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])  # type: ignore[index]
-        availability = inv.extension_availability(tgt, sorted(source.extensions))
         target_extensions = extensions.on_target(tgt, sorted(source.extensions))
+        availability = extensions.availability(tgt, sorted(source.extensions), target_extensions)
         target_schemas = extensions.schemas_on(tgt, sorted({e.schema for e in source_extensions}))
         may_set = dbsettings.may_alter(tgt)
         target_limits = capacity.read_limits(tgt, resume.LOCK_KEY)
