@@ -1143,3 +1143,28 @@ def test_autovacuum_is_paused_on_big_tables_during_the_load_and_put_back(dbs, mo
                                      " WHERE relname IN ('plain', 'tuned', 'off')").fetchall()) == {
                 "plain": None, "tuned": ["autovacuum_enabled=true", "fillfactor=90"],
                 "off": ["autovacuum_enabled=false"]}, phase
+
+
+def test_a_failing_index_build_of_a_small_table_names_it_and_commits_none_of_it(dbs) -> None:  # type: ignore[no-untyped-def]
+    """A small table's record, builds and ANALYZE go to the server in one pipeline with its copy's
+    transaction: a build that fails there (an index expression reading a setting of the source
+    database, which the target gets only at the end) names the table and the server's reason, and
+    rolls back the table's rows and its record, so that a rerun copies it again."""
+    dbs.source_sql(
+        f"ALTER DATABASE {dbs.source_db} SET app.buckets = '1000'; SET app.buckets = '1000';"
+        "CREATE FUNCTION bucket(int) RETURNS int IMMUTABLE LANGUAGE sql"
+        " AS $$ SELECT $1 % current_setting('app.buckets')::int $$;"
+        "CREATE TABLE fine (id int PRIMARY KEY); INSERT INTO fine SELECT generate_series(1, 5000);"  # copied first
+        "CREATE TABLE keyed (id int PRIMARY KEY, v text);"
+        "INSERT INTO keyed SELECT g, 'v' FROM generate_series(1, 100) g;"
+        "CREATE UNIQUE INDEX keyed_bucket ON keyed (bucket(id));"
+    )
+    res = run_cli("db", "copy", "--jobs", "1", "--no-verify", env=env_for(dbs))
+    assert res.code == 1, res.output
+    lines = [ln for ln in res.err.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "public.keyed" in lines[0] and "app.buckets" in lines[0], res.err
+    assert "Traceback" not in res.err
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM keyed").fetchone() == (0,)  # rolled back with the build
+        recorded = {r[0] for r in conn.execute("SELECT tbl FROM _paas_migrate.copy_state")}
+    assert not any("keyed" in t for t in recorded) and any("fine" in t for t in recorded), recorded
