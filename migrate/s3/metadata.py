@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
+# WebsiteRedirectLocation (a static website's redirect objects) is per-object metadata too: a PUT or a
+# multipart upload sets it only when asked to (S3's own CopyObject does not copy it either).
+FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires",
+          "WebsiteRedirectLocation")
 
 
 def differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
