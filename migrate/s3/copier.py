@@ -677,6 +677,13 @@ class _SourceFeed:
         except Exception as exc:
             return f"same ETag on the target, metadata not comparable ({clients.error_code(exc)}): copied again"
         changed = metadata.differences(s, t)
+        try:
+            source = (self.cfg.source.location.bucket, self.copier.skey(row.key))
+            target = (self.cfg.target.location.bucket, self.copier.tkey(row.key))
+            if not changed and metadata.tags_differ(self.src, source, self.copier.dst, target, s):
+                changed = ["tags"]
+        except Exception as exc:
+            return f"same ETag on the target, tags not comparable ({clients.error_code(exc)}): copied again"
         return f"same ETag on the target, metadata differs ({', '.join(changed)}): copied again" if changed else None
 
     def _page_listed(self, batch: list[tuple[Any, ...]]) -> None:

@@ -1,4 +1,4 @@
-"""`s3 verify`: re-list both sides and compare every object — keys, sizes, metadata and content.
+"""`s3 verify`: re-list both sides and compare every object — keys, sizes, metadata, tags and content.
 
 Content is compared by ETag when equal (an MD5 or MD5-of-MD5s that S3 computed on each side), else by a
 full-object additional checksum both sides carry (HeadObject with ChecksumMode), else by streaming both
@@ -56,6 +56,8 @@ class _Checker:
             if s.get("ContentLength") != t.get("ContentLength"):
                 return Outcome.DIFFER, f"size {s.get('ContentLength')} vs {t.get('ContentLength')}"
             changed = metadata.differences(s, t)
+            if not changed and metadata.tags_differ(self.src, (sb, sk), self.dst, (tb, tk), s):
+                changed = ["tags"]
             if changed:
                 return Outcome.DIFFER, "metadata differs: " + ", ".join(changed)
             se, te = strip_etag(s.get("ETag")), strip_etag(t.get("ETag"))

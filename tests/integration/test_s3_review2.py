@@ -77,3 +77,45 @@ def test_website_redirect_location_is_kept_and_verified(buckets: BucketPair, tmp
     assert res.code == 3, res.output
     (diff,) = json.loads(res.out)["diffs"]
     assert diff["name"] == "old/page.html" and "WebsiteRedirectLocation" in diff["detail"], diff
+
+
+def test_verify_notices_tags_that_differ(buckets: BucketPair, tmp_path: Path) -> None:
+    """Object tags are copied (both modes) and compared by verify: tags changed, added or removed on the
+    target are a difference. (verify compared only headers and user metadata: any tag difference was
+    "match", exit 0.)"""
+    for key, tagging in (("same", "team=a&env=prod"), ("changed", "team=a"), ("removed", "team=a"),
+                         ("added", None), ("untagged", None)):
+        extra = {"Tagging": tagging} if tagging else {}
+        buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=key.encode(), **extra)
+    assert copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter()).status is Status.SUCCESS
+    assert _tags(buckets.target, buckets.target_bucket, "same") == {"team": "a", "env": "prod"}
+    assert verify_buckets(_cfg(buckets, tmp_path), RecordingReporter()).status is Status.SUCCESS
+    tb = buckets.target_bucket
+    buckets.target.put_object_tagging(Bucket=tb, Key="changed", Tagging={"TagSet": [{"Key": "team", "Value": "b"}]})
+    buckets.target.delete_object_tagging(Bucket=tb, Key="removed")
+    buckets.target.put_object_tagging(Bucket=tb, Key="added", Tagging={"TagSet": [{"Key": "x", "Value": "1"}]})
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert res.code == 3, res.output
+    out = json.loads(res.out)
+    got = {d["name"]: d["detail"] for d in out["diffs"]}
+    assert set(got) == {"changed", "removed", "added"}, got
+    assert all("tags" in detail for detail in got.values()), got
+    assert out["outcomes"]["match"] == 2
+
+
+def test_an_object_already_on_the_target_with_other_tags_is_copied(buckets: BucketPair, tmp_path: Path) -> None:
+    """An object on the target with the source's bytes (same ETag) that this manifest did not copy has
+    its tags compared as well as its metadata: other tags (or other tag values) are copied again."""
+    sb, tb = buckets.source_bucket, buckets.target_bucket
+    for key in ("count", "values", "same"):
+        buckets.source.put_object(Bucket=sb, Key=key, Body=key.encode(), Tagging="team=a&env=prod")
+    buckets.target.put_object(Bucket=tb, Key="count", Body=b"count", Tagging="team=a")
+    buckets.target.put_object(Bucket=tb, Key="values", Body=b"values", Tagging="team=b&env=prod")
+    buckets.target.put_object(Bucket=tb, Key="same", Body=b"same", Tagging="env=prod&team=a")
+    report = copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    assert report.totals["metadata_compared"] == 3 and report.totals["metadata_differed"] == 2, report.totals
+    assert report.totals["copied"] == 2, report.totals
+    for key in ("count", "values", "same"):
+        assert _tags(buckets.target, tb, key) == {"team": "a", "env": "prod"}, key
+    assert verify_buckets(_cfg(buckets, tmp_path), RecordingReporter()).status is Status.SUCCESS
