@@ -56,6 +56,11 @@ MEMORY_BUDGET = 32 * MiB  # bytes of object data held in memory at once, across 
 STALL_SECONDS = 60.0
 FLUSH_SECONDS = 1.0
 
+# Storage classes whose objects S3 reads (GetObject, CopyObject) only once restored (RestoreObject): the
+# listing cannot tell a restored object from one that is not, so they are tried, and a refusal says what to do.
+ARCHIVED_STORAGE_CLASSES = ("DEEP_ARCHIVE", "GLACIER")
+_NOT_RESTORED_CODES = ("InvalidObjectState", "ObjectNotInActiveTierError")
+NOT_RESTORED = "archived, not restored"  # how the detail of such a failure begins
 KEEP_STORAGE_CLASSES = {"STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY", "GLACIER_IR"}
 COPY_ALGORITHMS = {"SHA256", "SHA1", "CRC32", "CRC32C"}
 # How the target's copy of streamed bytes was checked (the manifest's target_check):
@@ -238,6 +243,12 @@ class BucketCopier:
             code = clients.error_code(exc)
             if code in ("PreconditionFailed", "412"):
                 detail = "the source object changed since it was listed; rerun to copy the new version"
+            elif code in _NOT_RESTORED_CODES:
+                # S3's own message ("not valid for the object's storage class") does not say what to do,
+                # and a plain rerun fails the same way.
+                detail = (f"{NOT_RESTORED} (storage class {row.storage_class or 'archive tier'}): S3 reads it only"
+                          " once it is restored; restore it on the source (S3 RestoreObject, e.g. `aws s3api"
+                          " restore-object`), wait for the restore to complete, then rerun the copy")
             else:
                 detail = f"{code}: {redact(exc)}"
             res = Result(row.key, FAILED, detail=detail, size=row.size)
@@ -785,11 +796,13 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
         manifest.start_source()
         copier = BucketCopier(cfg, reporter, src, dst, cfg.mode if cfg.mode != "auto" else "")
         feed = _SourceFeed(cfg, reporter, manifest, copier, src, stale_uploads(dst, cfg))
-        counts = {"copied": 0, "copied_bytes": 0, "failed": 0}
+        counts = {"copied": 0, "copied_bytes": 0, "failed": 0, "not_restored": 0}
 
         def record(res: Result) -> None:
             if res.status == FAILED:
                 counts["failed"] += 1
+                if (res.detail or "").startswith(NOT_RESTORED):
+                    counts["not_restored"] += 1
             else:
                 counts["copied"] += 1
                 counts["copied_bytes"] += res.size
@@ -876,8 +889,11 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             report.diffs.append(Diff("object", key, Outcome.ERROR, detail))
         if status["failed"][0]:
             more = status["failed"][0] - len(failures)
+            cold = counts["not_restored"]
             report.errors.append(f"{counted(status['failed'][0], 'object')} failed"
-                                 + (f" ({more:,} not listed)" if more else "") + "; rerun to retry only those")
+                                 + (f" ({more:,} not listed)" if more else "") + "; rerun to retry only those"
+                                 + (f" ({cold:,} of them archived: restore {'it' if cold == 1 else 'them'} on the"
+                                    " source first)" if cold else ""))
             report.status = Status.PARTIAL if counts["copied"] or n_src > status["failed"][0] else Status.FAILED
         if pending:
             raise CopyFailed(f"{counted(pending, 'object')} {_is(pending)} still pending after the copy")

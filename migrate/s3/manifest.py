@@ -369,6 +369,14 @@ class Manifest:
             "SELECT target_check, count(*) FROM objects WHERE status IN ('verified', 'size-only') "
             "AND target_check IS NOT NULL GROUP BY target_check")}
 
+    def to_copy_in(self, storage_classes: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """(count, bytes) of the objects still to copy (pending, failed) per storage class, of those given."""
+        classes = sorted(storage_classes)
+        marks = ", ".join("?" * len(classes))
+        return {c: (int(n), int(b)) for c, n, b in self.db.execute(
+            "SELECT storage_class, count(*), coalesce(sum(size), 0) FROM objects WHERE status IN ('pending', 'failed')"
+            f" AND storage_class IN ({marks}) GROUP BY storage_class ORDER BY storage_class", classes)}
+
     def failures(self, limit: int = 1000) -> list[tuple[str, str]]:
         return [(k, d or "") for k, d in self.db.execute(
             "SELECT key, detail FROM objects WHERE status = 'failed' ORDER BY key LIMIT ?", (limit,))]

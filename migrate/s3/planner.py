@@ -15,7 +15,7 @@ from migrate.config import S3CopyConfig
 from migrate.model import Plan, Step
 from migrate.progress import counted, human_bytes
 from migrate.s3 import clients, journal
-from migrate.s3.copier import resolve_mode
+from migrate.s3.copier import ARCHIVED_STORAGE_CLASSES, resolve_mode
 from migrate.s3.inventory import LeftOut, list_both_sides
 from migrate.s3.manifest import manifest_path, snapshot
 
@@ -86,6 +86,14 @@ def plan_from_manifest(cfg: S3CopyConfig, manifest, n_src: int, b_src: int, n_ds
         plan.warnings.append(f"{counted(unchecked, 'object')} on the target already {_have(unchecked)} the source's"
                              " size and ETag, but not from a copy with this --state-dir: the copy compares their"
                              " metadata first and copies those where it differs (counted here as matching)")
+    archived = manifest.to_copy_in(ARCHIVED_STORAGE_CLASSES)
+    if archived:
+        n = sum(c for c, _ in archived.values())
+        classes = ", ".join(f"{c:,} {cls}" for cls, (c, _) in archived.items())
+        them = "it" if n == 1 else "them"
+        plan.warnings.append(f"{counted(n, 'object')} to copy {_is(n)} archived ({classes}): S3 reads {them} only"
+                             f" once restored, the copy fails each one that is not; restore {them} on the source"
+                             " (S3 RestoreObject) first")
     if extra_n:
         exist = "exists" if extra_n == 1 else "exist"
         plan.warnings.append(f"{counted(extra_n, 'object')} {exist} only on the target: the copy leaves them alone, and"
@@ -96,3 +104,7 @@ def plan_from_manifest(cfg: S3CopyConfig, manifest, n_src: int, b_src: int, n_ds
 
 def _have(n: int) -> str:
     return "has" if n == 1 else "have"
+
+
+def _is(n: int) -> str:
+    return "is" if n == 1 else "are"

@@ -119,3 +119,32 @@ def test_an_object_already_on_the_target_with_other_tags_is_copied(buckets: Buck
     for key in ("count", "values", "same"):
         assert _tags(buckets.target, tb, key) == {"team": "a", "env": "prod"}, key
     assert verify_buckets(_cfg(buckets, tmp_path), RecordingReporter()).status is Status.SUCCESS
+
+
+@pytest.mark.parametrize("mode", ["stream", "server-side"])
+def test_archived_objects_fail_with_what_to_do(buckets: BucketPair, tmp_path: Path, mode: str) -> None:
+    """GLACIER / DEEP_ARCHIVE objects cannot be read until restored: each fails with a line that says so
+    and what to do (it said only `InvalidObjectState: An error occurred ...` and "rerun to retry", which
+    fails the same way), the rest is copied, and the run exits 1. The plan warns about them first."""
+    sb = buckets.source_bucket
+    buckets.source.put_object(Bucket=sb, Key="hot.txt", Body=b"hot")
+    buckets.source.put_object(Bucket=sb, Key="cold/glacier.txt", Body=b"cold", StorageClass="GLACIER")
+    buckets.source.put_object(Bucket=sb, Key="cold/deep.txt", Body=b"colder", StorageClass="DEEP_ARCHIVE")
+    plan = run_cli("s3", "plan", *_cli_args(buckets, tmp_path), "--json", env=buckets.env())
+    assert plan.code == 0, plan.output
+    warnings = json.loads(plan.out)["warnings"]
+    assert any("2 objects" in w and "GLACIER" in w and "restore" in w for w in warnings), warnings
+    report_path = tmp_path / "r.jsonl"
+    res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--mode", mode, "--report", str(report_path)),
+                  env=buckets.env())
+    assert res.code == 1, res.output
+    assert "Traceback" not in res.output
+    final = json.loads(report_path.read_text().splitlines()[-1])["report"]
+    details = {d["name"]: d["detail"] for d in final["diffs"]}
+    assert set(details) == {"cold/glacier.txt", "cold/deep.txt"}, details
+    assert "GLACIER" in details["cold/glacier.txt"] and "DEEP_ARCHIVE" in details["cold/deep.txt"], details
+    for detail in details.values():
+        assert "restore" in detail and "An error occurred" not in detail, detail
+    assert final["totals"]["copied"] == 1 and final["totals"]["failed"] == 2, final["totals"]
+    assert any("restore" in e for e in final["errors"]), final["errors"]
+    assert buckets.target.get_object(Bucket=buckets.target_bucket, Key="hot.txt")["Body"].read() == b"hot"
