@@ -243,6 +243,10 @@ class BucketCopier:
             code = clients.error_code(exc)
             if code in ("PreconditionFailed", "412"):
                 detail = "the source object changed since it was listed; rerun to copy the new version"
+            elif code in ("NoSuchKey", "404", "NotFound"):
+                # every request for this object names the source key (the target's errors have other
+                # codes: NoSuchBucket, NoSuchUpload)
+                detail = "deleted from the source since it was listed; a rerun leaves it out"
             elif code in _NOT_RESTORED_CODES:
                 # S3's own message ("not valid for the object's storage class") does not say what to do,
                 # and a plain rerun fails the same way.
