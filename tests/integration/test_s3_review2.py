@@ -192,3 +192,23 @@ def test_source_objects_deleted_or_overwritten_mid_run(buckets: BucketPair, tmp_
     assert again.process_exit_code() == 0 and again.totals["failed"] == 0, again.totals
     assert again.totals["objects"] == 3 and again.totals["verified"] == 3, again.totals
     assert buckets.target.get_object(Bucket=buckets.target_bucket, Key="changed")["Body"].read() == b"new"
+
+
+def test_a_single_part_sha256_source_streamed_in_parts_verifies(buckets: BucketPair, tmp_path: Path) -> None:
+    """A single-part source above 8 MiB with a SHA-256 checksum is streamed as a multipart upload with
+    SHA-256 part checksums: the target's object checksum is then a checksum of the parts' checksums (S3
+    says COMPOSITE, or `-N`), not the SHA-256 of the object. verify compared the two as if both were
+    full-object checksums and reported `content differs` (exit 3) for a correct copy; a multipart
+    object's checksum counts as full-object only when S3 says so (ChecksumType FULL_OBJECT)."""
+    body = hashlib.sha256(b"seed").digest() * (9 * MiB // 32)
+    buckets.source.put_object(Bucket=buckets.source_bucket, Key="big.bin", Body=body, ChecksumAlgorithm="SHA256")
+    report = copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert res.code == 0, res.output
+    assert json.loads(res.out)["outcomes"]["match"] == 1
+    # a real difference in such an object is still found (by reading both sides)
+    other = body[:-1] + b"!"
+    buckets.target.put_object(Bucket=buckets.target_bucket, Key="big.bin", Body=other)
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert res.code == 3, res.output
