@@ -191,6 +191,9 @@ class BucketCopier:
         """Metadata, tags, storage class and encryption for the target object, from the source's answer."""
         args: dict[str, Any] = {f: headers[f] for f in metadata.FIELDS if headers.get(f)}
         args["Metadata"] = dict(headers.get("Metadata") or {})
+        if headers.get("ExpiresString") and not headers.get("Expires"):
+            # not a date: the API (PutObject, CreateMultipartUpload) takes only dates; verify reports it
+            log.warning("%s: its Expires header %r is not a date and is not copied", row.key, headers["ExpiresString"])
         if headers.get("TagCount"):
             try:
                 tags = self.src.get_object_tagging(Bucket=self.cfg.source.location.bucket, Key=self.skey(row.key))

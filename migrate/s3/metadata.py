@@ -15,6 +15,11 @@ def differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[st
     """What differs between two HeadObject (or GetObject) answers' metadata; [] when it is the same.
     Of the tags, these answers carry only their number (TagCount): see tags_differ() for the rest."""
     changed = [f for f in FIELDS if source.get(f) != target.get(f)]
+    # An Expires that is not a date ("never") parses to None: only the raw ExpiresString tells
+    # two such headers apart (and "0" from a date of the same instant is no difference).
+    if "Expires" not in changed and source.get("Expires") is None and source.get("ExpiresString") != target.get(
+            "ExpiresString"):
+        changed.append("Expires")
     if (source.get("Metadata") or {}) != (target.get("Metadata") or {}):
         changed.append("user metadata")
     if (source.get("TagCount") or 0) != (target.get("TagCount") or 0):

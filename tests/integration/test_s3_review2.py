@@ -212,3 +212,29 @@ def test_a_single_part_sha256_source_streamed_in_parts_verifies(buckets: BucketP
     buckets.target.put_object(Bucket=buckets.target_bucket, Key="big.bin", Body=other)
     res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
     assert res.code == 3, res.output
+
+
+def test_verify_notices_an_expires_header_that_is_not_a_date(buckets: BucketPair, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """S3 keeps an Expires header that is not a date (`Expires: never`, a common way to say "already
+    expired"); botocore parses it to None and gives the raw value as ExpiresString. Stream mode cannot
+    send such a value (the API takes a date): the copy says so, and verify reports the difference (it
+    compared only the parsed dates, None on both sides: "match", exit 0). A server-side copy keeps it."""
+    import urllib.request
+
+    url = buckets.source.generate_presigned_url("put_object", Params={"Bucket": buckets.source_bucket, "Key": "k"})
+    urllib.request.urlopen(urllib.request.Request(url, data=b"x", method="PUT", headers={"Expires": "never"}))
+    assert buckets.source.head_object(Bucket=buckets.source_bucket, Key="k").get("ExpiresString") == "never"
+    report = copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter())
+    assert report.status is Status.SUCCESS, report.to_dict()
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("migrate.")]
+    assert any("Expires" in m and "never" in m for m in said), said
+    res = run_cli("s3", "verify", *_cli_args(buckets, tmp_path)[:8], "--json", env=buckets.env())
+    assert res.code == 3, res.output
+    (diff,) = json.loads(res.out)["diffs"]
+    assert "Expires" in diff["detail"], diff
+    # server-side (CopyObject copies the header as stored): equal, and verify says so
+    buckets.target.delete_object(Bucket=buckets.target_bucket, Key="k")
+    again = copy_bucket(_cfg(buckets, tmp_path, mode="server-side"), RecordingReporter())
+    assert again.status is Status.SUCCESS and again.totals["copied"] == 1, again.totals
+    assert verify_buckets(_cfg(buckets, tmp_path), RecordingReporter()).status is Status.SUCCESS
