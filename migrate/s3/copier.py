@@ -164,6 +164,7 @@ class BucketCopier:
         self.last_progress = time.monotonic()
         self._lock = threading.Lock()
         self.bytes_done = 0
+        self.tags_not_copied = 0  # objects copied without their tags (unreadable with the source credential)
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def skey(self, key: str) -> str:
@@ -200,6 +201,8 @@ class BucketCopier:
                 args["Tagging"] = urlencode([(t["Key"], t["Value"]) for t in tags.get("TagSet", [])])
             except Exception as exc:  # tags are kept "when readable"
                 log.warning("tags of %s not readable (%s); copied without them", row.key, clients.error_code(exc))
+                with self._lock:  # counted for the report: a log line alone is lost in a long run's output
+                    self.tags_not_copied += 1
         if row.storage_class in KEEP_STORAGE_CLASSES:
             args["StorageClass"] = row.storage_class
         args.update(self._sse())
@@ -867,7 +870,14 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             "mode": mode, "manifest": str(manifest.path), "aborted_stale_uploads": feed.stale,
             "journal_verified": manifest.journal_matched,
             "source_journal_objects_left_out": feed.left_out.objects,
+            "tags_not_copied": copier.tags_not_copied,
         }
+        if copier.tags_not_copied:
+            n = copier.tags_not_copied
+            report.warnings.append(f"{counted(n, 'object')} copied without {'its' if n == 1 else 'their'} tags: the"
+                                   " source credential may not read them (s3:GetObjectTagging); allow it, then"
+                                   " delete those objects on the target (the log names them, and `s3 verify` lists"
+                                   " them as differing) and rerun the copy")
         left_out = feed.left_out.source_note(cfg.source.location)
         if left_out:
             report.warnings.append(left_out)

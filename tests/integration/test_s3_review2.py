@@ -238,3 +238,47 @@ def test_verify_notices_an_expires_header_that_is_not_a_date(buckets: BucketPair
     again = copy_bucket(_cfg(buckets, tmp_path, mode="server-side"), RecordingReporter())
     assert again.status is Status.SUCCESS and again.totals["copied"] == 1, again.totals
     assert verify_buckets(_cfg(buckets, tmp_path), RecordingReporter()).status is Status.SUCCESS
+
+
+def test_tags_the_source_credential_may_not_read_are_a_warning_in_the_report(tmp_path: Path) -> None:
+    """A source credential without s3:GetObjectTagging: the object is copied without its tags (they are
+    kept when readable), and the report says so, with a count (it was only a log line per object: the
+    report, --json and --report said success with nothing lost)."""
+    from migrate.local.s3server import REGION, LocalS3Server
+
+    setup_requests = 8
+    try:
+        server = LocalS3Server(env={"INITIAL_NO_AUTH_ACTION_COUNT": str(setup_requests)}).start()
+    except Exception as exc:
+        pytest.skip(f"local S3 API server (moto) could not start: {exc}")
+    try:
+        iam = server.client("iam")
+        allow = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+        no_tags = {"Effect": "Deny", "Action": "s3:GetObjectTagging", "Resource": "*"}
+        keys = {}
+        for side, statements in (("source", [allow, no_tags]), ("target", [allow])):
+            iam.create_user(UserName=f"{side}-user")
+            iam.put_user_policy(UserName=f"{side}-user", PolicyName="s3",
+                                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+            k = iam.create_access_key(UserName=f"{side}-user")["AccessKey"]
+            keys[side] = {"access_key_id": k["AccessKeyId"], "secret_access_key": k["SecretAccessKey"]}
+        src = server.client("s3", keys["source"])
+        src.create_bucket(Bucket="tags-src", CreateBucketConfiguration={"LocationConstraint": REGION})
+        src.create_bucket(Bucket="tags-dst", CreateBucketConfiguration={"LocationConstraint": REGION})
+        src.put_object(Bucket="tags-src", Key="tagged", Body=b"x", Tagging="team=a")
+        src.put_object(Bucket="tags-src", Key="plain", Body=b"y")
+        env = {"MIGRATE_SOURCE_AWS_ACCESS_KEY_ID": keys["source"]["access_key_id"],
+               "MIGRATE_SOURCE_AWS_SECRET_ACCESS_KEY": keys["source"]["secret_access_key"],
+               "MIGRATE_TARGET_AWS_ACCESS_KEY_ID": keys["target"]["access_key_id"],
+               "MIGRATE_TARGET_AWS_SECRET_ACCESS_KEY": keys["target"]["secret_access_key"],
+               "MIGRATE_SOURCE_AWS_REGION": REGION, "MIGRATE_TARGET_AWS_REGION": REGION}
+        res = run_cli("s3", "copy", "--source", "s3://tags-src", "--target", "s3://tags-dst", "--mode", "stream",
+                      "--source-endpoint-url", server.endpoint_url, "--target-endpoint-url", server.endpoint_url,
+                      "--state-dir", str(tmp_path / "state"), "--json", env=env)
+        assert res.code == 0, res.output
+        out = json.loads(res.out)
+        assert out["totals"]["copied"] == 2 and out["totals"]["tags_not_copied"] == 1, out["totals"]
+        assert any("1 object copied without its tags" in w and "s3:GetObjectTagging" in w
+                   for w in out["warnings"]), out["warnings"]
+    finally:
+        server.stop()
