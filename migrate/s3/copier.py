@@ -462,16 +462,25 @@ class BucketCopier:
             sse = head.get("ServerSideEncryption")
             kms = sse in ("aws:kms", "aws:kms:dsse") or bool(head.get("SSECustomerAlgorithm"))
             evidence = Evidence(SIZE_ONLY, "") if kms else Evidence("md5-of-parts", row.etag)
+            resp = None
         else:
-            head = self.src.head_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag),
-                                        ChecksumMode="ENABLED")
+            # The GET's answer carries the metadata and the checksum a HEAD would: one request, not two.
+            resp = self.src.get_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag),
+                                       ChecksumMode="ENABLED")
+            head = resp
             part = max(PART_SIZE, -(-row.size // MAX_PARTS))
             sizes = [min(part, row.size - off) for off in range(0, row.size, part)]
             evidence = Evidence.for_object(row.etag, head)
-        args = self._object_args(row, head)
-        for drop in ("ContentLength",):
-            args.pop(drop, None)
-        up = self.dst.create_multipart_upload(Bucket=tb, Key=self.tkey(row.key), ChecksumAlgorithm="SHA256", **args)
+        try:
+            args = self._object_args(row, head)
+            for drop in ("ContentLength",):
+                args.pop(drop, None)
+            up = self.dst.create_multipart_upload(Bucket=tb, Key=self.tkey(row.key), ChecksumAlgorithm="SHA256",
+                                                  **args)
+        except BaseException:
+            if resp is not None:
+                resp["Body"].close()
+            raise
         upload_id = up["UploadId"]
         try:
             if n:
@@ -487,8 +496,8 @@ class BucketCopier:
                 problem = evidence.check(part_md5s=[md5 for md5, _ in outs])
                 checked = [p for _, ps in outs for p in ps]
             else:
+                assert resp is not None
                 whole = hashlib.md5()
-                resp = self.src.get_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag))
                 body = resp["Body"]
                 pfutures: list[Future[tuple[dict[str, Any], str]]] = []
                 try:

@@ -282,3 +282,42 @@ def test_tags_the_source_credential_may_not_read_are_a_warning_in_the_report(tmp
                    for w in out["warnings"]), out["warnings"]
     finally:
         server.stop()
+
+
+def test_stream_mode_reads_a_large_single_part_object_with_one_request(tmp_path: Path) -> None:
+    """A single-part source just above the single-PUT limit (8 MiB + 1 byte) is streamed as a multipart
+    upload with one GET of the source: its answer carries the metadata and checksum. (A HEAD preceded
+    every such GET: one extra request per large object.) At the limit itself: one GET, one PUT; each also
+    has its tags read (GetObjectTagging), as the source has tags. Counted
+    in the moto server's request log; both objects verified by their SHA-256."""
+    import re
+    import time
+
+    from migrate.local.s3server import REGION, SOURCE_KEYS, TARGET_KEYS, LocalS3Server
+
+    log_path = tmp_path / "moto.log"
+    server = LocalS3Server(log_path=log_path).start()
+    try:
+        src, dst = server.client("s3", SOURCE_KEYS), server.client("s3", TARGET_KEYS)
+        src.create_bucket(Bucket="count-src", CreateBucketConfiguration={"LocationConstraint": REGION})
+        dst.create_bucket(Bucket="count-dst", CreateBucketConfiguration={"LocationConstraint": REGION})
+        for key, size in (("at-limit", 8 * MiB), ("over-limit", 8 * MiB + 1)):
+            src.put_object(Bucket="count-src", Key=key, Body=b"a" * size, ChecksumAlgorithm="SHA256",
+                           ContentType="text/csv", Metadata={"k": "v"}, Tagging="t=1")
+        b = BucketPair(server, "count-src", "count-dst", src, dst)
+        report = copy_bucket(_cfg(b, tmp_path, mode="stream"), RecordingReporter())
+        assert report.status is Status.SUCCESS and report.totals["verified"] == 2, report.to_dict()
+        time.sleep(0.5)  # the server's log is written by its own process
+        requests: dict[str, list[str]] = {}
+        for line in log_path.read_text().splitlines():
+            m = re.search(r'"(\w+) /count-src/([^ ?]+)', line)
+            if m:
+                requests.setdefault(m.group(2), []).append(m.group(1))
+        # each was PUT once by this test first; then the object's GET and its tags' GET (?tagging)
+        assert requests["at-limit"] == ["PUT", "GET", "GET"], requests
+        assert requests["over-limit"] == ["PUT", "GET", "GET"], requests
+        head = dst.head_object(Bucket="count-dst", Key="over-limit")
+        assert head["ContentType"] == "text/csv" and head["Metadata"] == {"k": "v"}
+        assert _tags(dst, "count-dst", "over-limit") == {"t": "1"}
+    finally:
+        server.stop()
