@@ -191,7 +191,7 @@ class BucketCopier:
     def _object_args(self, row: Row, headers: dict[str, Any]) -> dict[str, Any]:
         """Metadata, tags, storage class and encryption for the target object, from the source's answer."""
         args: dict[str, Any] = {f: headers[f] for f in metadata.FIELDS if headers.get(f)}
-        args["Metadata"] = dict(headers.get("Metadata") or {})
+        args["Metadata"] = metadata.for_upload(headers)
         if headers.get("ExpiresString") and not headers.get("Expires"):
             # not a date: the API (PutObject, CreateMultipartUpload) takes only dates; verify reports it
             log.warning("%s: its Expires header %r is not a date and is not copied", row.key, headers["ExpiresString"])

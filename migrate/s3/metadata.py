@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import email.header
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +22,7 @@ def differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[st
     if "Expires" not in changed and source.get("Expires") is None and source.get("ExpiresString") != target.get(
             "ExpiresString"):
         changed.append("Expires")
-    if (source.get("Metadata") or {}) != (target.get("Metadata") or {}):
+    if user_metadata(source) != user_metadata(target):
         changed.append("user metadata")
     if (source.get("TagCount") or 0) != (target.get("TagCount") or 0):
         changed.append("tags")
@@ -39,3 +41,35 @@ def tags_differ(src: Any, source: tuple[str, str], dst: Any, target: tuple[str, 
 
 def _tag_set(client: Any, bucket: str, key: str) -> set[tuple[str, str]]:
     return {(t["Key"], t["Value"]) for t in client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])}
+
+
+def user_metadata(headers: Mapping[str, Any]) -> dict[str, str]:
+    """An answer's user metadata with each value as text: S3 returns a non-ASCII value RFC 2047-encoded
+    (`=?UTF-8?B?...?=`), other implementations as its raw UTF-8 bytes (which botocore gives as latin-1
+    text); both forms of one value compare equal."""
+    return {k: _text(v) for k, v in (headers.get("Metadata") or {}).items()}
+
+
+def for_upload(headers: Mapping[str, Any]) -> dict[str, str]:
+    """An answer's user metadata as a PUT (or CreateMultipartUpload) can send it: header values are ASCII
+    only (botocore refuses any other), so a non-ASCII value is sent RFC 2047-encoded, the form S3 itself
+    returns and decodes again when it stores a value."""
+    out = {}
+    for key, value in (headers.get("Metadata") or {}).items():
+        out[key] = value if value.isascii() else "=?UTF-8?B?" + base64.b64encode(_text(value).encode()).decode() + "?="
+    return out
+
+
+def _text(value: str) -> str:
+    if value.startswith("=?") and value.endswith("?="):
+        try:
+            return str(email.header.make_header(email.header.decode_header(value)))
+        except (ValueError, LookupError):  # not an RFC 2047 value after all
+            return value
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 bytes: the text as given
+        return value
+
