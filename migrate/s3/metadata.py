@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 # WebsiteRedirectLocation (a static website's redirect objects) is per-object metadata too: a PUT or a
-# multipart upload sets it only when asked to (S3's own CopyObject does not copy it either).
+# multipart upload sets it only when asked to. AWS documents that CopyObject does not copy it either (moto
+# does), so a server-side CopyObject on AWS loses it; verify compares it and reports those.
 FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires",
           "WebsiteRedirectLocation")
 
@@ -72,4 +73,3 @@ def _text(value: str) -> str:
         return value.encode("latin-1").decode("utf-8")
     except UnicodeError:  # not UTF-8 bytes: the text as given
         return value
-

@@ -1,5 +1,6 @@
-"""s3 copy / verify review (second round): metadata fidelity, tags, odd keys, archived objects.
-Against a real S3 API over HTTP (moto server), two credential sets."""
+"""s3 copy / verify review (second round): metadata fidelity (website redirects, tags, Expires, non-ASCII
+user metadata), archived objects, a source changing mid-run, checksums of objects streamed in parts,
+requests per object. Against a real S3 API over HTTP (moto server), two credential sets."""
 
 from __future__ import annotations
 
@@ -220,10 +221,7 @@ def test_verify_notices_an_expires_header_that_is_not_a_date(buckets: BucketPair
     expired"); botocore parses it to None and gives the raw value as ExpiresString. Stream mode cannot
     send such a value (the API takes a date): the copy says so, and verify reports the difference (it
     compared only the parsed dates, None on both sides: "match", exit 0). A server-side copy keeps it."""
-    import urllib.request
-
-    url = buckets.source.generate_presigned_url("put_object", Params={"Bucket": buckets.source_bucket, "Key": "k"})
-    urllib.request.urlopen(urllib.request.Request(url, data=b"x", method="PUT", headers={"Expires": "never"}))
+    _put_raw(buckets.source, buckets.source_bucket, "k", {"Expires": "never"})
     assert buckets.source.head_object(Bucket=buckets.source_bucket, Key="k").get("ExpiresString") == "never"
     report = copy_bucket(_cfg(buckets, tmp_path, mode="stream"), RecordingReporter())
     assert report.status is Status.SUCCESS, report.to_dict()
