@@ -83,6 +83,10 @@ STREAM_POLL_SECONDS = 1.0  # how often server-side progress (stream COPY, index 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 TOC_ENTRY = re.compile(r"\s*\d+;\s+(\d+)\s+(\d+)\s+(.*)")  # pg_restore -l: "id; catalog oid DESC ..."
 PG_CLASS = 1259  # pg_class's oid (fixed in every cluster)
+# The target (RDS) has other roles, and not the source's tablespaces: a table in one made pg_restore's
+# SET default_tablespace fail, which stopped the copy. Everything lands in the target's default one
+# (on RDS every tablespace is on the same storage anyway).
+RESTORE_ARGS = ("--no-owner", "--no-acl", "--no-tablespaces")
 RESTORE_APP = f"paas-migrate restore {os.getpid()}"  # application_name of our pg_restore sessions
 
 
@@ -730,8 +734,7 @@ class _Copier:
         tool = self.detail.tools["pg_restore"]
         tgt = self.cfg.db.target
         toc = self._toc(section)
-        argv = [tool.path, f"--section={section}", "--no-owner", "--no-acl", "-L", str(toc),
-                "--dbname", libpq_target(tgt)]
+        argv = [tool.path, f"--section={section}", *RESTORE_ARGS, "-L", str(toc), "--dbname", libpq_target(tgt)]
         if jobs > 1:
             argv += ["-j", str(jobs)]
         argv.append(str(self.tmp / "schema.dump"))
@@ -1381,7 +1384,7 @@ class _Copier:
         # A name of its own, so that its progress can be found on the target (see _RestoreWatch).
         app = RESTORE_APP
         restore = self.children.popen(
-            [restore_tool.path, "--no-owner", "--no-acl", "--dbname", libpq_target(tgt)],
+            [restore_tool.path, *RESTORE_ARGS, "--dbname", libpq_target(tgt)],
             env=self._restore_env(), stdin=dump.stdout, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

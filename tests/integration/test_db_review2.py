@@ -1,15 +1,19 @@
 """db copy / db verify on sources a production migration meets: foreign servers and user mappings,
-many large objects."""
+many large objects, tables in a tablespace the target does not have."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.integration.test_db_copy import assert_same_database, env_for
+from tests.support import pgdump
 from tests.support.cli import run_cli
 
 REMOTE_PASSWORD = "fdw-remote-pw-81f3"  # a test value: must never be shown
@@ -123,3 +127,36 @@ def test_many_small_large_objects_are_copied_in_batches(dbs, monkeypatch) -> Non
              " FROM pg_largeobject_metadata m ORDER BY 1")
     with psycopg.connect(dbs.source_url) as src, psycopg.connect(dbs.target_admin_url) as tgt:
         assert tgt.execute(query).fetchall() == src.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("mode", ["parallel", "stream"])
+def test_tables_in_a_tablespace_the_target_lacks_land_in_its_default_one(dbs, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """A table (its key, an index, a partitioned table) in a tablespace of the source: pg_restore's
+    SET default_tablespace failed on the target, which has no such tablespace (RDS), and every copy
+    stopped in pre-data (exit 1)."""
+    space = f"fast_{uuid.uuid4().hex[:8]}"
+    location = Path(tempfile.mkdtemp(prefix=f"{space}-"))  # not under tmp_path: the server's user must reach it
+    shutil.chown(location, "postgres", "postgres")
+    admin = dbs.source_cluster.url()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLESPACE {space} LOCATION '{location}'")
+    try:
+        dbs.source_sql(
+            f"CREATE TABLE t (id int PRIMARY KEY USING INDEX TABLESPACE {space}, v text) TABLESPACE {space};"
+            f"CREATE INDEX t_v ON t (v) TABLESPACE {space};"
+            "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;"
+            f"CREATE TABLE pt (id int PRIMARY KEY, v text) PARTITION BY RANGE (id) TABLESPACE {space};"
+            "CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (0) TO (1000);"
+            "INSERT INTO pt SELECT g, 'p' FROM generate_series(1, 999) g;")
+        res = run_cli("db", "copy", "--mode", mode, "--jobs", "2", env=env_for(dbs))  # verify included
+        assert res.code == 0, res.output
+        assert pgdump.sorted_data(dbs.target_admin_url) == pgdump.sorted_data(dbs.source_url)
+        with psycopg.connect(dbs.target_admin_url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_class WHERE relname IN ('t', 't_pkey', 't_v', 'pt', 'pt_1')"
+                                " AND reltablespace = 0").fetchone() == (5,)
+    finally:
+        dbs.source_sql("DROP TABLE t, pt")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP TABLESPACE {space}")
+        shutil.rmtree(location, ignore_errors=True)
+
