@@ -1,5 +1,5 @@
 """db copy / db verify on sources a production migration meets: foreign servers and user mappings,
-many large objects, tables in a tablespace the target does not have."""
+many large objects, tables in a tablespace the target does not have, parents of foreign tables."""
 
 from __future__ import annotations
 
@@ -159,4 +159,38 @@ def test_tables_in_a_tablespace_the_target_lacks_land_in_its_default_one(dbs, mo
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP TABLESPACE {space}")
         shutil.rmtree(location, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ["parallel", "stream"])
+def test_parents_of_foreign_tables_are_not_analyzed_through_the_remote_server(
+        dbs, mode: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A partitioned table with an archive partition on another server (a foreign table), and an
+    inheritance parent with a foreign child: their ANALYZE samples the foreign rows through
+    postgres_fdw, from the target ("password is required" for its user; else whatever the remote
+    server answers), and the copy failed at its very end, after every row was in."""
+    dbs.source_sql(
+        "CREATE EXTENSION postgres_fdw;"
+        "CREATE SERVER archive FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '1', dbname 'x');"
+        "CREATE USER MAPPING FOR PUBLIC SERVER archive OPTIONS (user 'archive');"
+        "CREATE TABLE ev (id int, at date, v text) PARTITION BY RANGE (at);"
+        "CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+        "CREATE TABLE ev_old PARTITION OF ev FOR VALUES FROM ('2000-01-01') TO ('2025-01-01') PARTITION BY RANGE (at);"
+        "CREATE FOREIGN TABLE ev_old_1 PARTITION OF ev_old FOR VALUES FROM ('2000-01-01') TO ('2025-01-01')"
+        "  SERVER archive;"
+        "INSERT INTO ev_2025 SELECT g, '2025-03-01', 'x' FROM generate_series(1, 1000) g;"
+        "CREATE TABLE notes (id int, v text);"
+        "CREATE FOREIGN TABLE notes_remote () INHERITS (notes) SERVER archive;"
+        "INSERT INTO notes SELECT g, 'n' FROM generate_series(1, 10) g;")
+    _fdw_target(dbs)
+    report = tmp_path / "copy.json"
+    res = run_cli("db", "copy", "--mode", mode, "--jobs", "2", "--report", str(report), env=env_for(dbs))
+    assert res.code == 0, res.output  # verify included
+    warnings = [w for w in json.loads(report.read_text())["warnings"] if "not analyzed" in w]
+    assert [w.split(" not analyzed")[0] for w in warnings] == ['"public"."ev"', '"public"."ev_old"',
+                                                               '"public"."notes"'], warnings
+    assert 'run ANALYZE "public"."ev" on the target' in warnings[0]
+    with psycopg.connect(dbs.target_admin_url) as conn:
+        analyzed = conn.execute("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL"
+                                " ORDER BY 1").fetchall()
+    assert analyzed == [("ev_2025",)]
 
