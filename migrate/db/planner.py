@@ -74,6 +74,15 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             "SELECT c.oid::regclass::text FROM pg_catalog.pg_extension e"
             " CROSS JOIN LATERAL unnest(e.extconfig) AS x(rel) JOIN pg_catalog.pg_class c ON c.oid = x.rel"
             " WHERE NOT pg_catalog.has_table_privilege(c.oid, 'SELECT') ORDER BY 1").fetchall()]
+        # pg_dump locks every table (LOCK needs SELECT) and the copy reads every table and sequence: one
+        # the source user may not read failed the copy in pg_dump, after a plan that had passed.
+        unreadable = [str(r[0]) for r in src.execute(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            f" WHERE c.relkind IN ('r', 'p', 'S') AND {inv.USER_SCHEMA} AND {inv.NOT_EXTENSION_MEMBER}"
+            "   AND NOT (pg_catalog.has_schema_privilege(n.oid, 'USAGE')"
+            "            AND pg_catalog.has_table_privilege(c.oid, 'SELECT'))"
+            " ORDER BY 1").fetchall()]
         # FORCE ROW LEVEL SECURITY binds a table's owner too: on the target, the target user.
         forced = [str(r[0]) for r in src.execute(
             "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c"
@@ -193,6 +202,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             f"the source user may not read {', '.join(unreadable_config[:5])}"
             f"{' …' if len(unreadable_config) > 5 else ''}: an extension's configuration (its rows are copied,"
             " as pg_dump copies them); grant SELECT on them to the source user")
+    if unreadable:
+        plan.blockers.append(
+            f"the source user may not read {counted(len(unreadable), 'table or sequence', 'tables or sequences')}"
+            f" ({', '.join(unreadable[:5])}{' …' if len(unreadable) > 5 else ''}): the copy reads every one; grant"
+            " SELECT on them (and USAGE on their schemas) to the source user, or connect as their owner")
     if forced:
         plan.warnings.append(
             f"{len(forced)} tables force row-level security on their owner ({', '.join(forced[:3])}"

@@ -1,5 +1,6 @@
 """db copy / db verify on sources a production migration meets: foreign servers and user mappings,
-many large objects, tables in a tablespace the target does not have, parents of foreign tables."""
+many large objects, tables in a tablespace the target does not have, parents of foreign tables, a
+source user that may not read every table."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from tests.integration.test_db_copy import assert_same_database, env_for
 from tests.support import pgdump
 from tests.support.cli import run_cli
+from tests.support.dbstate import assert_untouched
 
 REMOTE_PASSWORD = "fdw-remote-pw-81f3"  # a test value: must never be shown
 
@@ -194,3 +196,38 @@ def test_parents_of_foreign_tables_are_not_analyzed_through_the_remote_server(
                                 " ORDER BY 1").fetchall()
     assert analyzed == [("ev_2025",)]
 
+
+def test_plan_blocks_a_copy_when_the_source_user_may_not_read_a_table_or_sequence(dbs) -> None:  # type: ignore[no-untyped-def]
+    """The source user (not a superuser, not the owner) lacks SELECT on a table and a sequence.
+    `db plan` passed (exit 0), and the copy then failed in pg_dump ("permission denied for table
+    secret"), leaving the target marked as an interrupted copy. Now the plan names them, and the
+    copy stops before writing anything."""
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    with psycopg.connect(dbs.source_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    try:
+        dbs.source_sql(
+            "CREATE TABLE open (id int PRIMARY KEY); CREATE TABLE secret (id int PRIMARY KEY, v text);"
+            "CREATE SEQUENCE counter; INSERT INTO secret VALUES (1, 'x');"
+            f"GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON open TO {role}")
+        env = {"MIGRATE_SOURCE_DATABASE_URL": dbs.source_cluster.url(dbs.source_db, role, password),
+               "MIGRATE_TARGET_DATABASE_URL": dbs.target_url}
+        plan = run_cli("db", "plan", "--json", env=env)
+        assert plan.code == 1, plan.output
+        blockers = json.loads(plan.out)["blockers"]
+        assert [b for b in blockers if "may not read" in b] == [
+            "the source user may not read 2 tables or sequences (public.counter, public.secret): the copy reads"
+            " every one; grant SELECT on them (and USAGE on their schemas) to the source user, or connect as"
+            " their owner"], blockers
+        res = run_cli("db", "copy", "--jobs", "2", env=env)
+        assert res.code == 1 and "may not read 2 tables or sequences" in res.err, res.output
+        assert_untouched(dbs.target_admin_url)
+        dbs.source_sql(f"GRANT SELECT ON secret, counter TO {role}")
+        assert run_cli("db", "plan", env=env).code == 0
+        res = run_cli("db", "copy", "--jobs", "2", env=env)
+        assert res.code == 0, res.output
+    finally:
+        dbs.source_sql(f"DROP OWNED BY {role}")
+        with psycopg.connect(dbs.source_cluster.url(), autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
