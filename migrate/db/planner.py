@@ -83,6 +83,15 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             "   AND NOT (pg_catalog.has_schema_privilege(n.oid, 'USAGE')"
             "            AND pg_catalog.has_table_privilege(c.oid, 'SELECT'))"
             " ORDER BY 1").fetchall()]
+        # Large objects too (read in the copy's last data step, and by verify): the owner's roles, a
+        # SELECT grant, or lo_compat_privileges (superusers have every role's privileges).
+        unreadable_los = [int(r[0]) for r in src.execute(
+            "SELECT m.oid FROM pg_catalog.pg_largeobject_metadata m"
+            " WHERE pg_catalog.current_setting('lo_compat_privileges') <> 'on'"
+            "   AND NOT pg_catalog.pg_has_role(m.lomowner, 'USAGE')"
+            "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.aclexplode(m.lomacl) a WHERE a.privilege_type = 'SELECT'"
+            "                   AND (a.grantee = 0 OR pg_catalog.pg_has_role(a.grantee, 'USAGE')))"
+            " ORDER BY 1").fetchall()]
         # FORCE ROW LEVEL SECURITY binds a table's owner too: on the target, the target user.
         forced = [str(r[0]) for r in src.execute(
             "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c"
@@ -207,6 +216,11 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             f"the source user may not read {counted(len(unreadable), 'table or sequence', 'tables or sequences')}"
             f" ({', '.join(unreadable[:5])}{' …' if len(unreadable) > 5 else ''}): the copy reads every one; grant"
             " SELECT on them (and USAGE on their schemas) to the source user, or connect as their owner")
+    if unreadable_los:
+        plan.blockers.append(
+            f"the source user may not read {counted(len(unreadable_los), 'large object')}"
+            f" (oid {', '.join(map(str, unreadable_los[:5]))}{' …' if len(unreadable_los) > 5 else ''}): the copy"
+            " reads every one; GRANT SELECT ON LARGE OBJECT to the source user, or connect as their owner")
     if forced:
         plan.warnings.append(
             f"{len(forced)} tables force row-level security on their owner ({', '.join(forced[:3])}"

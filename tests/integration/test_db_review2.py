@@ -198,10 +198,10 @@ def test_parents_of_foreign_tables_are_not_analyzed_through_the_remote_server(
 
 
 def test_plan_blocks_a_copy_when_the_source_user_may_not_read_a_table_or_sequence(dbs) -> None:  # type: ignore[no-untyped-def]
-    """The source user (not a superuser, not the owner) lacks SELECT on a table and a sequence.
-    `db plan` passed (exit 0), and the copy then failed in pg_dump ("permission denied for table
-    secret"), leaving the target marked as an interrupted copy. Now the plan names them, and the
-    copy stops before writing anything."""
+    """The source user (not a superuser, not the owner) lacks SELECT on a table, a sequence and a
+    large object. `db plan` passed (exit 0), and the copy then failed in pg_dump ("permission denied
+    for table secret"; for the large object, after all the tables' rows), leaving the target marked
+    as an interrupted copy. Now the plan names them, and the copy stops before writing anything."""
     role = f"app_{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
     with psycopg.connect(dbs.source_cluster.url(), autocommit=True) as conn:
@@ -210,7 +210,11 @@ def test_plan_blocks_a_copy_when_the_source_user_may_not_read_a_table_or_sequenc
         dbs.source_sql(
             "CREATE TABLE open (id int PRIMARY KEY); CREATE TABLE secret (id int PRIMARY KEY, v text);"
             "CREATE SEQUENCE counter; INSERT INTO secret VALUES (1, 'x');"
-            f"GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON open TO {role}")
+            f"GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON open TO {role};"
+            "SELECT lo_from_bytea(0, '\\x00ff'::bytea); SELECT lo_from_bytea(0, '\\x01'::bytea)")
+        with psycopg.connect(dbs.source_url, autocommit=True) as conn:
+            los = [r[0] for r in conn.execute("SELECT oid FROM pg_largeobject_metadata ORDER BY 1").fetchall()]
+            conn.execute(f"GRANT SELECT ON LARGE OBJECT {los[1]} TO {role}")
         env = {"MIGRATE_SOURCE_DATABASE_URL": dbs.source_cluster.url(dbs.source_db, role, password),
                "MIGRATE_TARGET_DATABASE_URL": dbs.target_url}
         plan = run_cli("db", "plan", "--json", env=env)
@@ -219,11 +223,13 @@ def test_plan_blocks_a_copy_when_the_source_user_may_not_read_a_table_or_sequenc
         assert [b for b in blockers if "may not read" in b] == [
             "the source user may not read 2 tables or sequences (public.counter, public.secret): the copy reads"
             " every one; grant SELECT on them (and USAGE on their schemas) to the source user, or connect as"
-            " their owner"], blockers
+            " their owner",
+            f"the source user may not read 1 large object (oid {los[0]}): the copy reads every one; GRANT SELECT"
+            " ON LARGE OBJECT to the source user, or connect as their owner"], blockers
         res = run_cli("db", "copy", "--jobs", "2", env=env)
         assert res.code == 1 and "may not read 2 tables or sequences" in res.err, res.output
         assert_untouched(dbs.target_admin_url)
-        dbs.source_sql(f"GRANT SELECT ON secret, counter TO {role}")
+        dbs.source_sql(f"GRANT SELECT ON secret, counter TO {role}; GRANT SELECT ON LARGE OBJECT {los[0]} TO {role}")
         assert run_cli("db", "plan", env=env).code == 0
         res = run_cli("db", "copy", "--jobs", "2", env=env)
         assert res.code == 0, res.output
