@@ -46,9 +46,14 @@ def test_a_user_mapping_for_a_role_the_target_lacks_is_a_warning_not_a_failed_co
     """The source's roles are not on the target (RDS): its user mapping for one of them cannot be
     restored. That stopped the whole copy after pre-data (exit 1) with no way on but creating the
     source's roles on the target; it is role-specific, like a privilege: a warning naming it (never
-    its password), and verify lists it as information."""
+    its password), `db plan` warns of it, and verify lists it as information."""
     dbs.source_sql(FDW)
     _fdw_target(dbs)
+    plan = run_cli("db", "plan", "--json", env=env_for(dbs))
+    assert plan.code == 0, plan.output  # not a blocker: the plan warns
+    assert [w for w in json.loads(plan.out)["warnings"] if "user mapping" in w] == [
+        "user mapping for app_reader on foreign server reporting: the target server has no role app_reader, so"
+        " it is not copied (a warning of the copy); create it for the target's role, with its password"]
     report = tmp_path / "copy.json"
     res = run_cli("db", "copy", "--mode", mode, "--jobs", "2", "--report", str(report), env=env_for(dbs))
     assert res.code == 0, res.output
