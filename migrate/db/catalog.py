@@ -80,6 +80,12 @@ _QUERIES: list[tuple[str, str]] = [
                    FROM pg_inherits i WHERE i.inhrelid = c.oid) END,
                  CASE WHEN c.reloptions IS NOT NULL THEN 'with ' || array_to_string(c.reloptions, ', ') END,
                  CASE WHEN c.relrowsecurity THEN 'row level security' END,
+                 CASE WHEN c.relkind = 'f' THEN (
+                   SELECT 'server ' || quote_ident(s.srvname)
+                          || coalesce(' options ' || (SELECT string_agg(o, ', ' ORDER BY o)
+                                                      FROM unnest(ft.ftoptions) o), '')
+                   FROM pg_foreign_table ft JOIN pg_foreign_server s ON s.oid = ft.ftserver
+                   WHERE ft.ftrelid = c.oid) END,
                  CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
                  CASE WHEN c.relkind = 'S' THEN (
                    SELECT format('type %s start %s increment %s min %s max %s cache %s cycle %s',
@@ -109,7 +115,8 @@ _QUERIES: list[tuple[str, str]] = [
                  CASE WHEN a.attnotnull THEN 'not null' END,
                  CASE WHEN a.attidentity <> '' THEN 'identity ' || a.attidentity::text END,
                  CASE WHEN a.attgenerated <> '' THEN 'generated ' || a.attgenerated::text END,
-                 'default ' || pg_get_expr(ad.adbin, ad.adrelid)
+                 'default ' || pg_get_expr(ad.adbin, ad.adrelid),
+                 'options ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM unnest(a.attfdwoptions) o)
                ),
                NULL, a.attacl::text, col_description(c.oid, a.attnum),
                'position ' || row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum)
@@ -233,6 +240,30 @@ _QUERIES: list[tuple[str, str]] = [
             "{not_copied}", ", ".join(f"'{n}'" for n in sorted(dbsettings.NOT_COPIED))),
     ),
     (
+        # Options sorted (here, a foreign table's and its columns'): pg_dump may write them in another order.
+        "foreign server",
+        f"""
+        SELECT 'foreign server', quote_ident(s.srvname),
+               concat_ws(' ', 'wrapper ' || quote_ident(w.fdwname), 'type ' || quote_literal(s.srvtype),
+                         'version ' || quote_literal(s.srvversion),
+                         'options ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM unnest(s.srvoptions) o)),
+               pg_get_userbyid(s.srvowner), s.srvacl::text, obj_description(s.oid, 'pg_foreign_server'), NULL
+        FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+        WHERE {_not_ext_member("pg_foreign_server", "s.oid")}
+        """,
+    ),
+    (
+        # Which roles have a mapping, not its options: they hold remote passwords, and pg_user_mappings
+        # shows them only to the mapped role, the server's owner (for PUBLIC) or a superuser.
+        "user mapping",
+        """
+        SELECT 'user mapping', 'for ' || CASE WHEN m.umuser = 0 THEN 'PUBLIC' ELSE quote_ident(m.usename) END
+                               || ' server ' || quote_ident(m.srvname),
+               '', NULL, NULL, NULL, NULL
+        FROM pg_user_mappings m
+        """,
+    ),
+    (
         "policy",
         f"""
         SELECT 'policy', quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(p.polname),
@@ -299,13 +330,16 @@ def compare(source: dict[tuple[str, str], Item], target: dict[tuple[str, str], I
         kind, name = key
         s, t = source.get(key), target.get(key)
         if t is None:
-            diffs.append(Diff(kind, name, Outcome.MISSING_ON_TARGET, _short(s.definition) if s else ""))
+            # A user mapping is for a role, and the target has other roles (the copy skips the mappings of
+            # roles it lacks, saying so): information, as owners and privileges are.
+            diffs.append(Diff(kind, name, Outcome.MISSING_ON_TARGET, _short(s.definition) if s else "",
+                              info_only=kind == "user mapping"))
             continue
         if s is None:
             # A setting only the target's database has was set there by its DBA (the copy sets the
             # source's, and removes none): information, not a difference of the copy.
             diffs.append(Diff(kind, name, Outcome.EXTRA_ON_TARGET, _short(t.definition),
-                              info_only=kind == "database setting"))
+                              info_only=kind in ("database setting", "user mapping")))
             continue
         if s.definition == t.definition:
             diffs.append(Diff(kind, name, Outcome.MATCH))

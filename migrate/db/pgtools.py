@@ -177,6 +177,11 @@ HARMLESS_PATTERNS: list[tuple[str, str]] = [
     (r"extension \"plpgsql\" already exists", "plpgsql is installed in every database"),
     (r"must be owner of schema public", "the public schema belongs to another role on the target"),
     (r"permission denied to (?:set parameter|change default privileges)", "a setting reserved to superusers"),
+    # A user mapping names a role (and holds its remote password): like an ACL it is role-specific, and
+    # the target (RDS) has other roles. Stopping the copy for it left no way on but creating the source's
+    # roles on the target. The foreign server and tables are still copied (`db verify` lists the mapping).
+    (r'(?s)role "[^"]*" does not exist.*\nCREATE USER MAPPING ',
+     "a user mapping for a role the target does not have: create it for the target's role, with its password"),
 ]
 
 

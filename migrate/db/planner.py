@@ -74,6 +74,27 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             "SELECT c.oid::regclass::text FROM pg_catalog.pg_extension e"
             " CROSS JOIN LATERAL unnest(e.extconfig) AS x(rel) JOIN pg_catalog.pg_class c ON c.oid = x.rel"
             " WHERE NOT pg_catalog.has_table_privilege(c.oid, 'SELECT') ORDER BY 1").fetchall()]
+        # pg_dump locks every table (LOCK needs SELECT) and the copy reads every table and sequence: one
+        # the source user may not read failed the copy in pg_dump, after a plan that had passed.
+        unreadable = [str(r[0]) for r in src.execute(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            f" WHERE c.relkind IN ('r', 'p', 'S') AND {inv.USER_SCHEMA} AND {inv.NOT_EXTENSION_MEMBER}"
+            "   AND NOT (pg_catalog.has_schema_privilege(n.oid, 'USAGE')"
+            "            AND pg_catalog.has_table_privilege(c.oid, 'SELECT'))"
+            " ORDER BY 1").fetchall()]
+        # Large objects too (read in the copy's last data step, and by verify): the owner's roles, a
+        # SELECT grant, or lo_compat_privileges (superusers have every role's privileges).
+        unreadable_los = [int(r[0]) for r in src.execute(
+            "SELECT m.oid FROM pg_catalog.pg_largeobject_metadata m"
+            " WHERE pg_catalog.current_setting('lo_compat_privileges') <> 'on'"
+            "   AND NOT pg_catalog.pg_has_role(m.lomowner, 'USAGE')"
+            "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.aclexplode(m.lomacl) a WHERE a.privilege_type = 'SELECT'"
+            "                   AND (a.grantee = 0 OR pg_catalog.pg_has_role(a.grantee, 'USAGE')))"
+            " ORDER BY 1").fetchall()]
+        # User mappings name roles too: one for a role the target lacks is skipped by the restore.
+        mapping_roles = src.execute(
+            "SELECT usename, srvname FROM pg_catalog.pg_user_mappings WHERE umuser <> 0 ORDER BY 1, 2").fetchall()
         # FORCE ROW LEVEL SECURITY binds a table's owner too: on the target, the target user.
         forced = [str(r[0]) for r in src.execute(
             "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c"
@@ -107,7 +128,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
         target_limits = capacity.read_limits(tgt, resume.LOCK_KEY)
         leftovers = resume.leftover_sessions(tgt)
         target_roles = {str(r[0]) for r in tgt.execute(
-            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", ([str(p[0]) for p in policy_roles],))}
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)",
+            ([str(p[0]) for p in [*policy_roles, *mapping_roles]],))}
         target_user, target_su = tgt.execute(
             "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone()  # type: ignore[misc]
@@ -188,11 +210,26 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             plan.blockers.append(
                 f"policy {policy} on {table} applies to role {role}, which the target server does not have:"
                 f" create it there first (CREATE ROLE {role}), or the restore of the policy fails")
+    for role, server in mapping_roles:
+        if role not in target_roles:
+            plan.warnings.append(
+                f"user mapping for {role} on foreign server {server}: the target server has no role {role}, so it"
+                " is not copied (a warning of the copy); create it for the target's role, with its password")
     if unreadable_config:
         plan.blockers.append(
             f"the source user may not read {', '.join(unreadable_config[:5])}"
             f"{' …' if len(unreadable_config) > 5 else ''}: an extension's configuration (its rows are copied,"
             " as pg_dump copies them); grant SELECT on them to the source user")
+    if unreadable:
+        plan.blockers.append(
+            f"the source user may not read {counted(len(unreadable), 'table or sequence', 'tables or sequences')}"
+            f" ({', '.join(unreadable[:5])}{' …' if len(unreadable) > 5 else ''}): the copy reads every one; grant"
+            " SELECT on them (and USAGE on their schemas) to the source user, or connect as their owner")
+    if unreadable_los:
+        plan.blockers.append(
+            f"the source user may not read {counted(len(unreadable_los), 'large object')}"
+            f" (oid {', '.join(map(str, unreadable_los[:5]))}{' …' if len(unreadable_los) > 5 else ''}): the copy"
+            " reads every one; GRANT SELECT ON LARGE OBJECT to the source user, or connect as their owner")
     if forced:
         plan.warnings.append(
             f"{len(forced)} tables force row-level security on their owner ({', '.join(forced[:3])}"
@@ -312,19 +349,19 @@ def _steps(cfg: DbCopyConfig, source: inv.Inventory, settings: int) -> list[Step
     pre = [Step("clean", "drop the target's existing user objects", 1)] if cfg.clean else []
     if cfg.mode == "stream":
         steps = pre + [
-            Step("dump | restore", "pg_dump -Fc piped into pg_restore (no file), --no-owner --no-acl", 1, tables,
-                 data_bytes),
+            Step("dump | restore", "pg_dump -Fc piped into pg_restore (no file), --no-owner --no-acl --no-tablespaces",
+                 1, tables, data_bytes),
             Step("analyze", "ANALYZE every copied table", jobs, tables),
         ]
         return steps + (verify if cfg.verify else verify[:-1])
     steps = pre + [
         Step("snapshot", "export one REPEATABLE READ snapshot on the source; every reader adopts it", 1),
-        Step("pre-data", "pg_dump --section=pre-data --no-owner --no-acl into pg_restore (types, tables, functions)",
-             1),
+        Step("pre-data", "pg_dump --section=pre-data into pg_restore --no-owner --no-acl --no-tablespaces"
+             " (types, tables, functions)", 1),
         Step("data", "COPY ... TO STDOUT (binary) into COPY ... FROM STDIN, biggest tables first, large ones in "
              "ranges; each table's indexes and keys built as it lands (copies and builds share the jobs)",
              jobs, tables, data_bytes),
-        Step("large objects", "copy large objects in chunks", 1, source.large_objects),
+        Step("large objects", "copy large objects, 256 to a round trip and a commit", 1, source.large_objects),
         Step("sequences", "set sequences to their values in the snapshot", 1, len(source.sequences)),
         Step("post-data", "indexes in parallel, then constraints, triggers, materialized view data (pg_restore -j)",
              jobs),
