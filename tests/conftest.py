@@ -3,14 +3,17 @@ per-test fresh databases and buckets."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from migrate.config import S3CopyConfig, S3Side
 from migrate.local.s3server import REGION, SOURCE_KEYS, TARGET_KEYS, LocalS3Server
 from tests.support.services import RDS_PASSWORD, RDS_USER, DbPair, new_db_pair, start_cluster, unavailable
 
@@ -76,6 +79,33 @@ class BucketPair:
             "MIGRATE_SOURCE_AWS_REGION": REGION,
             "MIGRATE_TARGET_AWS_REGION": REGION,
         }
+
+    def config(self, state_dir: Path, **kw: Any) -> S3CopyConfig:
+        """A copy (or verify) configuration from source to target bucket, each side with its own keys."""
+        env = self.env()
+        src = S3Side.build("source", f"s3://{self.source_bucket}", endpoint_url=self.endpoint_url, environ=env)
+        tgt = S3Side.build("target", f"s3://{self.target_bucket}", endpoint_url=self.endpoint_url, environ=env)
+        return S3CopyConfig(source=src, target=tgt, state_dir=state_dir, **kw)
+
+    def put_multipart(self, key: str, sizes: list[int], **extra: Any) -> bytes:
+        """A multipart object in the source bucket with parts of these sizes; returns its bytes."""
+        client, bucket = self.source, self.source_bucket
+        up = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
+        parts, whole = [], b""
+        for i, size in enumerate(sizes, 1):
+            body = hashlib.sha256(f"{key}{i}".encode()).digest() * (size // 32) + b"x" * (size % 32)
+            whole += body
+            r = client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=i, Body=body)
+            parts.append({"PartNumber": i, "ETag": r["ETag"]})
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"],
+                                         MultipartUpload={"Parts": parts})
+        return whole
+
+    def cli_args(self, state_dir: Path, *extra: str) -> list[str]:
+        """The same as command-line options (the keys come from env())."""
+        return ["--source", f"s3://{self.source_bucket}", "--target", f"s3://{self.target_bucket}",
+                "--source-endpoint-url", self.endpoint_url, "--target-endpoint-url", self.endpoint_url,
+                "--state-dir", str(state_dir), *extra]
 
 
 @pytest.fixture

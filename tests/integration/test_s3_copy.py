@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -43,17 +42,12 @@ AWKWARD_KEYS = [
 
 
 def _cfg(b: BucketPair, tmp: Path, **kw: Any) -> S3CopyConfig:
-    env = b.env()
-    src = S3Side.build("source", f"s3://{b.source_bucket}", endpoint_url=b.endpoint_url, environ=env)
-    tgt = S3Side.build("target", f"s3://{b.target_bucket}", endpoint_url=b.endpoint_url, environ=env)
     kw.setdefault("workers", 8)
-    return S3CopyConfig(source=src, target=tgt, state_dir=tmp / "state", **kw)
+    return b.config(tmp / "state", **kw)
 
 
 def _cli_args(b: BucketPair, tmp: Path, *extra: str) -> list[str]:
-    return ["--source", f"s3://{b.source_bucket}", "--target", f"s3://{b.target_bucket}",
-            "--source-endpoint-url", b.endpoint_url, "--target-endpoint-url", b.endpoint_url,
-            "--state-dir", str(tmp / "state"), *extra]
+    return b.cli_args(tmp / "state", *extra)
 
 
 def _put_awkward(b: BucketPair) -> dict[str, bytes]:
@@ -64,18 +58,6 @@ def _put_awkward(b: BucketPair) -> dict[str, bytes]:
         bodies[key] = body
     return bodies
 
-
-def _put_multipart(client: Any, bucket: str, key: str, sizes: list[int], **extra: Any) -> bytes:
-    up = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
-    parts, whole = [], b""
-    for i, size in enumerate(sizes, 1):
-        body = hashlib.sha256(f"{key}{i}".encode()).digest() * (size // 32) + b"x" * (size % 32)
-        whole += body
-        r = client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=i, Body=body)
-        parts.append({"PartNumber": i, "ETag": r["ETag"]})
-    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"],
-                                     MultipartUpload={"Parts": parts})
-    return whole
 
 
 def _no_checksum_client(b: BucketPair) -> Any:
@@ -149,7 +131,7 @@ def test_stream_copy_of_awkward_keys_via_cli_then_rerun_copies_nothing(buckets: 
 
 
 def test_multipart_source_is_verified_and_keeps_its_etag(buckets: BucketPair, tmp_path: Path) -> None:
-    whole = _put_multipart(buckets.source, buckets.source_bucket, "big/multi.bin", [5 * MiB, 5 * MiB, 123])
+    whole = buckets.put_multipart("big/multi.bin", [5 * MiB, 5 * MiB, 123])
     single = os.urandom(9 * MiB + 7)  # single-part source above the single-PUT size: uploaded in parts
     _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="big/single.bin", Body=single)
     _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="small.txt", Body=b"tiny")
@@ -185,7 +167,7 @@ def test_stream_mix_of_multipart_and_large_single_part_sources_does_not_hang(
 
     for i in range(3):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}-a-single", Body=os.urandom(40 * MiB))
-        _put_multipart(buckets.source, buckets.source_bucket, f"k{i}-b-multi", [5 * MiB] * 6)
+        buckets.put_multipart(f"k{i}-b-multi", [5 * MiB] * 6)
     try:
         res = run_cli("s3", "copy", *_cli_args(buckets, tmp_path, "--mode", "stream", "--workers", "2", "--json"),
                       env=buckets.env(), timeout=120)
@@ -200,7 +182,7 @@ def test_server_side_and_auto_modes(buckets: BucketPair, tmp_path: Path) -> None
     _put_awkward(buckets)
     buckets.source.put_object(Bucket=buckets.source_bucket, Key="typed.json", Body=b"{}",
                               ContentType="application/json", Metadata={"a": "1"})
-    whole = _put_multipart(buckets.source, buckets.source_bucket, "multi.bin", [5 * MiB, 777],
+    whole = buckets.put_multipart("multi.bin", [5 * MiB, 777],
                            ContentType="application/pdf", Metadata={"m": "2"})
     n = len(AWKWARD_KEYS) + 2
     report = copy_bucket(_cfg(buckets, tmp_path, mode="auto"), RecordingReporter())
@@ -267,7 +249,7 @@ def test_corrupted_byte_in_stream_is_caught_and_not_verified(
     buckets.source.put_object(Bucket=buckets.source_bucket, Key="ok.txt", Body=b"fine")
     _no_checksum_client(buckets).put_object(Bucket=buckets.source_bucket, Key="bad-small.txt",
                                             Body=b"0123456789" * 100)
-    _put_multipart(buckets.source, buckets.source_bucket, "bad-multi.bin", [5 * MiB, 1000])
+    buckets.put_multipart("bad-multi.bin", [5 * MiB, 1000])
     real = clients.make_client
     wrappers: list[CorruptingClient] = []
 
@@ -315,7 +297,7 @@ def test_stream_into_a_bucket_with_default_sse_kms_without_sse_option(
     for i in range(3):
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=f"k{i}", Body=os.urandom(1000))
     buckets.source.put_object(Bucket=buckets.source_bucket, Key="big", Body=os.urandom(12 * MiB))  # parts
-    _put_multipart(buckets.source, buckets.source_bucket, "multi", [5 * MiB, 1000])  # source parts
+    buckets.put_multipart("multi", [5 * MiB, 1000])  # source parts
     keys = ("k0", "k1", "k2", "big", "multi")
     real = clients.make_client
     say_encrypted = {"value": True}

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from migrate.config import S3CopyConfig, S3Side
+from migrate.config import S3CopyConfig
 from migrate.errors import Interrupted
 from migrate.model import Status
 from migrate.progress import RecordingReporter
@@ -35,18 +35,13 @@ FOLDER = "_paas-migrate/"
 
 
 def _cfg(b: BucketPair, state: Path, **kw: Any) -> S3CopyConfig:
-    env = b.env()
-    src = S3Side.build("source", f"s3://{b.source_bucket}", endpoint_url=b.endpoint_url, environ=env)
-    tgt = S3Side.build("target", f"s3://{b.target_bucket}", endpoint_url=b.endpoint_url, environ=env)
     kw.setdefault("workers", 2)
     kw.setdefault("mode", "stream")
-    return S3CopyConfig(source=src, target=tgt, state_dir=state, **kw)
+    return b.config(state, **kw)
 
 
 def _cli_args(b: BucketPair, state: Path, *extra: str) -> list[str]:
-    return ["--source", f"s3://{b.source_bucket}", "--target", f"s3://{b.target_bucket}",
-            "--source-endpoint-url", b.endpoint_url, "--target-endpoint-url", b.endpoint_url,
-            "--state-dir", str(state), *extra]
+    return b.cli_args(state, *extra)
 
 
 def _listing(b: BucketPair, prefix: str = "") -> dict[str, tuple[str, Any]]:
@@ -162,12 +157,11 @@ def _seed_into_kms_target(buckets: BucketPair, monkeypatch: pytest.MonkeyPatch, 
                           ) -> tuple[list[str], list[str]]:
     """n small source objects and a multipart one; the target answers as an SSE-KMS bucket does.
     Returns the keys and the list the wrapper records the target's uploads in."""
-    from tests.integration.test_s3_copy import _put_multipart
 
     keys = [f"k{i:02d}" for i in range(n)]
     for key in keys:
         buckets.source.put_object(Bucket=buckets.source_bucket, Key=key, Body=os.urandom(size))
-    _put_multipart(buckets.source, buckets.source_bucket, "a-multi", [5 * 1024 * 1024, 1000])
+    buckets.put_multipart("a-multi", [5 * 1024 * 1024, 1000])
     keys.append("a-multi")
     written: list[str] = []
     _wrap_target(monkeypatch, buckets, written, kms=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from migrate.config import S3CopyConfig, S3Side
+from migrate.config import S3CopyConfig
 from migrate.model import Status
 from migrate.progress import RecordingReporter
 from migrate.s3.copier import copy_bucket
@@ -25,34 +25,17 @@ MiB = 1024 * 1024
 
 
 def _cfg(b: BucketPair, tmp: Path, **kw: Any) -> S3CopyConfig:
-    env = b.env()
-    src = S3Side.build("source", f"s3://{b.source_bucket}", endpoint_url=b.endpoint_url, environ=env)
-    tgt = S3Side.build("target", f"s3://{b.target_bucket}", endpoint_url=b.endpoint_url, environ=env)
     kw.setdefault("workers", 4)
-    return S3CopyConfig(source=src, target=tgt, state_dir=tmp / "state", **kw)
+    return b.config(tmp / "state", **kw)
 
 
 def _cli_args(b: BucketPair, tmp: Path, *extra: str) -> list[str]:
-    return ["--source", f"s3://{b.source_bucket}", "--target", f"s3://{b.target_bucket}",
-            "--source-endpoint-url", b.endpoint_url, "--target-endpoint-url", b.endpoint_url,
-            "--state-dir", str(tmp / "state"), *extra]
+    return b.cli_args(tmp / "state", *extra)
 
 
 def _tags(client: Any, bucket: str, key: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
 
-
-def _put_multipart(client: Any, bucket: str, key: str, sizes: list[int], **extra: Any) -> bytes:
-    up = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
-    parts, whole = [], b""
-    for i, size in enumerate(sizes, 1):
-        body = hashlib.sha256(f"{key}{i}".encode()).digest() * (size // 32) + b"x" * (size % 32)
-        whole += body
-        r = client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=i, Body=body)
-        parts.append({"PartNumber": i, "ETag": r["ETag"]})
-    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"],
-                                     MultipartUpload={"Parts": parts})
-    return whole
 
 
 @pytest.mark.parametrize("mode", ["stream", "server-side"])
@@ -64,7 +47,7 @@ def test_website_redirect_location_is_kept_and_verified(buckets: BucketPair, tmp
     redirect = {"WebsiteRedirectLocation": "/new/page.html", "ContentType": "text/html"}
     buckets.source.put_object(Bucket=buckets.source_bucket, Key="old/page.html", Body=b"", **redirect)
     buckets.source.put_object(Bucket=buckets.source_bucket, Key="big.bin", Body=b"z" * (9 * MiB), **redirect)
-    _put_multipart(buckets.source, buckets.source_bucket, "parts.bin", [5 * MiB, 1 * MiB], **redirect)
+    buckets.put_multipart("parts.bin", [5 * MiB, 1 * MiB], **redirect)
     report = copy_bucket(_cfg(buckets, tmp_path, mode=mode), RecordingReporter())
     assert report.status is Status.SUCCESS, report.to_dict()
     for key in ("old/page.html", "big.bin", "parts.bin"):
@@ -163,7 +146,7 @@ def test_source_objects_deleted_or_overwritten_mid_run(buckets: BucketPair, tmp_
     sb = buckets.source_bucket
     for key in ("gone", "gone-big", "changed", "changed-big", "kept"):
         buckets.source.put_object(Bucket=sb, Key=key, Body=key.encode() * (1 if "big" not in key else 2 * MiB))
-    _put_multipart(buckets.source, sb, "gone-mp", [5 * MiB, 1024])
+    buckets.put_multipart("gone-mp", [5 * MiB, 1024])
     original = copier.BucketCopier.copy_one
 
     def racing(self: Any, row: Any) -> Any:  # the source changes after the listing, before the copy
