@@ -271,7 +271,9 @@ class BucketCopier:
         return res
 
     def _server_side(self, row: Row) -> Result:
-        if row.size > COPY_OBJECT_MAX or multipart_count(row.etag):
+        # An empty object uploaded as one empty part (ETag "...-1") is copied whole too: a part copy of it
+        # would ask for the range "bytes=0--1", which S3 rejects.
+        if row.size > COPY_OBJECT_MAX or (multipart_count(row.etag) and row.size):
             return self._server_side_multipart(row)
         # S3 computes the target's ETag from the bytes it wrote; for a plain (non-KMS) target that MD5 is
         # the verification. An additional checksum is asked for only where it adds evidence: the source
@@ -295,6 +297,8 @@ class BucketCopier:
         # a multipart MD5-of-MD5s) means equal content, with no extra request.
         if tetag == row.etag and (MD5_ETAG.match(tetag) or MULTIPART_ETAG.match(tetag)):
             return Result(row.key, VERIFIED, "etag", tetag, size=row.size)
+        if row.size == 0 and MD5_ETAG.match(tetag):  # no bytes to differ (its ETag: one empty part's)
+            return Result(row.key, VERIFIED, "empty", tetag, size=0)
         copied = result.get(f"Checksum{algo}") if algo else None
         if algo and row.algo == algo and copied and "-" not in copied and not multipart_count(row.etag):
             head = self.src.head_object(Bucket=sb, Key=self.skey(row.key), IfMatch=_quoted(row.etag),
