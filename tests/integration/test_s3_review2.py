@@ -4,8 +4,10 @@ requests per object. Against a real S3 API over HTTP (moto server), two credenti
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,30 @@ def _cli_args(b: BucketPair, tmp: Path, *extra: str) -> list[str]:
 def _tags(client: Any, bucket: str, key: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
 
+
+
+@contextlib.contextmanager
+def _logged_server(tmp_path: Path, name: str) -> Iterator[tuple[BucketPair, Callable[[], list[str]]]]:
+    """A moto server of this test's own, whose request log it reads (one line per request), with a
+    source and target bucket `name`-src and `name`-dst; yields them and a reader of the log so far."""
+    import time
+
+    from migrate.local.s3server import REGION, SOURCE_KEYS, TARGET_KEYS, LocalS3Server
+
+    log_path = tmp_path / "moto.log"
+    server = LocalS3Server(log_path=log_path).start()
+    try:
+        src, dst = server.client("s3", SOURCE_KEYS), server.client("s3", TARGET_KEYS)
+        for client, bucket in ((src, f"{name}-src"), (dst, f"{name}-dst")):
+            client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+        def requests() -> list[str]:
+            time.sleep(0.5)  # the server's log is written by its own process
+            return log_path.read_text().splitlines()
+
+        yield BucketPair(server, f"{name}-src", f"{name}-dst", src, dst), requests
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("mode", ["stream", "server-side"])
@@ -272,25 +298,16 @@ def test_stream_mode_reads_a_large_single_part_object_with_one_request(tmp_path:
     has its tags read (GetObjectTagging), as the source has tags. Counted
     in the moto server's request log; both objects verified by their SHA-256."""
     import re
-    import time
 
-    from migrate.local.s3server import REGION, SOURCE_KEYS, TARGET_KEYS, LocalS3Server
-
-    log_path = tmp_path / "moto.log"
-    server = LocalS3Server(log_path=log_path).start()
-    try:
-        src, dst = server.client("s3", SOURCE_KEYS), server.client("s3", TARGET_KEYS)
-        src.create_bucket(Bucket="count-src", CreateBucketConfiguration={"LocationConstraint": REGION})
-        dst.create_bucket(Bucket="count-dst", CreateBucketConfiguration={"LocationConstraint": REGION})
+    with _logged_server(tmp_path, "count") as (b, log):
+        src, dst = b.source, b.target
         for key, size in (("at-limit", 8 * MiB), ("over-limit", 8 * MiB + 1)):
             src.put_object(Bucket="count-src", Key=key, Body=b"a" * size, ChecksumAlgorithm="SHA256",
                            ContentType="text/csv", Metadata={"k": "v"}, Tagging="t=1")
-        b = BucketPair(server, "count-src", "count-dst", src, dst)
         report = copy_bucket(_cfg(b, tmp_path, mode="stream"), RecordingReporter())
         assert report.status is Status.SUCCESS and report.totals["verified"] == 2, report.to_dict()
-        time.sleep(0.5)  # the server's log is written by its own process
         requests: dict[str, list[str]] = {}
-        for line in log_path.read_text().splitlines():
+        for line in log():
             m = re.search(r'"(\w+) /count-src/([^ ?]+)', line)
             if m:
                 requests.setdefault(m.group(2), []).append(m.group(1))
@@ -300,8 +317,6 @@ def test_stream_mode_reads_a_large_single_part_object_with_one_request(tmp_path:
         head = dst.head_object(Bucket="count-dst", Key="over-limit")
         assert head["ContentType"] == "text/csv" and head["Metadata"] == {"k": "v"}
         assert _tags(dst, "count-dst", "over-limit") == {"t": "1"}
-    finally:
-        server.stop()
 
 
 def _put_raw(client: Any, bucket: str, key: str, headers: dict[str, str]) -> None:
@@ -341,26 +356,14 @@ def test_an_empty_object_uploaded_in_one_part_is_copied_whole_server_side(tmp_pa
     by part: UploadPartCopy with the range "bytes=0--1", which S3 rejects (moto does not). Now one
     CopyObject, verified (no bytes to differ). Counted in the moto server's request log."""
     import re
-    import time
 
-    from migrate.local.s3server import REGION, SOURCE_KEYS, TARGET_KEYS, LocalS3Server
-
-    log_path = tmp_path / "moto.log"
-    server = LocalS3Server(log_path=log_path).start()
-    try:
-        src, dst = server.client("s3", SOURCE_KEYS), server.client("s3", TARGET_KEYS)
-        src.create_bucket(Bucket="empty-src", CreateBucketConfiguration={"LocationConstraint": REGION})
-        dst.create_bucket(Bucket="empty-dst", CreateBucketConfiguration={"LocationConstraint": REGION})
-        b = BucketPair(server, "empty-src", "empty-dst", src, dst)
+    with _logged_server(tmp_path, "empty") as (b, log):
+        src, dst = b.source, b.target
         b.put_multipart("empty-mp", [0])
         assert src.head_object(Bucket="empty-src", Key="empty-mp")["ETag"].endswith('-1"')
         report = copy_bucket(_cfg(b, tmp_path, mode="server-side"), RecordingReporter())
         assert report.status is Status.SUCCESS and report.totals["verified"] == 1, report.to_dict()
-        time.sleep(0.5)  # the server's log is written by its own process
-        lines = log_path.read_text().splitlines()
-        parts = [ln for ln in lines if re.search(r'"PUT /empty-dst/empty-mp\?.*partNumber', ln)]
+        parts = [ln for ln in log() if re.search(r'"PUT /empty-dst/empty-mp\?.*partNumber', ln)]
         assert parts == [], parts
         assert dst.head_object(Bucket="empty-dst", Key="empty-mp")["ContentLength"] == 0
         assert verify_buckets(_cfg(b, tmp_path), RecordingReporter()).status is Status.SUCCESS
-    finally:
-        server.stop()
