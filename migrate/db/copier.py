@@ -1749,8 +1749,8 @@ def _last_error(stderr: bytes) -> str:
 
 
 def _pk_ranges(coord: psycopg.Connection, table: inv.TableInfo, parts: int, *, ctid_ranges: bool) -> list[CopyUnit]:
-    """Ranges of the integer primary key; page (ctid) ranges instead where the server has them
-    (PostgreSQL 14+) and the rows are not stored in key order (inv.key_ranges)."""
+    """Ranges of the integer primary key before PostgreSQL 14; page (ctid) ranges where the server has
+    them, which read the table more cheaply (inv.key_ranges)."""
     how, bounds = inv.key_ranges(coord, table, parts, ctid_ranges=ctid_ranges)
     if how == "pages":
         return _ctid_ranges(coord, table, parts)

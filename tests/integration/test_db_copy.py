@@ -236,9 +236,11 @@ def test_copy_splits_large_tables_into_ranges(dbs) -> None:  # type: ignore[no-u
     assert rec.tasks["data"].unit == "bytes"
 
 
-def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Key ranges of a table whose rows are not stored in key order would each read most of its pages
-    (the source reads the table once per range): PostgreSQL 14+ copies it in page (ctid) ranges."""
+def test_split_tables_are_read_in_page_ranges_from_14_and_in_key_ranges_before(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A key range is read through the key's index, a page (ctid) range by a TID range scan: the page
+    ranges are the cheaper read (much cheaper when the rows are not stored in key order: each key range
+    then reads most of the table's pages), so PostgreSQL 14+ copies every split table in page ranges;
+    older servers, which have no TID range scans, in key ranges."""
     import psycopg
 
     from migrate.config import DbCopyConfig, DbJobConfig
@@ -256,14 +258,12 @@ def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs, monkeypatch) 
     )
     with psycopg.connect(dbs.source_url) as conn:
         tables = {t.name: t for t in inv.list_tables(conn)}
-        ordered = copier._pk_ranges(conn, tables["in_order"], 4, ctid_ranges=True)
-        assert [u.where for u in ordered] == ['"id" < 5001', '"id" >= 5001 AND "id" < 10001',
-                                               '"id" >= 10001 AND "id" < 15001', '"id" >= 15001'], ordered
-        shuffled = copier._pk_ranges(conn, tables["shuffled"], 4, ctid_ranges=True)
-        assert len(shuffled) == 4 and all("ctid" in (u.where or "") for u in shuffled), shuffled
-        # Before PostgreSQL 14 there are no page ranges: key ranges, whatever the order.
-        assert all("ctid" not in (u.where or "") for u in copier._pk_ranges(conn, tables["shuffled"], 4,
-                                                                            ctid_ranges=False))
+        for name in ("in_order", "shuffled"):
+            by_key = copier._pk_ranges(conn, tables[name], 4, ctid_ranges=False)  # before PostgreSQL 14
+            assert [u.where for u in by_key] == ['"id" < 5001', '"id" >= 5001 AND "id" < 10001',
+                                                  '"id" >= 10001 AND "id" < 15001', '"id" >= 15001'], by_key
+            paged = copier._pk_ranges(conn, tables[name], 4, ctid_ranges=True)
+            assert len(paged) == 4 and all("ctid" in (u.where or "") for u in paged), paged
     by_pages: list[str] = []
     ctid_ranges = copier._ctid_ranges
 
@@ -278,11 +278,11 @@ def test_a_key_not_in_storage_order_is_split_by_pages_instead(dbs, monkeypatch) 
     from migrate.db.planner import plan_database
 
     split = {t["table"]: t["split"] for t in plan_database(cfg).facts["table list"]}
-    assert split["public.in_order"].endswith(" key ranges") and split["public.shuffled"].endswith(" page ranges"), split
+    assert all(split[f"public.{name}"].endswith(" page ranges") for name in ("in_order", "shuffled")), split
     assert by_pages == []  # planning read-only, through the same decision (not the copy's code path)
     rec = RecordingReporter()
     assert copier.copy_database(cfg, rec).status.value == "success"
-    assert sorted(by_pages) == ["it's", "shuffled"], by_pages  # not in_order
+    assert sorted(by_pages) == ["in_order", "it's", "shuffled"], by_pages
     copies = [t for k, t, _ in rec.events if k == "start" and t.startswith("copy public.shuffled [")]
     assert len(copies) >= 2, copies
     assert_same_database(dbs)
