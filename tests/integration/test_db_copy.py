@@ -292,8 +292,6 @@ def test_index_builds_get_parallel_workers_only_from_idle_jobs(dbs, monkeypatch)
     """Each job keeps a target core busy: a build started while other work is queued runs without
     parallel workers (with the server's 2 they slowed the bench copy by ~0.4 s on 2 cores, taking CPU
     from the GIN build on its critical path); the last build may use the idle jobs' share."""
-    import psycopg
-
     from migrate.config import DbCopyConfig, DbJobConfig
     from migrate.db import copier
     from migrate.progress import RecordingReporter
@@ -306,7 +304,7 @@ def test_index_builds_get_parallel_workers_only_from_idle_jobs(dbs, monkeypatch)
     seen: list[tuple[str, int | None, str]] = []
     real = copier._Copier._build_in
 
-    def spy(self, conn: psycopg.Connection, item, workers=None):  # type: ignore[no-untyped-def]
+    def spy(self, conn, item, workers=None):  # type: ignore[no-untyped-def]
         real(self, conn, item, workers)
         # what the build ran with, read in its own transaction (not yet committed)
         setting = conn.execute("SELECT current_setting('max_parallel_maintenance_workers')").fetchone()
