@@ -11,7 +11,10 @@ Parallel mode, in order (each phase's connection and concurrency as in pgcopydb'
                 COPY ... FROM STDIN on the target (psycopg), never decoding a row. Each table or
                 range commits on its own; a failure aborts that COPY, so nothing is half-counted.
                 Triggers and foreign keys do not exist yet (they are post-data), so no trigger
-                fires during the load and the target's rows equal the source's.
+                fires during the load and the target's rows equal the source's. A table's indexes
+                and keys are built, and it is analyzed, as soon as it has landed, by the same N
+                workers; a build started while work is queued runs without the server's parallel
+                workers (each worker already keeps a target core busy).
 4. large objects, 5. sequences (values read in the snapshot).
 6. post-data  — `pg_restore --section=post-data -j N`: indexes in parallel, then constraints,
                 triggers, materialized-view data. Resumed, it restores only the entries whose object
