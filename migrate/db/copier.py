@@ -1108,13 +1108,7 @@ class _Copier:
                         raise _BinaryUnsupported from None
                     raise CopyFailed(f"writing to the target failed: {_first_line(str(exc))}") from None
                 rows = max(cur.rowcount, 0)
-            inline = self._build_inline(conn, unit, builds, analyze)
-            try:
-                conn.commit()
-            except BaseException:
-                for t in inline:
-                    self.reporter.on_done(t, ok=False)
-                raise
+            inline = self._build_inline(conn, unit, builds, analyze)  # committed with its pipeline
             for t in inline:
                 self.reporter.on_done(t, ok=True)
             ok = True
@@ -1132,10 +1126,10 @@ class _Copier:
     def _build_inline(self, conn: psycopg.Connection, unit: CopyUnit, builds: Sequence[inv.EarlyIndex],
                       analyze: str | None) -> list[str]:
         """The unit's record and, for a small table, its index builds and ANALYZE, in its copy's
-        transaction (not yet committed), each shown as its own task. Sent in one pipeline: for a few
-        rows, a round trip per statement (ten for a table with two indexes) costs more than the
-        work. Returns the tasks that ran: the caller says them done when the transaction commits (a
-        later failure rolls them back with the copy)."""
+        transaction, each shown as its own task, then the commit. Sent in one pipeline: for a few
+        rows, a round trip per statement (eleven for a table with two indexes) costs more than the
+        work. Returns the tasks that ran (committed): the caller says them done; a failure rolls
+        them back with the copy."""
         steps: list[tuple[str, Callable[[], object]]] = [
             (f"index {e.name}", functools.partial(self._build_in, conn, e)) for e in builds]
         if analyze is not None:
@@ -1150,12 +1144,15 @@ class _Copier:
                         self.reporter.on_start(task, total=100, unit="%")
                         ran.append(task)
                         work()
+                    # In the pipeline, no round trip of its own. An error of any statement above comes
+                    # from here (pipelined results are read at the end), the commit's own very rarely.
+                    conn.commit()
             except psycopg.Error as exc:
                 conn.rollback()
                 if self.children.cancelled.is_set():
                     raise KeyboardInterrupt from None
                 what = (f"building the indexes and statistics of {unit.label}" if steps
-                        else f"recording the copy of {unit.label}")
+                        else f"committing the copy of {unit.label}")
                 raise CopyFailed(f"{what} failed: {_first_line(str(exc))}") from None
             for task in ran:
                 self.reporter.on_progress(task, 100)
