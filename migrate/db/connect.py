@@ -3,6 +3,7 @@ clear line, pins session settings, and shares a snapshot between connections."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import psycopg
@@ -173,7 +174,10 @@ def begin_snapshot_reader(conn: psycopg.Connection, snapshot: str | None) -> Non
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
 
 
+@functools.lru_cache(maxsize=65536)
 def quote_ident(name: str) -> str:
+    """`name` quoted as an identifier where needed. Cached: a copy quotes the same names many times per
+    table (py-spy: 6% of the Python time of a 1000-table copy)."""
     return sql.Identifier(name).as_string(None)
 
 
