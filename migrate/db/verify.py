@@ -17,7 +17,7 @@ Phases (connections, concurrency):
                   the target, stale on the source: information)
   sequences       one connection per side: last_value/is_called, and sequences owned by an integer column
                   behind its max() (a warning, not a difference, when the source's is behind its rows too)
-  large objects   one connection per side: count and md5 per object, merged in oid order
+  large objects   one connection per side: count, md5 and comment per object, merged in oid order
 
 The source is read on one snapshot (exported by the coordinating connection and adopted by every
 worker); the target likewise, so a verify sees each side at one instant. Read-only on both sides.
@@ -750,7 +750,7 @@ class _Verifier:
 
     def run_large_objects(self, report: Report) -> None:
         t0 = time.monotonic()
-        self.reporter.note("large objects: comparing count and md5 per object")
+        self.reporter.note("large objects: comparing count, md5 and comment per object")
         count = 0
         bad: list[Diff] = []
         total_bad = 0
@@ -768,7 +768,8 @@ class _Verifier:
                     elif s_hash is None:
                         bad.append(Diff("large object", str(oid), Outcome.EXTRA_ON_TARGET))
                     else:
-                        bad.append(Diff("large object", str(oid), Outcome.DIFFER, "md5 differs"))
+                        what = "md5 differs" if s_hash[0] != t_hash[0] else "comment differs"
+                        bad.append(Diff("large object", str(oid), Outcome.DIFFER, what))
         except Exception as exc:
             report.diffs.append(Diff("large objects", "all", Outcome.ERROR, _one_line(exc)))
         else:
@@ -834,18 +835,23 @@ def _seq_state(conn: psycopg.Connection, relation: str) -> tuple[int, bool]:
     return int(row[0]), bool(row[1])
 
 
-def _lo_hashes(conn: psycopg.Connection, name: str) -> Iterator[tuple[int, str]]:
-    """(oid, digest) of every large object in oid order, streamed through a server-side cursor: the
-    md5 of one up to LO_WHOLE_MAX bytes, else of its parts' md5s (_long_lo_digest)."""
+_LO = tuple[str, str | None]  # a large object's digest, and its comment's md5 (None: no comment)
+
+
+def _lo_hashes(conn: psycopg.Connection, name: str) -> Iterator[tuple[int, _LO]]:
+    """(oid, (digest, comment md5)) of every large object in oid order, streamed through a server-side
+    cursor: the md5 of one up to LO_WHOLE_MAX bytes, else of its parts' md5s (_long_lo_digest)."""
     with conn.cursor(name=f"verify_lo_{name}") as cur:
         cur.itersize = 2000
         # One read of each object's head (a byte more than LO_WHOLE_MAX tells a longer one), computed
         # per row as the index scan returns them: never sorted together.
         cur.execute("SELECT oid::bigint, (SELECT md5(h) || CASE WHEN length(h) > %s THEN ' long' ELSE '' END"
-                    " FROM (SELECT lo_get(oid, 0, %s) AS h) x) FROM pg_largeobject_metadata ORDER BY oid",
+                    " FROM (SELECT lo_get(oid, 0, %s) AS h) x), md5(obj_description(oid, 'pg_largeobject'))"
+                    " FROM pg_largeobject_metadata ORDER BY oid",
                     (LO_WHOLE_MAX, LO_WHOLE_MAX + 1))
-        for oid, digest in cur:
-            yield int(oid), _long_lo_digest(conn, int(oid)) if digest.endswith(" long") else str(digest)
+        for oid, digest, comment in cur:
+            data = _long_lo_digest(conn, int(oid)) if digest.endswith(" long") else str(digest)
+            yield int(oid), (data, comment)
 
 
 def _long_lo_digest(conn: psycopg.Connection, oid: int) -> str:
@@ -867,7 +873,7 @@ def _lo_size(conn: psycopg.Connection, oid: int) -> int:
     return int(size)
 
 
-def _merge(a: Iterator[tuple[int, str]], b: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str | None, str | None]]:
+def _merge(a: Iterator[tuple[int, _LO]], b: Iterator[tuple[int, _LO]]) -> Iterator[tuple[int, _LO | None, _LO | None]]:
     """Full outer join of two oid-ordered streams."""
     x, y = next(a, None), next(b, None)
     while x is not None or y is not None:

@@ -309,6 +309,14 @@ CORRUPTIONS = [
         id="large-object-changed",
     ),
     pytest.param(
+        "DO $$ BEGIN EXECUTE format('COMMENT ON LARGE OBJECT %s IS %L',"
+        " (SELECT min(oid) FROM pg_largeobject_metadata), 'changed on the target'); END $$",
+        ("large object", "*", "differ"),
+        "comment differs",
+        {("large objects", "all", "differ")},
+        id="large-object-comment-changed",
+    ),
+    pytest.param(
         "SELECT lo_unlink((SELECT max(oid) FROM pg_largeobject_metadata))",
         ("large object", "*", "missing on target"),
         "",
