@@ -240,6 +240,16 @@ _QUERIES: list[tuple[str, str]] = [
             "{not_copied}", ", ".join(f"'{n}'" for n in sorted(dbsettings.NOT_COPIED))),
     ),
     (
+        # COMMENT ON DATABASE, which pg_dump's restore loses too (the copy sets it: migrate.db.dbsettings).
+        # The databases' names differ: one item per side, "current database", the comment its definition.
+        "database comment",
+        """
+        SELECT 'database comment', 'current database', shobj_description(d.oid, 'pg_database'), NULL, NULL, NULL, NULL
+        FROM pg_database d
+        WHERE d.datname = current_database() AND shobj_description(d.oid, 'pg_database') IS NOT NULL
+        """,
+    ),
+    (
         # Options sorted (here, a foreign table's and its columns'): pg_dump may write them in another order.
         "foreign server",
         f"""
@@ -339,7 +349,7 @@ def compare(source: dict[tuple[str, str], Item], target: dict[tuple[str, str], I
             # A setting only the target's database has was set there by its DBA (the copy sets the
             # source's, and removes none): information, not a difference of the copy.
             diffs.append(Diff(kind, name, Outcome.EXTRA_ON_TARGET, _short(t.definition),
-                              info_only=kind in ("database setting", "user mapping")))
+                              info_only=kind in ("database setting", "database comment", "user mapping")))
             continue
         if s.definition == t.definition:
             diffs.append(Diff(kind, name, Outcome.MATCH))

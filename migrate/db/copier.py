@@ -321,7 +321,7 @@ class _Copier:
         self._close_idle_connections()
         if self.state is not None:
             self._record(resume.drop_state)  # the copy is complete: nothing left to resume
-        if any(s.role is None for s in self.detail.settings):
+        if any(s.role is None for s in self.detail.settings) or self.detail.database_comment is not None:
             self._phase("database settings", 1, self.apply_database_settings)
         self.make_durable()
         if self.cfg.verify:
@@ -523,17 +523,19 @@ class _Copier:
         self.report.warnings += warnings
 
     def apply_database_settings(self) -> PhaseResult:
-        """The source database's own settings, set on the target database once the copy's writing is
-        done (they apply to sessions opened afterwards: default_transaction_read_only, say, must not
-        apply to the copy's). A setting the target user may not set is a warning naming the
+        """The source database's own settings and comment, set on the target database once the copy's
+        writing is done (they apply to sessions opened afterwards: default_transaction_read_only, say,
+        must not apply to the copy's). A setting the target user may not set is a warning naming the
         statements, not a failure."""
         own = [s for s in self.detail.settings if s.role is None]
+        comment = self.detail.database_comment
         with connect(self.cfg.db.target, "target", autocommit=True) as conn:
-            failed = dbsettings.apply(conn, own)
+            failed = dbsettings.apply(conn, own, comment)
         if failed:
             self.report.warnings.append(dbsettings.not_applied_warning(failed))
-        return PhaseResult("database settings", 0.0, 1, items=len(own) - len(failed),
-                           note=", ".join(s.name for s in own) + (f"; {len(failed)} not set" if failed else ""))
+        names = [s.name for s in own] + (["comment"] if comment is not None else [])
+        return PhaseResult("database settings", 0.0, 1, items=len(names) - len(failed),
+                           note=", ".join(names) + (f"; {len(failed)} not set" if failed else ""))
 
     def export_snapshot(self) -> None:
         conn = connect(self.cfg.db.source, "source")

@@ -1,10 +1,11 @@
 """Settings stored on the source database itself (ALTER DATABASE ... SET, and ALTER ROLE ... IN
-DATABASE ... SET): read, written as statements, and set on the target.
+DATABASE ... SET), and its comment: read, written as statements, and set on the target.
 
 pg_dump writes them only with --create (in its DATABASE PROPERTIES entry, under the source's name),
 so a copy into an existing target database loses them: an application that relies on a database
 `search_path` finds none of its tables after cutover. The copy sets the database's own settings on
 the target at its end; per-role settings name roles of the source's server, so they are only listed.
+COMMENT ON DATABASE is likewise written only with --create; the copy sets it at the end too.
 """
 
 from __future__ import annotations
@@ -138,6 +139,17 @@ def statement(setting: Setting, database: str, *, shown: bool = False) -> str:
     return f"ALTER {where} SET {quote_ident(setting.name)} TO {value}"
 
 
+def read_comment(conn: psycopg.Connection) -> str | None:
+    """The current database's comment (COMMENT ON DATABASE), or None. Read-only."""
+    row = conn.execute("SELECT pg_catalog.shobj_description(d.oid, 'pg_database') FROM pg_catalog.pg_database d"
+                       " WHERE d.datname = current_database()").fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def comment_statement(comment: str, database: str) -> str:
+    return f"COMMENT ON DATABASE {quote_ident(database)} IS {sql.Literal(comment).as_string(None)}"
+
+
 def may_alter(conn: psycopg.Connection) -> bool:
     """May the current user store settings on the current database (its owner, or a superuser)? Read-only."""
     row = conn.execute(
@@ -146,11 +158,11 @@ def may_alter(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def apply(conn: psycopg.Connection, settings: list[Setting]) -> list[tuple[str, str]]:
-    """Store the database's own `settings` on the connected (target) database, each statement on its
-    own (`conn` in autocommit): one the server refuses does not stop the others. Sessions already
-    open keep their settings; new ones get them. Returns (statement, first line of the error) for
-    each refused statement."""
+def apply(conn: psycopg.Connection, settings: list[Setting], comment: str | None = None) -> list[tuple[str, str]]:
+    """Store the database's own `settings` (and its `comment`) on the connected (target) database,
+    each statement on its own (`conn` in autocommit): one the server refuses does not stop the others.
+    Sessions already open keep their settings; new ones get them. Returns (statement, first line of
+    the error) for each refused statement."""
     row = conn.execute("SELECT current_database()").fetchone()
     database = str(row[0]) if row else ""
     failed = []
@@ -159,11 +171,17 @@ def apply(conn: psycopg.Connection, settings: list[Setting]) -> list[tuple[str, 
             conn.execute(statement(s, database).encode())
         except psycopg.Error as exc:
             failed.append((statement(s, database, shown=True), first_line(str(exc))))
+    if comment is not None:
+        try:
+            conn.execute(comment_statement(comment, database).encode())
+        except psycopg.Error as exc:
+            failed.append((comment_statement(comment, database), first_line(str(exc))))
     return failed
 
 
 def not_applied_warning(failed: list[tuple[str, str]]) -> str:
     """A report warning naming the statements to run by hand."""
     stmts = "; ".join(stmt for stmt, _ in failed)
-    return (f"{len(failed)} of the source database's settings could not be set on the target ({failed[0][1]}):"
+    return (f"{len(failed)} of the source database's settings (or its comment) could not be set on the target"
+            f" ({failed[0][1]}):"
             f" run as the target database's owner: {stmts}")

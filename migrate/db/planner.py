@@ -33,6 +33,7 @@ class DbPlanDetail:
     resume: resume.ResumeState | None = None  # the target's record of an interrupted copy
     extensions: list[SourceExtension] = field(default_factory=list)
     settings: list[dbsettings.Setting] = field(default_factory=list)  # stored on the source database
+    database_comment: str | None = None  # COMMENT ON DATABASE of the source (pg_dump writes it only with --create)
     report_warnings: list[str] = field(default_factory=list)  # plan warnings the copy's report repeats
 
 
@@ -102,6 +103,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
             " WHERE c.relforcerowsecurity AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()]
         source_extensions = extensions.on_source(src)
         settings = dbsettings.read(src)
+        database_comment = dbsettings.read_comment(src)
         source_read_only = dbsettings.stored_read_only(src)
         source_limits = capacity.read_limits(src, resume.LOCK_KEY)
         src.rollback()
@@ -137,7 +139,8 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
 
     plan = Plan(kind="db", source=db.source.display(), target=db.target.display())
     detail = DbPlanDetail(source=source, target_relations=target_relations, resume=state,
-                          target_encoding=target_encoding, extensions=source_extensions, settings=settings)
+                          target_encoding=target_encoding, extensions=source_extensions, settings=settings,
+                          database_comment=database_comment)
     source_major = source.server_version_num // 10000
     for name, future in found.items():
         try:
@@ -274,7 +277,7 @@ def _plan(cfg: DbCopyConfig, found: dict[str, Future[PgTool]]) -> tuple[Plan, Db
     if source_has_state_schema and cfg.mode == "parallel":
         plan.blockers.append(f"the source has a schema named {resume.SCHEMA}, which paas-migrate keeps its copy"
                              " record in on the target: rename it, or use --mode stream")
-    plan.steps = _steps(cfg, source, sum(s.role is None for s in settings))
+    plan.steps = _steps(cfg, source, sum(s.role is None for s in settings) + (database_comment is not None))
     return plan, detail
 
 
@@ -295,6 +298,11 @@ def _settings_checks(plan: Plan, detail: DbPlanDetail, target_db: str, may_set: 
             f"{target_user} does not own the target database, so the copy cannot set the source database's"
             f" settings ({', '.join(s.name for s in own)}) on it: run as its owner after the copy: "
             + "; ".join(dbsettings.statement(s, target_db, shown=True) for s in own))
+    if detail.database_comment is not None and not may_set:
+        plan.warnings.append(
+            f"{target_user} does not own the target database, so the copy cannot set the source database's"
+            f" comment on it: run as its owner after the copy: "
+            + dbsettings.comment_statement(detail.database_comment, target_db))
     repeated: list[str] = []
     if source_read_only:
         repeated.append(
@@ -344,8 +352,8 @@ def _steps(cfg: DbCopyConfig, source: inv.Inventory, settings: int) -> list[Step
     data_bytes = source.total_table_bytes
     verify = [Step("verify", "compare schema, per-table counts and hashes, sequences, large objects", jobs, tables)]
     if settings:  # before the verification, after everything else (see copier.apply_database_settings)
-        verify.insert(0, Step("database settings", "ALTER DATABASE ... SET the source database's settings", 1,
-                              settings))
+        verify.insert(0, Step("database settings", "ALTER DATABASE ... SET the source database's settings,"
+                              " COMMENT ON DATABASE its comment", 1, settings))
     pre = [Step("clean", "drop the target's existing user objects", 1)] if cfg.clean else []
     if cfg.mode == "stream":
         steps = pre + [

@@ -1021,6 +1021,46 @@ def test_database_settings_reach_the_target_at_the_end_of_the_copy(dbs) -> None:
         dbs.source_cluster.execute(f"DROP ROLE IF EXISTS {role}")
 
 
+def _database_comment(cluster, db: str) -> str | None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(cluster.url()) as conn:
+        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           (db,)).fetchone()
+    return row[0] if row else None
+
+
+def test_the_database_comment_reaches_the_target_and_is_verified(dbs) -> None:  # type: ignore[no-untyped-def]
+    """COMMENT ON DATABASE is outside pg_dump's sections too (only --create writes it): the copy sets
+    it on the target at the end, and verify compares it."""
+    src, tgt = dbs.source_db, dbs.target_db
+    text = "Bulk upload service: it's the app's data ✓"
+    dbs.source_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+    dbs.source_cluster.execute(f"COMMENT ON DATABASE {src} IS 'Bulk upload service: it''s the app''s data ✓'")
+    res = run_cli("db", "plan", "--json", env=env_for(dbs))
+    assert res.code == 0 and "database settings" in [s["name"] for s in json.loads(res.out)["steps"]], res.output
+    res = run_cli("db", "copy", "--jobs", "2", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert _database_comment(dbs.target_cluster, tgt) == text
+    assert_same_database(dbs)
+
+    dbs.target_cluster.execute(f"COMMENT ON DATABASE {tgt} IS 'another comment'")
+    res = run_cli("db", "verify", "--json", env=env_for(dbs))
+    diffs = {(d["kind"], d["name"]): d for d in json.loads(res.out)["diffs"]}
+    assert res.code == 3 and diffs[("database comment", "current database")]["outcome"] == "differ", res.output
+
+    # A target user that does not own the database cannot set it: said by the plan, a warning of the copy.
+    dbs.target_cluster.execute(f"COMMENT ON DATABASE {tgt} IS NULL; ALTER DATABASE {tgt} OWNER TO postgres;"
+                               f" GRANT CREATE ON DATABASE {tgt} TO rds_master")
+    statement = f"""COMMENT ON DATABASE "{tgt}" IS 'Bulk upload service: it''s the app''s data ✓'"""
+    res = run_cli("db", "plan", "--json", env=env_for(dbs))
+    assert any("cannot set the source database's comment" in w and statement in w
+               for w in json.loads(res.out)["warnings"]), res.output
+    res = run_cli("db", "copy", "--clean", "--yes", "--no-verify", "--json", env=env_for(dbs))
+    assert res.code == 0, res.output
+    assert any("could not be set on the target" in w and statement in w
+               for w in json.loads(res.out)["warnings"]), res.output
+    assert _database_comment(dbs.target_cluster, tgt) is None
+
+
 def test_extensions_are_created_at_the_source_version(dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A pg_upgrade'd source keeps older extension versions; pg_dump's CREATE EXTENSION names none, so
     a restore would install the target's default and every copy would differ from its source."""
