@@ -121,6 +121,11 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
+def agree(n: int, one: str, many: str) -> str:
+    """The word that agrees with a count: agree(n, "is", "are")."""
+    return one if n == 1 else many
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

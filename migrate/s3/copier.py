@@ -27,7 +27,7 @@ from migrate.config import S3CopyConfig, redact
 from migrate.errors import CopyFailed, Interrupted
 from migrate.memory import bound_heap
 from migrate.model import Diff, Outcome, PhaseResult, Plan, Report, Status
-from migrate.progress import Reporter, counted, human_bytes
+from migrate.progress import Reporter, agree, counted, human_bytes
 from migrate.s3 import clients, journal, metadata
 from migrate.s3.checksums import (
     MD5_ETAG,
@@ -909,11 +909,11 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
             writer = None
         size_only, pending = status["size-only"][0], status["pending"][0]
         if size_only:
-            report.warnings.append(f"{counted(size_only, 'object')} {_is(size_only)} size-only: the source offers no"
-                                   " checksum to compare with (e.g. SSE-KMS single-part objects)")
+            report.warnings.append(f"{counted(size_only, 'object')} {agree(size_only, 'is', 'are')} size-only: the"
+                                   " source offers no checksum to compare with (e.g. SSE-KMS single-part objects)")
         if extra_n:
-            report.warnings.append(f"{counted(extra_n, 'object')} {_exist(extra_n)} only on the target (left alone):"
-                                   " verification will report them as extra on target")
+            report.warnings.append(f"{counted(extra_n, 'object')} {agree(extra_n, 'exists', 'exist')} only on the"
+                                   " target (left alone): verification will report them as extra on target")
         failures = manifest.failures()
         for key, detail in failures:
             report.diffs.append(Diff("object", key, Outcome.ERROR, detail))
@@ -926,7 +926,7 @@ def copy_bucket(cfg: S3CopyConfig, reporter: Reporter, plan: Plan | None = None)
                                     " source first)" if cold else ""))
             report.status = Status.PARTIAL if counts["copied"] or n_src > status["failed"][0] else Status.FAILED
         if pending:
-            raise CopyFailed(f"{counted(pending, 'object')} {_is(pending)} still pending after the copy")
+            raise CopyFailed(f"{counted(pending, 'object')} {agree(pending, 'is', 'are')} still pending after the copy")
     except (KeyboardInterrupt, CopyFailed) as exc:
         # The report files still get what was copied and checked so far (the manifest's rows).
         report.totals.setdefault("manifest", str(manifest.path))
@@ -954,11 +954,3 @@ def _close_journal(writer: journal.Writer | None) -> None:
         if writer.written:
             log.info("journal: %d verified objects recorded in s3://%s/%s", writer.written, writer.bucket,
                      writer.prefix)
-
-
-def _is(n: int) -> str:
-    return "is" if n == 1 else "are"
-
-
-def _exist(n: int) -> str:
-    return "exists" if n == 1 else "exist"

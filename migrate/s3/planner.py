@@ -13,7 +13,7 @@ from pathlib import Path
 
 from migrate.config import S3CopyConfig
 from migrate.model import Plan, Step
-from migrate.progress import counted, human_bytes
+from migrate.progress import agree, counted, human_bytes
 from migrate.s3 import clients, journal
 from migrate.s3.copier import ARCHIVED_STORAGE_CLASSES, resolve_mode
 from migrate.s3.inventory import LeftOut, list_both_sides
@@ -83,28 +83,21 @@ def plan_from_manifest(cfg: S3CopyConfig, manifest, n_src: int, b_src: int, n_ds
     ]
     if unchecked:
         # Comparing metadata costs two HEAD requests per object: the copy does it, the plan does not.
-        plan.warnings.append(f"{counted(unchecked, 'object')} on the target already {_have(unchecked)} the source's"
-                             " size and ETag, but not from a copy with this --state-dir: the copy compares their"
-                             " metadata first and copies those where it differs (counted here as matching)")
+        plan.warnings.append(f"{counted(unchecked, 'object')} on the target already"
+                             f" {agree(unchecked, 'has', 'have')} the source's size and ETag, but not from a copy"
+                             " with this --state-dir: the copy compares their metadata first and copies those where"
+                             " it differs (counted here as matching)")
     archived = manifest.to_copy_in(ARCHIVED_STORAGE_CLASSES)
     if archived:
         n = sum(c for c, _ in archived.values())
         classes = ", ".join(f"{c:,} {cls}" for cls, (c, _) in archived.items())
         them = "it" if n == 1 else "them"
-        plan.warnings.append(f"{counted(n, 'object')} to copy {_is(n)} archived ({classes}): S3 reads {them} only"
-                             f" once restored, the copy fails each one that is not; restore {them} on the source"
-                             " (S3 RestoreObject) first")
+        plan.warnings.append(f"{counted(n, 'object')} to copy {agree(n, 'is', 'are')} archived ({classes}): S3"
+                             f" reads {them} only once restored, the copy fails each one that is not; restore"
+                             f" {them} on the source (S3 RestoreObject) first")
     if extra_n:
         exist = "exists" if extra_n == 1 else "exist"
         plan.warnings.append(f"{counted(extra_n, 'object')} {exist} only on the target: the copy leaves them alone, and"
                              " verification reports them as extra on target (exit 3); remove them first if"
                              " the target should equal the source")
     return plan
-
-
-def _have(n: int) -> str:
-    return "has" if n == 1 else "have"
-
-
-def _is(n: int) -> str:
-    return "is" if n == 1 else "are"
