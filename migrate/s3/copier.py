@@ -710,12 +710,10 @@ class _SourceFeed:
             t = self.copier.dst.head_object(Bucket=self.cfg.target.location.bucket, Key=self.copier.tkey(row.key))
         except Exception as exc:
             return f"same ETag on the target, metadata not comparable ({clients.error_code(exc)}): copied again"
-        changed = metadata.differences(s, t)
-        try:
+        try:  # only the tags' requests can fail here (the answers are in)
             source = (self.cfg.source.location.bucket, self.copier.skey(row.key))
             target = (self.cfg.target.location.bucket, self.copier.tkey(row.key))
-            if not changed and metadata.tags_differ(self.src, source, self.copier.dst, target, s):
-                changed = ["tags"]
+            changed = metadata.differences_with_tags(s, t, self.src, source, self.copier.dst, target)
         except Exception as exc:
             return f"same ETag on the target, tags not comparable ({clients.error_code(exc)}): copied again"
         return f"same ETag on the target, metadata differs ({', '.join(changed)}): copied again" if changed else None

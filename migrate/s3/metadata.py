@@ -16,7 +16,7 @@ FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding"
 
 def differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
     """What differs between two HeadObject (or GetObject) answers' metadata; [] when it is the same.
-    Of the tags, these answers carry only their number (TagCount): see tags_differ() for the rest."""
+    Of the tags, these answers carry only their number (TagCount): see differences_with_tags()."""
     changed = [f for f in FIELDS if source.get(f) != target.get(f)]
     # An Expires that is not a date ("never") parses to None: only the raw ExpiresString tells
     # two such headers apart (and "0" from a date of the same instant is no difference).
@@ -30,14 +30,16 @@ def differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[st
     return changed
 
 
-def tags_differ(src: Any, source: tuple[str, str], dst: Any, target: tuple[str, str],
-                source_head: Mapping[str, Any]) -> bool:
-    """Whether the tags of two objects ((bucket, key) on each side) differ, once differences() found the
-    same number on both: a GetObjectTagging on each side, asked only when the source's answer says that
-    it has tags (no request at all for untagged objects, almost always all of them)."""
-    if not source_head.get("TagCount"):
-        return False
-    return _tag_set(src, *source) != _tag_set(dst, *target)
+def differences_with_tags(source_head: Mapping[str, Any], target_head: Mapping[str, Any], src: Any,
+                          source: tuple[str, str], dst: Any, target: tuple[str, str]) -> list[str]:
+    """differences() of two objects' answers, and ["tags"] when those agree but their tags ((bucket, key)
+    on each side) do not: a GetObjectTagging on each side, asked only when the source's answer says
+    that it has tags (no request at all for untagged objects, almost always all of them). A tagging
+    request that fails raises."""
+    changed = differences(source_head, target_head)
+    if changed or not source_head.get("TagCount"):
+        return changed
+    return ["tags"] if _tag_set(src, *source) != _tag_set(dst, *target) else []
 
 
 def _tag_set(client: Any, bucket: str, key: str) -> set[tuple[str, str]]:

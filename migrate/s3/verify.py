@@ -55,9 +55,7 @@ class _Checker:
             t = self.dst.head_object(Bucket=tb, Key=tk, ChecksumMode="ENABLED")
             if s.get("ContentLength") != t.get("ContentLength"):
                 return Outcome.DIFFER, f"size {s.get('ContentLength')} vs {t.get('ContentLength')}"
-            changed = metadata.differences(s, t)
-            if not changed and metadata.tags_differ(self.src, (sb, sk), self.dst, (tb, tk), s):
-                changed = ["tags"]
+            changed = metadata.differences_with_tags(s, t, self.src, (sb, sk), self.dst, (tb, tk))
             if changed:
                 return Outcome.DIFFER, "metadata differs: " + ", ".join(changed)
             se, te = strip_etag(s.get("ETag")), strip_etag(t.get("ETag"))
