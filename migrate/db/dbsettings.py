@@ -165,17 +165,15 @@ def apply(conn: psycopg.Connection, settings: list[Setting], comment: str | None
     the error) for each refused statement."""
     row = conn.execute("SELECT current_database()").fetchone()
     database = str(row[0]) if row else ""
-    failed = []
-    for s in settings:
-        try:
-            conn.execute(statement(s, database).encode())
-        except psycopg.Error as exc:
-            failed.append((statement(s, database, shown=True), first_line(str(exc))))
+    todo = [(statement(s, database), statement(s, database, shown=True)) for s in settings]
     if comment is not None:
+        todo.append((comment_statement(comment, database),) * 2)
+    failed = []
+    for run, shown in todo:
         try:
-            conn.execute(comment_statement(comment, database).encode())
+            conn.execute(run.encode())
         except psycopg.Error as exc:
-            failed.append((comment_statement(comment, database), first_line(str(exc))))
+            failed.append((shown, first_line(str(exc))))
     return failed
 
 
